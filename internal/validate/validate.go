@@ -1,0 +1,198 @@
+// Package validate checks the strings that cross Pontus's edges — commit
+// ids, branch names, repository names, labels — before they reach a path,
+// a git argument vector or the store. Every check returns an *Error that
+// names the offending field, so an RPC can answer invalid_argument with a
+// message a person can act on.
+package validate
+
+import (
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Error says which field was wrong and why.
+type Error struct {
+	Field  string
+	Reason string
+}
+
+func (e *Error) Error() string { return e.Field + ": " + e.Reason }
+
+func fail(field, format string, args ...any) error {
+	return &Error{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// quote shows a bad value in an error message, shortened and escaped so it
+// cannot forge log lines.
+func quote(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// CommitID accepts a full commit id: 40 (SHA-1) or 64 (SHA-256) lowercase
+// hex characters. Nothing else — not "HEAD", not an abbreviation — because
+// commit ids name result files.
+func CommitID(field, s string) error {
+	if len(s) != 40 && len(s) != 64 {
+		return fail(field, "commit id must be 40 or 64 lowercase hex characters, got %d characters %s", len(s), quote(s))
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return fail(field, "commit id must be lowercase hex, got %s", quote(s))
+		}
+	}
+	return nil
+}
+
+// Branch accepts a branch name as git's check-ref-format does ("main",
+// "release/1.2"), and rejects anything that could be read as an option or a
+// revision expression.
+func Branch(field, s string) error {
+	return refName(field, s, false)
+}
+
+// BranchPattern is Branch that also allows the glob characters * ? [ ] used
+// to pick branches in the observer's configuration.
+func BranchPattern(field, s string) error {
+	return refName(field, s, true)
+}
+
+func refName(field, s string, glob bool) error {
+	switch {
+	case s == "":
+		return fail(field, "branch name is empty")
+	case len(s) > 255:
+		return fail(field, "branch name longer than 255 bytes")
+	case !utf8.ValidString(s):
+		return fail(field, "branch name is not valid UTF-8")
+	case strings.HasPrefix(s, "-"):
+		return fail(field, "branch name %s must not start with '-'", quote(s))
+	case s == "@" || s == "HEAD":
+		return fail(field, "%s is not a branch name", quote(s))
+	case strings.Contains(s, ".."), strings.Contains(s, "@{"), strings.Contains(s, "//"):
+		return fail(field, "branch name %s contains '..', '@{' or '//'", quote(s))
+	case strings.HasPrefix(s, "/"), strings.HasSuffix(s, "/"), strings.HasSuffix(s, "."), strings.HasSuffix(s, ".lock"):
+		return fail(field, "branch name %s must not start or end with '/' or end with '.' or '.lock'", quote(s))
+	}
+	for _, part := range strings.Split(s, "/") {
+		if strings.HasPrefix(part, ".") {
+			return fail(field, "branch name %s has a component starting with '.'", quote(s))
+		}
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == ' ' || r == '~' || r == '^' || r == ':' || r == '\\' {
+			return fail(field, "branch name %s contains %q, which git does not allow", quote(s), r)
+		}
+		if !glob && (r == '*' || r == '?' || r == '[') {
+			return fail(field, "branch name %s contains %q, which git does not allow", quote(s), r)
+		}
+	}
+	return nil
+}
+
+// Repo accepts a repository name as observers report it: a local path or a
+// URL git can fetch. It must be printable, at most 1024 bytes, and must not
+// start with '-' (so it can never be read as a git option).
+func Repo(field, s string) error {
+	switch {
+	case s == "":
+		return fail(field, "repository is empty")
+	case len(s) > 1024:
+		return fail(field, "repository longer than 1024 bytes")
+	case !utf8.ValidString(s):
+		return fail(field, "repository is not valid UTF-8")
+	case strings.HasPrefix(s, "-"):
+		return fail(field, "repository %s must not start with '-'", quote(s))
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return fail(field, "repository %s contains a control or non-printable character", quote(s))
+		}
+	}
+	return nil
+}
+
+// CloneURL accepts where a runner may fetch a repository from: an absolute
+// path, or a file://, http(s)://, ssh:// or git:// URL, or scp-like
+// user@host:path. Transports that run commands (ext::, fd::) are refused.
+func CloneURL(field, s string) error {
+	if err := Repo(field, s); err != nil {
+		return err
+	}
+	if strings.ContainsAny(s, " \t") && !strings.HasPrefix(s, "/") {
+		return fail(field, "clone URL %s contains white space", quote(s))
+	}
+	if strings.HasPrefix(s, "/") {
+		return nil
+	}
+	for _, scheme := range []string{"file://", "http://", "https://", "ssh://", "git://"} {
+		if strings.HasPrefix(s, scheme) {
+			if len(s) == len(scheme) {
+				return fail(field, "clone URL %s has no host or path", quote(s))
+			}
+			return nil
+		}
+	}
+	if strings.Contains(s, "::") {
+		return fail(field, "clone URL %s uses a transport Pontus does not allow", quote(s))
+	}
+	// scp-like: [user@]host:path — a colon before any slash.
+	if i := strings.Index(s, ":"); i > 0 && !strings.Contains(s[:i], "/") {
+		return nil
+	}
+	return fail(field, "clone URL %s must be an absolute path or a file, http(s), ssh or git URL", quote(s))
+}
+
+// Label accepts a runner label: 1–63 characters of letters, digits and
+// . _ - : = /, starting with a letter or digit.
+func Label(field, s string) error {
+	if s == "" || len(s) > 63 {
+		return fail(field, "label must be 1 to 63 characters, got %s", quote(s))
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if i == 0 && !alnum {
+			return fail(field, "label %s must start with a letter or digit", quote(s))
+		}
+		if !alnum && !strings.ContainsRune("._-:=/", rune(c)) {
+			return fail(field, "label %s may hold only letters, digits and . _ - : = /", quote(s))
+		}
+	}
+	return nil
+}
+
+// Labels checks each label of a list and refuses more than 32.
+func Labels(field string, labels []string) error {
+	if len(labels) > 32 {
+		return fail(field, "at most 32 labels, got %d", len(labels))
+	}
+	for i, l := range labels {
+		if err := Label(fmt.Sprintf("%s[%d]", field, i), l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Name accepts a free-form human name (a runner name, a plugin name): 1–128
+// printable characters.
+func Name(field, s string) error {
+	if s == "" || len(s) > 128 {
+		return fail(field, "must be 1 to 128 characters, got %d", len(s))
+	}
+	if !utf8.ValidString(s) {
+		return fail(field, "is not valid UTF-8")
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return fail(field, "%s contains a non-printable character", quote(s))
+		}
+	}
+	return nil
+}
