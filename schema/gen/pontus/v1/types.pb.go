@@ -451,8 +451,10 @@ type Build struct {
 	MaxAttempts int32 `protobuf:"varint,22,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
 	// Bytes of output the runner dropped beyond its own cap.
 	OutputDroppedBytes int64 `protobuf:"varint,23,opt,name=output_dropped_bytes,json=outputDroppedBytes,proto3" json:"output_dropped_bytes,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// CancelBuild was called; the runner is told at its next heartbeat.
+	CancelRequested bool `protobuf:"varint,24,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Build) Reset() {
@@ -644,6 +646,13 @@ func (x *Build) GetOutputDroppedBytes() int64 {
 		return x.OutputDroppedBytes
 	}
 	return 0
+}
+
+func (x *Build) GetCancelRequested() bool {
+	if x != nil {
+		return x.CancelRequested
+	}
+	return false
 }
 
 // Runner is a registered runner process.
@@ -945,7 +954,7 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x125\n" +
 	"\bended_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12.\n" +
 	"\x06status\x18\x06 \x01(\x0e2\x16.pontus.v1.BuildStatusR\x06status\x12\x16\n" +
-	"\x06reason\x18\a \x01(\tR\x06reason\"\xea\x06\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"\x95\a\n" +
 	"\x05Build\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
 	"\x04repo\x18\x02 \x01(\tR\x04repo\x12\x16\n" +
@@ -974,7 +983,8 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"\rlog_truncated\x18\x14 \x01(\bR\flogTruncated\x12A\n" +
 	"\x0elease_deadline\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\rleaseDeadline\x12!\n" +
 	"\fmax_attempts\x18\x16 \x01(\x05R\vmaxAttempts\x120\n" +
-	"\x14output_dropped_bytes\x18\x17 \x01(\x03R\x12outputDroppedBytes\"\xbf\x02\n" +
+	"\x14output_dropped_bytes\x18\x17 \x01(\x03R\x12outputDroppedBytes\x12)\n" +
+	"\x10cancel_requested\x18\x18 \x01(\bR\x0fcancelRequested\"\xbf\x02\n" +
 	"\x06Runner\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +

@@ -1,0 +1,444 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pontus-ci/pontus/internal/dial"
+	"github.com/pontus-ci/pontus/internal/protofmt"
+	"github.com/pontus-ci/pontus/internal/validate"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+	"github.com/pontus-ci/pontus/schema/gen/pontus/v1/pontusv1connect"
+)
+
+// clientFlags are the flags of the client commands.
+type clientFlags struct {
+	fs       *flag.FlagSet
+	url      string
+	caFile   string
+	json     bool
+	tokenVar string
+}
+
+func newClientFlags(name string, stderr io.Writer) *clientFlags {
+	c := &clientFlags{fs: flag.NewFlagSet("pontus "+name, flag.ContinueOnError), tokenVar: "PONTUS_USER_TOKEN"}
+	c.fs.SetOutput(stderr)
+	def := os.Getenv("PONTUS_CONTROLPLANE")
+	if def == "" {
+		def = "http://127.0.0.1:8888"
+	}
+	c.fs.StringVar(&c.url, "controlplane", def, "control plane `URL` (or $PONTUS_CONTROLPLANE)")
+	c.fs.StringVar(&c.caFile, "ca-file", "", "PEM `file` of CA certificates to trust for https")
+	c.fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
+	return c
+}
+
+func (c *clientFlags) dial() (connect.HTTPClient, []connect.ClientOption, error) {
+	cfg := dial.Config{URL: strings.TrimRight(c.url, "/"), Token: os.Getenv(c.tokenVar), CAFile: c.caFile}
+	hc, err := dial.HTTPClient(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.url = cfg.URL
+	return hc, dial.Options(cfg), nil
+}
+
+func (c *clientFlags) builds() (pontusv1connect.BuildServiceClient, error) {
+	hc, opts, err := c.dial()
+	if err != nil {
+		return nil, err
+	}
+	return pontusv1connect.NewBuildServiceClient(hc, c.url, opts...), nil
+}
+
+// buildArg parses a COMMIT or build id argument.
+func buildArg(fs *flag.FlagSet) (commit string, id int64, err error) {
+	if fs.NArg() != 1 {
+		return "", 0, errors.New("give exactly one COMMIT (full id) or build number")
+	}
+	a := fs.Arg(0)
+	if n, err := strconv.ParseInt(a, 10, 64); err == nil && len(a) < 20 && n > 0 {
+		return "", n, nil
+	}
+	if err := validate.CommitID("COMMIT", a); err != nil {
+		return "", 0, err
+	}
+	return a, 0, nil
+}
+
+func printJSON(w io.Writer, m proto.Message) error {
+	b, err := protofmt.JSON(m)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+func short(commit string) string {
+	if len(commit) > 10 {
+		return commit[:10]
+	}
+	return commit
+}
+
+func status(s pontusv1.BuildStatus) string {
+	return strings.ReplaceAll(strings.TrimPrefix(s.String(), "BUILD_STATUS_"), "_", " ")
+}
+
+func age(t time.Time) string {
+	d := time.Since(t)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return t.Format("2006-01-02")
+}
+
+func buildDuration(b *pontusv1.Build) string {
+	if b.Duration != nil {
+		return b.Duration.AsDuration().Round(time.Millisecond).String()
+	}
+	if b.StartedAt != nil {
+		return time.Since(b.StartedAt.AsTime()).Round(time.Second).String() + "…"
+	}
+	return ""
+}
+
+func runBuilds(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newClientFlags("builds", stderr)
+	branch := c.fs.String("branch", "", "only builds of this `branch`")
+	repo := c.fs.String("repo", "", "only builds of this `repository`")
+	st := c.fs.String("status", "", "only builds in this `status` (queued, running, passed, failed, error, timed_out, canceled)")
+	limit := c.fs.Int("limit", 20, "at most `n` builds")
+	if err := c.fs.Parse(args); err != nil {
+		return err
+	}
+	req := &pontusv1.ListBuildsRequest{Branch: *branch, Repo: *repo, Limit: int32(*limit)}
+	if *st != "" {
+		v, ok := pontusv1.BuildStatus_value["BUILD_STATUS_"+strings.ToUpper(*st)]
+		if !ok {
+			return fmt.Errorf("--status: unknown status %q", *st)
+		}
+		req.Status = pontusv1.BuildStatus(v)
+	}
+	client, err := c.builds()
+	if err != nil {
+		return err
+	}
+	res, err := client.ListBuilds(ctx, req)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(stdout, res)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BUILD\tSTATUS\tCOMMIT\tBRANCH\tATTEMPT\tRUNNER\tDURATION\tCREATED\tREASON")
+	for _, b := range res.Builds {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", b.Id, status(b.Status), short(b.Commit), b.Branch,
+			b.Attempt, b.RunnerName, buildDuration(b), age(b.CreatedAt.AsTime()), b.Reason)
+	}
+	return tw.Flush()
+}
+
+func runShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newClientFlags("show", stderr)
+	exitStatus := c.fs.Bool("exit-status", false, "exit 0 if the build passed, 1 if it failed or errored, 3 if it has not finished")
+	repo := c.fs.String("repo", "", "the `repository`, when several are watched")
+	if err := c.fs.Parse(args); err != nil {
+		return err
+	}
+	commit, id, err := buildArg(c.fs)
+	if err != nil {
+		return err
+	}
+	client, err := c.builds()
+	if err != nil {
+		return err
+	}
+	res, err := client.GetBuild(ctx, &pontusv1.GetBuildRequest{Commit: commit, BuildId: id, Repo: *repo})
+	if err != nil {
+		return err
+	}
+	b := res.Build
+	if c.json {
+		err = printJSON(stdout, b)
+	} else {
+		err = printBuild(stdout, b)
+	}
+	if err != nil || !*exitStatus {
+		return err
+	}
+	switch b.Status {
+	case pontusv1.BuildStatus_BUILD_STATUS_PASSED:
+		return nil
+	case pontusv1.BuildStatus_BUILD_STATUS_QUEUED, pontusv1.BuildStatus_BUILD_STATUS_LEASED, pontusv1.BuildStatus_BUILD_STATUS_RUNNING:
+		return exitError{3}
+	}
+	return exitError{1}
+}
+
+func printBuild(w io.Writer, b *pontusv1.Build) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	row("build", strconv.FormatInt(b.Id, 10))
+	row("status", status(b.Status))
+	if b.Status == pontusv1.BuildStatus_BUILD_STATUS_QUEUED {
+		row("waiting", b.Reason)
+	} else {
+		row("reason", b.Reason)
+	}
+	row("commit", b.Commit)
+	row("repo", b.Repo)
+	row("branch", b.Branch)
+	if len(b.Labels) > 0 {
+		row("labels", strings.Join(b.Labels, " "))
+	}
+	if b.Attempt > 0 {
+		row("runner", fmt.Sprintf("%s (%s)", b.RunnerName, b.RunnerId))
+		row("attempt", fmt.Sprintf("%d of at most %d", b.Attempt, b.MaxAttempts))
+	}
+	row("duration", buildDuration(b))
+	row("created", b.CreatedAt.AsTime().Local().Format(time.RFC3339))
+	for _, a := range b.Attempts {
+		if a.Number != b.Attempt {
+			row("lost", fmt.Sprintf("attempt %d on %s: %s", a.Number, a.RunnerName, a.Reason))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(b.Tests) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	for _, t := range b.Tests {
+		word := strings.TrimPrefix(t.Outcome.String(), "TEST_OUTCOME_")
+		fmt.Fprintf(w, "%-7s %s\n", word, t.Name)
+		if t.Message != "" && t.Outcome != pontusv1.TestOutcome_TEST_OUTCOME_PASSED {
+			for _, line := range strings.Split(strings.TrimRight(t.Message, "\n"), "\n") {
+				fmt.Fprintf(w, "        %s\n", line)
+			}
+		}
+	}
+	return nil
+}
+
+func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newClientFlags("logs", stderr)
+	follow := c.fs.Bool("f", false, "follow the log until the build ends")
+	repo := c.fs.String("repo", "", "the `repository`, when several are watched")
+	if err := c.fs.Parse(args); err != nil {
+		return err
+	}
+	commit, id, err := buildArg(c.fs)
+	if err != nil {
+		return err
+	}
+	client, err := c.builds()
+	if err != nil {
+		return err
+	}
+	stream, err := client.TailLog(ctx, &pontusv1.TailLogRequest{Commit: commit, BuildId: id, Repo: *repo, Follow: *follow})
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	for stream.Receive() {
+		m := stream.Msg()
+		if m.Reset_ {
+			fmt.Fprintf(stderr, "\n--- attempt %d started; log restarts ---\n", m.Attempt)
+		}
+		if _, err := stdout.Write(m.Data); err != nil {
+			return err
+		}
+		if m.Eof && *follow {
+			fmt.Fprintf(stderr, "--- build %s ---\n", status(m.Status))
+		}
+	}
+	if err := stream.Err(); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+func runRunners(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newClientFlags("runners", stderr)
+	if err := c.fs.Parse(args); err != nil {
+		return err
+	}
+	client, err := c.builds()
+	if err != nil {
+		return err
+	}
+	res, err := client.ListRunners(ctx, &pontusv1.ListRunnersRequest{})
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(stdout, res)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tID\tSTATE\tLABELS\tCAPACITY\tBUILDS\tLAST SEEN")
+	for _, r := range res.Runners {
+		ids := make([]string, len(r.BuildIds))
+		for i, id := range r.BuildIds {
+			ids[i] = strconv.FormatInt(id, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Name, r.Id,
+			strings.TrimPrefix(r.State.String(), "RUNNER_STATE_"), strings.Join(r.Labels, " "), r.Capacity,
+			strings.Join(ids, " "), age(r.LastSeen.AsTime()))
+	}
+	return tw.Flush()
+}
+
+func runTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newClientFlags("trigger", stderr)
+	repo := c.fs.String("repo", "", "the `repository` (needed for a commit never built before)")
+	branch := c.fs.String("branch", "", "the `branch` (needed for a commit never built before)")
+	if err := c.fs.Parse(args); err != nil {
+		return err
+	}
+	if c.fs.NArg() != 1 {
+		return errors.New("give exactly one COMMIT (full id)")
+	}
+	client, err := c.builds()
+	if err != nil {
+		return err
+	}
+	res, err := client.TriggerBuild(ctx, &pontusv1.TriggerBuildRequest{Commit: c.fs.Arg(0), Repo: *repo, Branch: *branch})
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(stdout, res.Build)
+	}
+	fmt.Fprintf(stdout, "build %d queued for %s (%s)\n", res.Build.Id, short(res.Build.Commit), res.Build.Reason)
+	return nil
+}
+
+func runCancel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newClientFlags("cancel", stderr)
+	repo := c.fs.String("repo", "", "the `repository`, when several are watched")
+	if err := c.fs.Parse(args); err != nil {
+		return err
+	}
+	commit, id, err := buildArg(c.fs)
+	if err != nil {
+		return err
+	}
+	client, err := c.builds()
+	if err != nil {
+		return err
+	}
+	res, err := client.CancelBuild(ctx, &pontusv1.CancelBuildRequest{Commit: commit, BuildId: id, Repo: *repo})
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(stdout, res.Build)
+	}
+	fmt.Fprintf(stdout, "build %d: %s (%s)\n", res.Build.Id, status(res.Build.Status), res.Build.Reason)
+	return nil
+}
+
+func runNotify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newClientFlags("notify", stderr)
+	c.tokenVar = "PONTUS_OBSERVER_TOKEN"
+	repo := c.fs.String("repo", "", "the `repository` as the observer names it (path or URL)")
+	branch := c.fs.String("branch", "", "the `branch` the commit is on")
+	cloneURL := c.fs.String("clone-url", "", "`URL` runners fetch from, if not the repository")
+	if err := c.fs.Parse(args); err != nil {
+		return err
+	}
+	if *repo == "" || *branch == "" || c.fs.NArg() == 0 {
+		return errors.New("usage: pontus notify --repo R --branch B COMMIT...")
+	}
+	hc, opts, err := c.dial()
+	if err != nil {
+		return err
+	}
+	client := pontusv1connect.NewObserverServiceClient(hc, c.url, opts...)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res, err := client.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{
+		Repo: *repo, Branch: *branch, Commits: c.fs.Args(), CloneUrl: *cloneURL,
+	})
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(stdout, res)
+	}
+	for _, b := range res.Builds {
+		fmt.Fprintf(stdout, "build %d: %s %s\n", b.Id, short(b.Commit), status(b.Status))
+	}
+	return nil
+}
+
+// printProgress prints one line per build state change (for pontus dev).
+func printProgress(ctx context.Context, url, token string, w io.Writer) {
+	hc, err := dial.HTTPClient(dial.Config{URL: url})
+	if err != nil {
+		return
+	}
+	client := pontusv1connect.NewBuildServiceClient(hc, url, dial.Options(dial.Config{URL: url, Token: token})...)
+	backoff := dial.NewBackoff(100*time.Millisecond, 2*time.Second)
+	last := map[int64]pontusv1.BuildStatus{}
+	for ctx.Err() == nil {
+		stream, err := client.WatchBuilds(ctx, &pontusv1.WatchBuildsRequest{})
+		if err == nil {
+			for stream.Receive() {
+				backoff.Reset()
+				b := stream.Msg().Build
+				if b == nil || last[b.Id] == b.Status {
+					continue
+				}
+				last[b.Id] = b.Status
+				fmt.Fprintln(w, progressLine(b))
+			}
+			stream.Close()
+		}
+		dial.Sleep(ctx, backoff.Next())
+	}
+}
+
+func progressLine(b *pontusv1.Build) string {
+	line := fmt.Sprintf("%s  build %-4d %-10s %-9s %s", time.Now().Format("15:04:05"), b.Id, short(b.Commit), status(b.Status), b.Branch)
+	if b.Duration != nil {
+		line += "  " + b.Duration.AsDuration().Round(time.Millisecond).String()
+	}
+	var failing []string
+	for _, t := range b.Tests {
+		if t.Outcome == pontusv1.TestOutcome_TEST_OUTCOME_FAILED || t.Outcome == pontusv1.TestOutcome_TEST_OUTCOME_ERROR {
+			failing = append(failing, t.Name)
+		}
+	}
+	if len(failing) > 0 {
+		line += "  failing: " + strings.Join(failing, ", ")
+	}
+	if b.Reason != "" && b.Status != pontusv1.BuildStatus_BUILD_STATUS_QUEUED {
+		line += "  (" + b.Reason + ")"
+	}
+	return line
+}

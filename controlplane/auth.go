@@ -1,0 +1,53 @@
+package controlplane
+
+import (
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"strings"
+
+	"connectrpc.com/connect"
+)
+
+// tokenCookie is the dashboard's sign-in cookie; the BuildService accepts
+// it as well as the bearer header, so the dashboard's own JavaScript can
+// call the API.
+const tokenCookie = "pontus_token"
+
+// requireToken rejects, before anything is decoded, requests to h that do
+// not carry the role's token. The error is written in whichever protocol
+// the client speaks (Connect → HTTP 401, gRPC → status 16).
+func requireToken(token string, cookieOK bool, h http.Handler) http.Handler {
+	if token == "" {
+		return h
+	}
+	ew := connect.NewErrorWriter()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tokenOK(r, token, cookieOK) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		err := connect.NewError(connect.CodeUnauthenticated, errors.New("missing or wrong bearer token for this service"))
+		if ew.IsSupported(r) {
+			_ = ew.Write(w, r, err)
+			return
+		}
+		http.Error(w, "unauthenticated: missing or wrong bearer token", http.StatusUnauthorized)
+	})
+}
+
+func tokenOK(r *http.Request, token string, cookieOK bool) bool {
+	if got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && equal(got, token) {
+		return true
+	}
+	if cookieOK {
+		if c, err := r.Cookie(tokenCookie); err == nil && equal(c.Value, token) {
+			return true
+		}
+	}
+	return false
+}
+
+func equal(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}

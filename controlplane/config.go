@@ -1,0 +1,99 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Config is the control plane's configuration: the [controlplane] table of
+// pontus.toml.
+type Config struct {
+	// Listen is the TCP address to serve on.
+	Listen string `toml:"listen"`
+	// DataDir holds the store and the build logs.
+	DataDir string `toml:"data_dir"`
+	// ResultsDir receives <commit-id> and <commit-id>.json for every finished build.
+	ResultsDir string `toml:"results_dir"`
+	// HeartbeatInterval is how often runners renew their leases.
+	HeartbeatInterval time.Duration `toml:"heartbeat_interval"`
+	// LeaseDuration is how long a lease lasts without renewal; a runner
+	// that stops heartbeating loses its job after this long.
+	LeaseDuration time.Duration `toml:"lease_duration"`
+	// PollTimeout is the longest an AcquireJob long-poll is held open.
+	PollTimeout time.Duration `toml:"poll_timeout"`
+	// MaxAttempts is how many attempts may be lost to dead runners before a
+	// build ends ERROR "runner lost".
+	MaxAttempts int `toml:"max_attempts"`
+	// MaxLogMiB caps each attempt's stored log; beyond it a marker line says
+	// how much was cut.
+	MaxLogMiB int `toml:"max_log_mib"`
+	// Fsync makes every store commit durable against power loss, not only
+	// against a crash of the process.
+	Fsync bool `toml:"fsync"`
+	// TLSCert and TLSKey, both set, serve HTTPS (HTTP/2 through ALPN).
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// Token files (one token per file); the PONTUS_*_TOKEN variables win.
+	RunnerTokenFile   string `toml:"runner_token_file"`
+	ObserverTokenFile string `toml:"observer_token_file"`
+	UserTokenFile     string `toml:"user_token_file"`
+	// Insecure allows listening on a non-loopback address without tokens.
+	Insecure bool `toml:"insecure"`
+
+	// Tokens, filled by the caller from the environment or the files.
+	RunnerToken   string `toml:"-"`
+	ObserverToken string `toml:"-"`
+	UserToken     string `toml:"-"`
+}
+
+// DefaultConfig returns a configuration that works on one machine.
+func DefaultConfig() Config {
+	return Config{
+		Listen:            "127.0.0.1:8888",
+		DataDir:           ".pontus/controlplane",
+		ResultsDir:        "test_results",
+		HeartbeatInterval: 2 * time.Second,
+		LeaseDuration:     6 * time.Second,
+		PollTimeout:       30 * time.Second,
+		MaxAttempts:       3,
+		MaxLogMiB:         32,
+	}
+}
+
+// Validate checks the configuration and names the key that is wrong.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("controlplane.%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "%q is not host:port: %v", c.Listen, err)
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must not be empty")
+	}
+	if c.ResultsDir == "" {
+		bad("results_dir", "must not be empty")
+	}
+	if c.HeartbeatInterval < 10*time.Millisecond {
+		bad("heartbeat_interval", "must be at least 10ms, got %s", c.HeartbeatInterval)
+	}
+	if c.LeaseDuration < 2*c.HeartbeatInterval {
+		bad("lease_duration", "must be at least twice heartbeat_interval (%s), got %s", c.HeartbeatInterval, c.LeaseDuration)
+	}
+	if c.PollTimeout < 100*time.Millisecond || c.PollTimeout > 5*time.Minute {
+		bad("poll_timeout", "must be between 100ms and 5m, got %s", c.PollTimeout)
+	}
+	if c.MaxAttempts < 1 || c.MaxAttempts > 100 {
+		bad("max_attempts", "must be between 1 and 100, got %d", c.MaxAttempts)
+	}
+	if c.MaxLogMiB < 1 || c.MaxLogMiB > 4096 {
+		bad("max_log_mib", "must be between 1 and 4096, got %d", c.MaxLogMiB)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("tls_cert", "tls_cert and tls_key must be set together")
+	}
+	return errors.Join(errs...)
+}

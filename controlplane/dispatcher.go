@@ -1,0 +1,994 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pontus-ci/pontus/controlplane/store"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+)
+
+const (
+	statusQueued   = pontusv1.BuildStatus_BUILD_STATUS_QUEUED
+	statusLeased   = pontusv1.BuildStatus_BUILD_STATUS_LEASED
+	statusRunning  = pontusv1.BuildStatus_BUILD_STATUS_RUNNING
+	statusError    = pontusv1.BuildStatus_BUILD_STATUS_ERROR
+	statusCanceled = pontusv1.BuildStatus_BUILD_STATUS_CANCELED
+)
+
+// dispatcher owns the live state: builds that are not finished, the queue,
+// leases, runners, long-polling waiters and cursors. Every change is made
+// under mu, enqueued to the store in the same critical section (so the
+// store sees changes in the order they were made), and waited on outside mu
+// before the RPC answers.
+type dispatcher struct {
+	cfg     Config
+	st      store.Store
+	logs    *logStore
+	results *resultWriter
+	log     *slog.Logger
+	metrics *metrics
+	now     func() time.Time
+
+	// reportMu serialises ReportCommits so its "does this commit have a
+	// build?" check and the creation are atomic.
+	reportMu sync.Mutex
+
+	mu       sync.Mutex
+	builds   map[int64]*liveBuild
+	queue    []int64 // ids of QUEUED builds, ascending
+	runners  map[string]*runnerState
+	waiters  []*waiter
+	cursors  map[cursorKey]string
+	nextID   int64
+	subs     map[*subscriber]struct{}
+	shutdown chan struct{}
+	closed   bool
+}
+
+type cursorKey struct{ repo, branch string }
+
+type liveBuild struct {
+	b *pontusv1.Build
+	// changed is closed (and replaced) whenever the build's log or state
+	// changes, waking TailLog followers.
+	changed chan struct{}
+	// logMu serialises log appends of this build.
+	logMu sync.Mutex
+}
+
+type runnerState struct {
+	r        *pontusv1.Runner
+	leases   map[int64]int32 // job id → attempt
+	polling  int
+	lastSeen time.Time
+}
+
+type waiter struct {
+	runner *runnerState
+	ch     chan claim // buffered 1
+}
+
+type claim struct {
+	job    *pontusv1.Job
+	commit *store.Commit
+}
+
+func newDispatcher(cfg Config, st store.Store, logs *logStore, results *resultWriter, m *metrics, logger *slog.Logger) *dispatcher {
+	return &dispatcher{
+		cfg: cfg, st: st, logs: logs, results: results, log: logger, metrics: m, now: time.Now,
+		builds:   map[int64]*liveBuild{},
+		runners:  map[string]*runnerState{},
+		cursors:  map[cursorKey]string{},
+		subs:     map[*subscriber]struct{}{},
+		shutdown: make(chan struct{}),
+		nextID:   1,
+	}
+}
+
+// load restores state after a start. Leases of builds that were running
+// are extended by the downtime (deadline = now + lease), so a healthy
+// runner that reconnects in time keeps its job.
+func (d *dispatcher) load(ctx context.Context) (unreported []*pontusv1.Build, err error) {
+	st, err := d.st.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := d.now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.nextID = st.NextID
+	for _, r := range st.Runners {
+		d.runners[r.Id] = &runnerState{r: r, leases: map[int64]int32{}, lastSeen: now}
+	}
+	for _, b := range st.Live {
+		lb := &liveBuild{b: b, changed: make(chan struct{})}
+		d.builds[b.Id] = lb
+		switch b.Status {
+		case statusQueued:
+			d.queue = append(d.queue, b.Id)
+		case statusLeased, statusRunning:
+			b.LeaseDeadline = timestamppb.New(now.Add(d.cfg.LeaseDuration))
+			if r := d.runners[b.RunnerId]; r != nil {
+				r.leases[b.Id] = b.Attempt
+			}
+			// The log file is the truth for how much was stored.
+			if n, err := d.logs.size(b.Id, b.Attempt); err == nil && !b.LogTruncated {
+				b.LogSize = n
+			}
+		}
+	}
+	sort.Slice(d.queue, func(i, j int) bool { return d.queue[i] < d.queue[j] })
+	for _, c := range st.Cursors {
+		d.cursors[cursorKey{c.Repo, c.Branch}] = c.Commit
+	}
+	return st.Unreported, nil
+}
+
+// close ends long-polls and streams with unavailable.
+func (d *dispatcher) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.closed {
+		d.closed = true
+		close(d.shutdown)
+	}
+}
+
+var errShuttingDown = connect.NewError(connect.CodeUnavailable, errors.New("control plane shutting down; retry"))
+
+func newRunnerID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "r-" + hex.EncodeToString(b[:])
+}
+
+// register adds a runner process.
+func (d *dispatcher) register(ctx context.Context, name string, labels []string, capacity int32, version string) (*pontusv1.Runner, error) {
+	now := d.now()
+	r := &pontusv1.Runner{
+		Id: newRunnerID(), Name: name, Labels: labels, Capacity: capacity, Version: version,
+		State: pontusv1.RunnerState_RUNNER_STATE_IDLE, RegisteredAt: timestamppb.New(now), LastSeen: timestamppb.New(now),
+	}
+	d.mu.Lock()
+	d.runners[r.Id] = &runnerState{r: r, leases: map[int64]int32{}, lastSeen: now}
+	c := d.st.Enqueue(store.Mutation{PutRunner: proto.Clone(r).(*pontusv1.Runner)})
+	d.mu.Unlock()
+	if err := c.Wait(ctx); err != nil {
+		return nil, storeErr(err)
+	}
+	return r, nil
+}
+
+func storeErr(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return connect.NewError(connect.CodeCanceled, err)
+	}
+	return connect.NewError(connect.CodeInternal, errors.New("store write failed"))
+}
+
+func (d *dispatcher) runnerLocked(id string) (*runnerState, error) {
+	r := d.runners[id]
+	if r == nil {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("runner_id: runner %q is not registered; call Register", id))
+	}
+	r.lastSeen = d.now()
+	return r, nil
+}
+
+func hasLabels(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// claimLocked leases build b to runner r and returns the job and the
+// mutation to persist.
+func (d *dispatcher) claimLocked(r *runnerState, lb *liveBuild) (*pontusv1.Job, store.Mutation) {
+	now := d.now()
+	b := lb.b
+	b.Attempt++
+	b.Status = statusLeased
+	b.Reason = ""
+	b.RunnerId = r.r.Id
+	b.RunnerName = r.r.Name
+	b.StartedAt = timestamppb.New(now)
+	b.LeaseDeadline = timestamppb.New(now.Add(d.cfg.LeaseDuration))
+	b.LogSize = 0
+	b.LogTruncated = false
+	b.Tests = nil
+	b.Attempts = append(b.Attempts, &pontusv1.Attempt{
+		Number: b.Attempt, RunnerId: r.r.Id, RunnerName: r.r.Name, StartedAt: timestamppb.New(now),
+		Status: statusLeased,
+	})
+	r.leases[b.Id] = b.Attempt
+	d.removeFromQueueLocked(b.Id)
+	d.touchLocked(lb)
+	job := &pontusv1.Job{
+		JobId: b.Id, Attempt: b.Attempt, BuildId: b.Id, Repo: b.Repo, CloneUrl: b.CloneUrl,
+		Branch: b.Branch, Commit: b.Commit, Labels: b.Labels, LeaseDeadline: b.LeaseDeadline,
+	}
+	d.metrics.queueWait.Observe(now.Sub(b.CreatedAt.AsTime()).Seconds())
+	return job, store.Mutation{PutBuild: b}
+}
+
+// unclaimLocked puts a job handed to a waiter that went away back in the queue.
+func (d *dispatcher) unclaimLocked(job *pontusv1.Job) *store.Commit {
+	lb := d.builds[job.JobId]
+	if lb == nil || lb.b.Attempt != job.Attempt || lb.b.Status != statusLeased {
+		return nil
+	}
+	b := lb.b
+	if r := d.runners[b.RunnerId]; r != nil {
+		delete(r.leases, b.Id)
+	}
+	b.Attempt--
+	b.Attempts = b.Attempts[:len(b.Attempts)-1]
+	b.Status = statusQueued
+	b.RunnerId, b.RunnerName = "", ""
+	b.StartedAt, b.LeaseDeadline = nil, nil
+	d.insertQueueLocked(b.Id)
+	d.touchLocked(lb)
+	c := d.st.Enqueue(store.Mutation{PutBuild: b})
+	d.dispatchLocked()
+	return c
+}
+
+func (d *dispatcher) removeFromQueueLocked(id int64) {
+	i, ok := slices.BinarySearch(d.queue, id)
+	if ok {
+		d.queue = slices.Delete(d.queue, i, i+1)
+	}
+}
+
+func (d *dispatcher) insertQueueLocked(id int64) {
+	i, ok := slices.BinarySearch(d.queue, id)
+	if !ok {
+		d.queue = slices.Insert(d.queue, i, id)
+	}
+}
+
+// nextForLocked finds the oldest queued build runner r may take.
+func (d *dispatcher) nextForLocked(r *runnerState) *liveBuild {
+	if len(r.leases) >= int(max(r.r.Capacity, 1)) {
+		return nil
+	}
+	for _, id := range d.queue {
+		lb := d.builds[id]
+		if lb != nil && hasLabels(r.r.Labels, lb.b.Labels) {
+			return lb
+		}
+	}
+	return nil
+}
+
+// dispatchLocked hands queued builds to waiting runners, oldest waiter first.
+func (d *dispatcher) dispatchLocked() {
+	if len(d.queue) == 0 || len(d.waiters) == 0 {
+		return
+	}
+	kept := d.waiters[:0]
+	for i, w := range d.waiters {
+		if len(d.queue) == 0 {
+			kept = append(kept, d.waiters[i:]...)
+			break
+		}
+		lb := d.nextForLocked(w.runner)
+		if lb == nil {
+			kept = append(kept, w)
+			continue
+		}
+		job, mut := d.claimLocked(w.runner, lb)
+		w.runner.polling--
+		w.ch <- claim{job: job, commit: d.st.Enqueue(mut)}
+	}
+	clear(d.waiters[len(kept):])
+	d.waiters = kept
+}
+
+// acquire is AcquireJob: a job at once if one is queued for this runner,
+// else wait up to wait for one.
+func (d *dispatcher) acquire(ctx context.Context, runnerID string, wait time.Duration) (*pontusv1.Job, error) {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil, errShuttingDown
+	}
+	r, err := d.runnerLocked(runnerID)
+	if err != nil {
+		d.mu.Unlock()
+		return nil, err
+	}
+	if lb := d.nextForLocked(r); lb != nil {
+		job, mut := d.claimLocked(r, lb)
+		c := d.st.Enqueue(mut)
+		d.mu.Unlock()
+		return d.handOut(ctx, job, c)
+	}
+	w := &waiter{runner: r, ch: make(chan claim, 1)}
+	d.waiters = append(d.waiters, w)
+	r.polling++
+	d.mu.Unlock()
+
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case c := <-w.ch:
+		return d.handOut(ctx, c.job, c.commit)
+	case <-timer.C:
+	case <-ctx.Done():
+	case <-d.shutdown:
+	}
+	d.mu.Lock()
+	if i := slices.Index(d.waiters, w); i >= 0 {
+		d.waiters = slices.Delete(d.waiters, i, i+1)
+		r.polling--
+	}
+	r.lastSeen = d.now()
+	d.mu.Unlock()
+	select {
+	case c := <-w.ch: // handed a job while we were leaving
+		return d.handOut(ctx, c.job, c.commit)
+	default:
+	}
+	if ctx.Err() != nil {
+		return nil, connect.NewError(connect.CodeCanceled, ctx.Err())
+	}
+	select {
+	case <-d.shutdown:
+		return nil, errShuttingDown
+	default:
+	}
+	return nil, nil
+}
+
+// handOut waits until the lease is durable, then returns the job; if the
+// runner has gone meanwhile, the job goes back to the queue.
+func (d *dispatcher) handOut(ctx context.Context, job *pontusv1.Job, c *store.Commit) (*pontusv1.Job, error) {
+	if err := c.Wait(context.WithoutCancel(ctx)); err != nil {
+		return nil, storeErr(err)
+	}
+	if ctx.Err() != nil {
+		d.mu.Lock()
+		uc := d.unclaimLocked(job)
+		d.mu.Unlock()
+		if uc != nil {
+			_ = uc.Wait(context.WithoutCancel(ctx))
+		}
+		return nil, connect.NewError(connect.CodeCanceled, ctx.Err())
+	}
+	return job, nil
+}
+
+// liveJobLocked returns the live build for a runner call about (job,
+// attempt), enforcing the fence.
+func (d *dispatcher) liveJobLocked(jobID int64, attempt int32) (*liveBuild, error) {
+	lb := d.builds[jobID]
+	if lb == nil {
+		return nil, nil
+	}
+	if lb.b.Attempt != attempt || (lb.b.Status != statusLeased && lb.b.Status != statusRunning) {
+		return nil, connect.NewError(connect.CodeFailedPrecondition,
+			fmt.Errorf("attempt: job %d attempt %d is not current (current attempt %d, status %s)",
+				jobID, attempt, lb.b.Attempt, statusName(lb.b.Status)))
+	}
+	return lb, nil
+}
+
+func statusName(s pontusv1.BuildStatus) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "BUILD_STATUS_"))
+}
+
+// finishedJob answers a runner call about a job that is no longer live.
+func (d *dispatcher) finishedJob(ctx context.Context, jobID int64, attempt int32) (*pontusv1.Build, error) {
+	b, err := d.st.GetBuild(ctx, jobID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("job_id: no job %d", jobID))
+	}
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
+	}
+	if b.Attempt == attempt && store.IsTerminal(b.Status) {
+		return b, nil
+	}
+	return nil, connect.NewError(connect.CodeFailedPrecondition,
+		fmt.Errorf("attempt: job %d attempt %d is not current (build is %s after attempt %d)", jobID, attempt, statusName(b.Status), b.Attempt))
+}
+
+// startedLocked moves a leased build to RUNNING.
+func (d *dispatcher) startedLocked(lb *liveBuild) *store.Commit {
+	if lb.b.Status != statusLeased {
+		return nil
+	}
+	lb.b.Status = statusRunning
+	if n := len(lb.b.Attempts); n > 0 {
+		lb.b.Attempts[n-1].Status = statusRunning
+	}
+	d.touchLocked(lb)
+	return d.st.Enqueue(store.Mutation{PutBuild: lb.b})
+}
+
+// appendLog is AppendLog.
+func (d *dispatcher) appendLog(ctx context.Context, jobID int64, attempt int32, offset int64, data []byte) (int64, error) {
+	d.mu.Lock()
+	lb, err := d.liveJobLocked(jobID, attempt)
+	d.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	if lb == nil {
+		if _, err := d.finishedJob(ctx, jobID, attempt); err != nil {
+			return 0, err
+		}
+		return 0, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("job_id: job %d has finished", jobID))
+	}
+	lb.logMu.Lock()
+	defer lb.logMu.Unlock()
+	d.mu.Lock()
+	if _, err := d.liveJobLocked(jobID, attempt); err != nil || d.builds[jobID] != lb {
+		d.mu.Unlock()
+		if err == nil {
+			err = connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("job_id: job %d has finished", jobID))
+		}
+		return 0, err
+	}
+	size, truncated := lb.b.LogSize, lb.b.LogTruncated
+	d.mu.Unlock()
+
+	if offset > size {
+		return 0, connect.NewError(connect.CodeOutOfRange,
+			fmt.Errorf("offset: %d is beyond the end of the log; stored size %d", offset, size))
+	}
+	if skip := size - offset; skip < int64(len(data)) {
+		data = data[skip:]
+		nowTruncated, err := d.logs.append(jobID, attempt, size, data, truncated)
+		if err != nil {
+			d.log.Error("append log", "job", jobID, "err", err)
+			return 0, connect.NewError(connect.CodeInternal, errors.New("log write failed"))
+		}
+		size += int64(len(data))
+		truncated = nowTruncated
+	}
+	d.mu.Lock()
+	lb.b.LogSize, lb.b.LogTruncated = size, truncated
+	c := d.startedLocked(lb)
+	d.notifyLocked(lb)
+	d.mu.Unlock()
+	if c != nil {
+		if err := c.Wait(ctx); err != nil {
+			return 0, storeErr(err)
+		}
+	}
+	return size, nil
+}
+
+// heartbeat renews the named leases held by runnerID.
+func (d *dispatcher) heartbeat(ctx context.Context, runnerID string, leases []*pontusv1.JobRef) (cancel, lost []*pontusv1.JobRef, err error) {
+	d.mu.Lock()
+	r, err := d.runnerLocked(runnerID)
+	if err != nil {
+		d.mu.Unlock()
+		return nil, nil, err
+	}
+	now := d.now()
+	var commits []*store.Commit
+	for _, l := range leases {
+		lb := d.builds[l.JobId]
+		if lb == nil || lb.b.Attempt != l.Attempt || lb.b.RunnerId != runnerID ||
+			(lb.b.Status != statusLeased && lb.b.Status != statusRunning) {
+			lost = append(lost, l)
+			continue
+		}
+		lb.b.LeaseDeadline = timestamppb.New(now.Add(d.cfg.LeaseDuration))
+		r.leases[l.JobId] = l.Attempt
+		if c := d.startedLocked(lb); c != nil {
+			commits = append(commits, c)
+		}
+		if lb.b.CancelRequested {
+			cancel = append(cancel, l)
+		}
+	}
+	d.mu.Unlock()
+	for _, c := range commits {
+		if err := c.Wait(ctx); err != nil {
+			return nil, nil, storeErr(err)
+		}
+	}
+	return cancel, lost, nil
+}
+
+// outcome is what CompleteJob reports.
+type outcome struct {
+	status   pontusv1.BuildStatus
+	reason   string
+	exitCode int32
+	tests    []*pontusv1.TestCase
+	logSize  int64
+	dropped  int64
+	duration time.Duration
+}
+
+// complete is CompleteJob.
+func (d *dispatcher) complete(ctx context.Context, jobID int64, attempt int32, o outcome) (*pontusv1.Build, error) {
+	d.mu.Lock()
+	lb, err := d.liveJobLocked(jobID, attempt)
+	if err != nil {
+		d.mu.Unlock()
+		return nil, err
+	}
+	if lb == nil {
+		d.mu.Unlock()
+		return d.finishedJob(ctx, jobID, attempt)
+	}
+	if o.logSize > lb.b.LogSize {
+		size := lb.b.LogSize
+		d.mu.Unlock()
+		return nil, connect.NewError(connect.CodeOutOfRange,
+			fmt.Errorf("log_size: %d bytes reported but the log is incomplete; stored size %d", o.logSize, size))
+	}
+	b := lb.b
+	now := d.now()
+	b.Status = o.status
+	b.Reason = o.reason
+	b.ExitCode = o.exitCode
+	b.Tests = failuresFirst(o.tests)
+	b.OutputDroppedBytes = o.dropped
+	b.FinishedAt = timestamppb.New(now)
+	if o.duration > 0 {
+		b.Duration = durationpb.New(o.duration)
+	} else if b.StartedAt != nil {
+		b.Duration = durationpb.New(now.Sub(b.StartedAt.AsTime()))
+	}
+	if n := len(b.Attempts); n > 0 {
+		b.Attempts[n-1].Status = o.status
+		b.Attempts[n-1].Reason = o.reason
+		b.Attempts[n-1].EndedAt = timestamppb.New(now)
+	}
+	c := d.finishLocked(lb)
+	d.mu.Unlock()
+	if err := c.Wait(ctx); err != nil {
+		return nil, storeErr(err)
+	}
+	d.reportResults(b)
+	return b, nil
+}
+
+// finishLocked retires a build that reached a terminal status: out of the
+// live set, its lease released, persisted and announced.
+func (d *dispatcher) finishLocked(lb *liveBuild) *store.Commit {
+	b := lb.b
+	b.LeaseDeadline = nil
+	if r := d.runners[b.RunnerId]; r != nil {
+		delete(r.leases, b.Id)
+	}
+	d.removeFromQueueLocked(b.Id)
+	delete(d.builds, b.Id)
+	d.touchLocked(lb)
+	d.metrics.finished(b)
+	c := d.st.Enqueue(store.Mutation{PutBuild: b})
+	d.dispatchLocked() // a lease was released: a waiting runner may now take more
+	return c
+}
+
+// reportResults writes a finished build's result files and records that
+// they were written. b must no longer be shared with the live state.
+func (d *dispatcher) reportResults(b *pontusv1.Build) {
+	if err := d.results.write(b); err != nil {
+		d.log.Error("write result files", "build", b.Id, "commit", b.Commit, "err", err)
+		return
+	}
+	d.st.Enqueue(store.Mutation{Reported: b.Id})
+}
+
+func failuresFirst(tests []*pontusv1.TestCase) []*pontusv1.TestCase {
+	rank := func(o pontusv1.TestOutcome) int {
+		switch o {
+		case pontusv1.TestOutcome_TEST_OUTCOME_FAILED, pontusv1.TestOutcome_TEST_OUTCOME_ERROR:
+			return 0
+		}
+		return 1
+	}
+	sort.SliceStable(tests, func(i, j int) bool { return rank(tests[i].Outcome) < rank(tests[j].Outcome) })
+	return tests
+}
+
+// expireLeases re-queues jobs whose runner stopped renewing their lease
+// and forgets runners long gone. It runs from a ticker.
+func (d *dispatcher) expireLeases() {
+	now := d.now()
+	var finished []*pontusv1.Build
+	var commits []*store.Commit
+	d.mu.Lock()
+	for _, lb := range d.builds {
+		b := lb.b
+		if (b.Status != statusLeased && b.Status != statusRunning) || b.LeaseDeadline == nil ||
+			now.Before(b.LeaseDeadline.AsTime()) {
+			continue
+		}
+		d.metrics.leaseExpiries.Inc()
+		d.log.Warn("lease expired", "build", b.Id, "attempt", b.Attempt, "runner", b.RunnerId, "commit", b.Commit)
+		if n := len(b.Attempts); n > 0 {
+			b.Attempts[n-1].Status = statusError
+			b.Attempts[n-1].Reason = "runner lost: lease expired"
+			b.Attempts[n-1].EndedAt = timestamppb.New(now)
+		}
+		if r := d.runners[b.RunnerId]; r != nil {
+			delete(r.leases, b.Id)
+		}
+		switch {
+		case b.CancelRequested:
+			b.Status, b.Reason, b.FinishedAt = statusCanceled, "canceled (runner lost before it stopped)", timestamppb.New(now)
+			b.ExitCode = -1
+			commits = append(commits, d.finishLocked(lb))
+			finished = append(finished, b)
+		case int(b.Attempt) >= d.cfg.MaxAttempts:
+			b.Status = statusError
+			b.Reason = fmt.Sprintf("runner lost: %d attempts lost to runners that stopped responding", b.Attempt)
+			b.FinishedAt = timestamppb.New(now)
+			b.ExitCode = -1
+			commits = append(commits, d.finishLocked(lb))
+			finished = append(finished, b)
+		default:
+			b.Status = statusQueued
+			b.Reason = ""
+			b.RunnerId, b.RunnerName, b.LeaseDeadline = "", "", nil
+			d.insertQueueLocked(b.Id)
+			d.touchLocked(lb)
+			commits = append(commits, d.st.Enqueue(store.Mutation{PutBuild: b}))
+		}
+	}
+	d.dispatchLocked()
+	// Forget runners that have been offline for an hour and hold nothing.
+	for id, r := range d.runners {
+		if r.polling == 0 && len(r.leases) == 0 && now.Sub(r.lastSeen) > time.Hour {
+			delete(d.runners, id)
+			commits = append(commits, d.st.Enqueue(store.Mutation{DeleteRunner: id}))
+		}
+	}
+	d.mu.Unlock()
+	for _, c := range commits {
+		if err := c.Wait(context.Background()); err != nil {
+			d.log.Error("persist lease expiry", "err", err)
+		}
+	}
+	for _, b := range finished {
+		d.reportResults(b)
+	}
+}
+
+// newBuildLocked creates a queued build.
+func (d *dispatcher) newBuildLocked(repo, branch, commit, cloneURL string, labels []string) (*liveBuild, store.Mutation) {
+	b := &pontusv1.Build{
+		Id: d.nextID, Repo: repo, Branch: branch, Commit: commit, CloneUrl: cloneURL,
+		Labels: labels, Status: statusQueued, CreatedAt: timestamppb.New(d.now()),
+		MaxAttempts: int32(d.cfg.MaxAttempts),
+	}
+	if b.CloneUrl == "" {
+		b.CloneUrl = repo
+	}
+	d.nextID++
+	lb := &liveBuild{b: b, changed: make(chan struct{})}
+	d.builds[b.Id] = lb
+	d.insertQueueLocked(b.Id)
+	d.touchLocked(lb)
+	return lb, store.Mutation{PutBuild: b}
+}
+
+// report is ReportCommits.
+func (d *dispatcher) report(ctx context.Context, repo, branch, cloneURL string, labels, commits []string) ([]*pontusv1.Build, error) {
+	d.reportMu.Lock()
+	defer d.reportMu.Unlock()
+	out := make([]*pontusv1.Build, len(commits))
+	for i, c := range commits {
+		if b := d.liveByCommit(repo, c); b != nil {
+			out[i] = b
+			continue
+		}
+		b, err := d.st.LatestBuild(ctx, repo, c)
+		if err == nil {
+			out[i] = b
+			continue
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
+		}
+	}
+	d.mu.Lock()
+	var muts []store.Mutation
+	for i, c := range commits {
+		if out[i] != nil {
+			continue
+		}
+		lb, m := d.newBuildLocked(repo, branch, c, cloneURL, labels)
+		muts = append(muts, m)
+		out[i] = lb.b
+	}
+	if len(commits) > 0 {
+		last := commits[len(commits)-1]
+		d.cursors[cursorKey{repo, branch}] = last
+		muts = append(muts, store.Mutation{PutCursor: &store.Cursor{Repo: repo, Branch: branch, Commit: last}})
+	}
+	c := d.st.Enqueue(muts...)
+	for i := range out {
+		out[i] = d.viewLocked(out[i])
+	}
+	d.dispatchLocked()
+	d.mu.Unlock()
+	if err := c.Wait(ctx); err != nil {
+		return nil, storeErr(err)
+	}
+	return out, nil
+}
+
+func (d *dispatcher) liveByCommit(repo, commit string) *pontusv1.Build {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var best *pontusv1.Build
+	for _, lb := range d.builds {
+		if lb.b.Commit == commit && (repo == "" || lb.b.Repo == repo) && (best == nil || lb.b.Id > best.Id) {
+			best = lb.b
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	return d.viewLocked(best)
+}
+
+func (d *dispatcher) cursor(repo, branch string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cursors[cursorKey{repo, branch}]
+}
+
+// find returns the build named by id or by commit (newest, optionally in
+// repo), live state first.
+func (d *dispatcher) find(ctx context.Context, id int64, commit, repo string) (*pontusv1.Build, error) {
+	if id > 0 {
+		d.mu.Lock()
+		if lb := d.builds[id]; lb != nil {
+			b := d.viewLocked(lb.b)
+			d.mu.Unlock()
+			return b, nil
+		}
+		d.mu.Unlock()
+		b, err := d.st.GetBuild(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("build_id: no build %d", id))
+		}
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
+		}
+		return b, nil
+	}
+	stored, err := d.st.LatestBuild(ctx, repo, commit)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
+	}
+	if live := d.liveByCommit(repo, commit); live != nil && (stored == nil || live.Id >= stored.Id) {
+		return live, nil
+	}
+	if stored == nil {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("commit: no build of commit %s", commit))
+	}
+	return stored, nil
+}
+
+// list is ListBuilds: the store's rows with live builds' fresher state.
+func (d *dispatcher) list(ctx context.Context, q store.Query) ([]*pontusv1.Build, error) {
+	bs, err := d.st.ListBuilds(ctx, q)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := bs[:0]
+	for _, b := range bs {
+		if lb := d.builds[b.Id]; lb != nil {
+			if q.Status != 0 && lb.b.Status != q.Status {
+				continue
+			}
+			b = d.viewLocked(lb.b)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// trigger is TriggerBuild: a new build of a known commit.
+func (d *dispatcher) trigger(ctx context.Context, commit, repo, branch string) (*pontusv1.Build, error) {
+	prev, err := d.find(ctx, 0, commit, repo)
+	if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
+		return nil, err
+	}
+	cloneURL, labels := "", []string(nil)
+	if prev != nil {
+		if repo == "" {
+			repo = prev.Repo
+		}
+		if branch == "" {
+			branch = prev.Branch
+		}
+		cloneURL, labels = prev.CloneUrl, prev.Labels
+	} else if repo == "" || branch == "" {
+		return nil, connect.NewError(connect.CodeNotFound,
+			fmt.Errorf("commit: no build of commit %s; give repo and branch to build it for the first time", commit))
+	}
+	d.mu.Lock()
+	lb, m := d.newBuildLocked(repo, branch, commit, cloneURL, labels)
+	c := d.st.Enqueue(m)
+	b := d.viewLocked(lb.b)
+	d.dispatchLocked()
+	d.mu.Unlock()
+	if err := c.Wait(ctx); err != nil {
+		return nil, storeErr(err)
+	}
+	return b, nil
+}
+
+// cancel is CancelBuild.
+func (d *dispatcher) cancel(ctx context.Context, id int64, commit, repo string) (*pontusv1.Build, error) {
+	b, err := d.find(ctx, id, commit, repo)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	lb := d.builds[b.Id]
+	if lb == nil {
+		d.mu.Unlock()
+		return nil, connect.NewError(connect.CodeFailedPrecondition,
+			fmt.Errorf("build %d has already finished (%s)", b.Id, statusName(b.Status)))
+	}
+	var c *store.Commit
+	switch lb.b.Status {
+	case statusQueued:
+		lb.b.Status, lb.b.Reason, lb.b.FinishedAt = statusCanceled, "canceled before it ran", timestamppb.New(d.now())
+		lb.b.ExitCode = -1
+		c = d.finishLocked(lb)
+	default:
+		lb.b.CancelRequested = true
+		lb.b.Reason = "cancel requested; waiting for the runner to stop it"
+		d.touchLocked(lb)
+		c = d.st.Enqueue(store.Mutation{PutBuild: lb.b})
+	}
+	b = d.viewLocked(lb.b)
+	finished := lb.b.Status == statusCanceled
+	d.mu.Unlock()
+	if err := c.Wait(ctx); err != nil {
+		return nil, storeErr(err)
+	}
+	if finished {
+		d.reportResults(lb.b)
+	}
+	return b, nil
+}
+
+// runnerView returns a runner's public state.
+func (d *dispatcher) runnerViewLocked(r *runnerState, now time.Time) *pontusv1.Runner {
+	v := proto.Clone(r.r).(*pontusv1.Runner)
+	v.LastSeen = timestamppb.New(r.lastSeen)
+	v.State = d.runnerStateLocked(r, now)
+	for id := range r.leases {
+		v.BuildIds = append(v.BuildIds, id)
+	}
+	slices.Sort(v.BuildIds)
+	return v
+}
+
+func (d *dispatcher) runnerStateLocked(r *runnerState, now time.Time) pontusv1.RunnerState {
+	online := r.polling > 0 || now.Sub(r.lastSeen) < 3*d.cfg.HeartbeatInterval
+	switch {
+	case !online:
+		return pontusv1.RunnerState_RUNNER_STATE_OFFLINE
+	case len(r.leases) >= int(max(r.r.Capacity, 1)):
+		return pontusv1.RunnerState_RUNNER_STATE_BUSY
+	}
+	return pontusv1.RunnerState_RUNNER_STATE_IDLE
+}
+
+func (d *dispatcher) listRunners() []*pontusv1.Runner {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	out := make([]*pontusv1.Runner, 0, len(d.runners))
+	for _, r := range d.runners {
+		out = append(out, d.runnerViewLocked(r, now))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].Id < out[j].Id
+	})
+	return out
+}
+
+// viewLocked returns a copy of b safe to hand out, with a queued build's
+// reason saying why it waits.
+func (d *dispatcher) viewLocked(b *pontusv1.Build) *pontusv1.Build {
+	v := proto.Clone(b).(*pontusv1.Build)
+	if v.Status == statusQueued {
+		v.Reason = d.pendingReasonLocked(v)
+	}
+	return v
+}
+
+// pendingReasonLocked says why a queued build is still waiting.
+func (d *dispatcher) pendingReasonLocked(b *pontusv1.Build) string {
+	now := d.now()
+	var online, matching, free, matchingOffline int
+	for _, r := range d.runners {
+		st := d.runnerStateLocked(r, now)
+		match := hasLabels(r.r.Labels, b.Labels)
+		if st == pontusv1.RunnerState_RUNNER_STATE_OFFLINE {
+			if match {
+				matchingOffline++
+			}
+			continue
+		}
+		online++
+		if !match {
+			continue
+		}
+		matching++
+		if st == pontusv1.RunnerState_RUNNER_STATE_IDLE {
+			free++
+		}
+	}
+	labels := ""
+	if len(b.Labels) > 0 {
+		labels = " with labels [" + strings.Join(b.Labels, " ") + "]"
+	}
+	ahead := 0
+	for _, id := range d.queue {
+		if id >= b.Id {
+			break
+		}
+		if lb := d.builds[id]; lb != nil && hasLabels(lb.b.Labels, b.Labels) {
+			ahead++
+		}
+	}
+	switch {
+	case len(d.runners) == 0:
+		return "no runners registered"
+	case matching == 0 && len(b.Labels) > 0 && matchingOffline > 0:
+		return fmt.Sprintf("no online runner has labels [%s] (%d such runners offline)", strings.Join(b.Labels, " "), matchingOffline)
+	case matching == 0 && len(b.Labels) > 0:
+		return fmt.Sprintf("no runner has labels [%s]", strings.Join(b.Labels, " "))
+	case online == 0:
+		return fmt.Sprintf("no runner online (%d registered, all offline)", len(d.runners))
+	case free == 0:
+		return fmt.Sprintf("all %d runners%s busy", matching, labels)
+	case ahead > 0:
+		return fmt.Sprintf("waiting behind %d queued builds", ahead)
+	}
+	return "waiting for a runner to pick it up"
+}
+
+// touchLocked announces a change of lb to watchers and log followers.
+func (d *dispatcher) touchLocked(lb *liveBuild) {
+	d.notifyLocked(lb)
+	d.publishLocked(lb.b)
+}
+
+func (d *dispatcher) notifyLocked(lb *liveBuild) {
+	close(lb.changed)
+	lb.changed = make(chan struct{})
+}

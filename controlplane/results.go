@@ -1,0 +1,150 @@
+package controlplane
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pontus-ci/pontus/internal/protofmt"
+	"github.com/pontus-ci/pontus/internal/validate"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+)
+
+// resultWriter writes the two result files of a finished build:
+// results_dir/<commit> (the human report) first and
+// results_dir/<commit>.json last, each atomically (temp file + rename), so
+// the .json's presence means both are complete.
+type resultWriter struct {
+	dir   string
+	logs  *logStore
+	fsync bool
+}
+
+func (w *resultWriter) write(b *pontusv1.Build) error {
+	// Commit ids were validated at the edge; check again before they name a path.
+	if err := validate.CommitID("commit", b.Commit); err != nil {
+		return err
+	}
+	log, err := w.logs.readAll(b.Id, b.Attempt)
+	if err != nil {
+		return fmt.Errorf("read log: %w", err)
+	}
+	js, err := protofmt.JSON(b)
+	if err != nil {
+		return fmt.Errorf("encode build: %w", err)
+	}
+	if err := os.MkdirAll(w.dir, 0o755); err != nil {
+		return fmt.Errorf("create results directory: %w", err)
+	}
+	if err := w.atomicWrite(b.Commit, humanReport(b, log)); err != nil {
+		return err
+	}
+	return w.atomicWrite(b.Commit+".json", js)
+}
+
+func (w *resultWriter) atomicWrite(name string, data []byte) error {
+	f, err := os.CreateTemp(w.dir, ".tmp-"+name[:12]+"-*")
+	if err != nil {
+		return fmt.Errorf("create result file: %w", err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil && w.fsync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(w.dir, name))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write result file %s: %w", name, err)
+	}
+	return nil
+}
+
+// humanReport renders the plain-text report: a header, one line per test
+// case (failures first, with their message), then the captured output.
+func humanReport(b *pontusv1.Build, log []byte) []byte {
+	var buf bytes.Buffer
+	status := strings.ToUpper(statusName(b.Status))
+	fmt.Fprintf(&buf, "%s %s\n\n", status, b.Commit)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(&buf, "%-9s %s\n", k+":", v)
+		}
+	}
+	row("status", status)
+	row("commit", b.Commit)
+	row("repo", b.Repo)
+	row("branch", b.Branch)
+	row("build", fmt.Sprint(b.Id))
+	if b.RunnerName != "" || b.RunnerId != "" {
+		row("runner", fmt.Sprintf("%s (%s)", b.RunnerName, b.RunnerId))
+	}
+	row("attempt", fmt.Sprintf("%d of at most %d", b.Attempt, b.MaxAttempts))
+	if b.Duration != nil {
+		row("duration", b.Duration.AsDuration().Round(time.Millisecond).String())
+	}
+	if b.FinishedAt != nil {
+		row("finished", b.FinishedAt.AsTime().UTC().Format(time.RFC3339))
+	}
+	row("reason", b.Reason)
+	if len(b.Attempts) > 1 {
+		for _, a := range b.Attempts[:len(b.Attempts)-1] {
+			row("lost", fmt.Sprintf("attempt %d on %s: %s", a.Number, a.RunnerName, a.Reason))
+		}
+	}
+	var pass, fail, skip, errs int
+	for _, t := range b.Tests {
+		switch t.Outcome {
+		case pontusv1.TestOutcome_TEST_OUTCOME_PASSED:
+			pass++
+		case pontusv1.TestOutcome_TEST_OUTCOME_FAILED:
+			fail++
+		case pontusv1.TestOutcome_TEST_OUTCOME_SKIPPED:
+			skip++
+		default:
+			errs++
+		}
+	}
+	if len(b.Tests) > 0 {
+		row("tests", fmt.Sprintf("%d passed, %d failed, %d errors, %d skipped", pass, fail, errs, skip))
+		buf.WriteString("\n")
+		for _, t := range b.Tests {
+			word := strings.ToUpper(strings.TrimPrefix(t.Outcome.String(), "TEST_OUTCOME_"))
+			if word == "PASSED" {
+				word = "PASS"
+			} else if word == "FAILED" {
+				word = "FAIL"
+			}
+			d := ""
+			if t.Duration != nil {
+				d = "  (" + t.Duration.AsDuration().String() + ")"
+			}
+			fmt.Fprintf(&buf, "%-5s %s%s\n", word, t.Name, d)
+			if t.Message != "" && t.Outcome != pontusv1.TestOutcome_TEST_OUTCOME_PASSED {
+				for _, line := range strings.Split(strings.TrimRight(t.Message, "\n"), "\n") {
+					fmt.Fprintf(&buf, "      %s\n", line)
+				}
+			}
+		}
+	}
+	if b.OutputDroppedBytes > 0 {
+		row("dropped", fmt.Sprintf("%d bytes of output beyond the runner's cap", b.OutputDroppedBytes))
+	}
+	buf.WriteString("\n--- output ---\n")
+	buf.Write(log)
+	if len(log) > 0 && log[len(log)-1] != '\n' {
+		buf.WriteByte('\n')
+	}
+	return buf.Bytes()
+}

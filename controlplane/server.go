@@ -1,0 +1,224 @@
+// Package controlplane is the Pontus dispatcher: it serves RunnerService,
+// ObserverService and BuildService (Connect, gRPC and gRPC-Web over HTTP/1.1
+// and HTTP/2) on one listener, keeps the queue, leases and runners in a
+// durable store, writes result files named by commit id, and serves the
+// dashboard, health, reflection and Prometheus metrics.
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/pontus-ci/pontus/controlplane/store"
+	"github.com/pontus-ci/pontus/controlplane/web"
+	"github.com/pontus-ci/pontus/schema/gen/pontus/v1/pontusv1connect"
+)
+
+// Limits on what a client may send.
+const (
+	maxMessageBytes = 8 << 20  // one decoded message (Connect checks after decompression)
+	maxBodyBytes    = 16 << 20 // one HTTP request body
+)
+
+// Server is a control plane.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	st      store.Store
+	d       *dispatcher
+	metrics *metrics
+	health  *grpchealth.StaticChecker
+	handler http.Handler
+}
+
+// New opens the store in cfg.DataDir, restores the live state and writes
+// any result files a crash left unwritten.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := store.OpenSQLite(filepath.Join(cfg.DataDir, "pontus.db"), store.SQLiteOptions{Fsync: cfg.Fsync})
+	if err != nil {
+		return nil, err
+	}
+	m := newMetrics()
+	logs := &logStore{dir: filepath.Join(cfg.DataDir, "logs"), max: int64(cfg.MaxLogMiB) << 20, fsync: cfg.Fsync}
+	results := &resultWriter{dir: cfg.ResultsDir, logs: logs, fsync: cfg.Fsync}
+	d := newDispatcher(cfg, st, logs, results, m, logger)
+	unreported, err := d.load(ctx)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("load state: %w", err)
+	}
+	for _, b := range unreported {
+		d.reportResults(b)
+	}
+	m.registerLive(d)
+	s := &Server{cfg: cfg, log: logger, st: st, d: d, metrics: m}
+	s.health = grpchealth.NewStaticChecker(
+		pontusv1connect.RunnerServiceName, pontusv1connect.ObserverServiceName, pontusv1connect.BuildServiceName)
+	s.handler = s.routes()
+	logger.Info("control plane state loaded", "live_builds", len(d.builds), "runners", len(d.runners), "data_dir", cfg.DataDir)
+	return s, nil
+}
+
+// Handler returns the HTTP handler serving everything.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func durationProto(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
+
+func (s *Server) routes() http.Handler {
+	opts := []connect.HandlerOption{
+		connect.WithReadMaxBytes(maxMessageBytes),
+		connect.WithSendMaxBytes(maxMessageBytes),
+		connect.WithCompressMinBytes(1024),
+		connect.WithInterceptors(rpcCounter{s.metrics}),
+	}
+	mux := http.NewServeMux()
+	mount := func(token string, cookieOK bool, path string, h http.Handler, longLived ...string) {
+		h = requireToken(token, cookieOK, h)
+		mux.Handle(path, h)
+		for _, proc := range longLived {
+			mux.Handle(proc, noWriteDeadline(h))
+		}
+	}
+	path, h := pontusv1connect.NewRunnerServiceHandler(runnerService{s.d}, opts...)
+	mount(s.cfg.RunnerToken, false, path, h, pontusv1connect.RunnerServiceAcquireJobProcedure)
+	path, h = pontusv1connect.NewObserverServiceHandler(observerService{s.d}, opts...)
+	mount(s.cfg.ObserverToken, false, path, h)
+	builds := buildService{s.d}
+	path, h = pontusv1connect.NewBuildServiceHandler(builds, opts...)
+	mount(s.cfg.UserToken, true, path, h,
+		pontusv1connect.BuildServiceWatchBuildsProcedure, pontusv1connect.BuildServiceTailLogProcedure)
+
+	mux.Handle(grpchealth.NewHandler(s.health))
+	reflector := grpcreflect.NewStaticReflector(
+		pontusv1connect.RunnerServiceName, pontusv1connect.ObserverServiceName, pontusv1connect.BuildServiceName,
+		grpchealth.HealthV1ServiceName)
+	rpath, rh := grpcreflect.NewHandlerV1(reflector)
+	mux.Handle(rpath, noWriteDeadline(rh))
+	rpath, rh = grpcreflect.NewHandlerV1Alpha(reflector)
+	mux.Handle(rpath, noWriteDeadline(rh))
+
+	metricsHandler := promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
+	mux.Handle("/metrics", requireToken(s.cfg.UserToken, true, metricsHandler))
+	mux.Handle("/", web.New(builds, web.Options{UserToken: s.cfg.UserToken, Logger: s.log}))
+	return http.MaxBytesHandler(mux, maxBodyBytes)
+}
+
+// noWriteDeadline lifts the server's write timeout for long-polls and
+// streams, which legitimately stay open.
+func noWriteDeadline(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		h.ServeHTTP(w, r)
+	})
+}
+
+// CheckExposure refuses to serve a non-loopback address without tokens
+// unless the operator said Insecure.
+func (c *Config) CheckExposure(addr net.Addr) error {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok || tcp.IP.IsLoopback() || c.Insecure {
+		return nil
+	}
+	if c.RunnerToken == "" || c.ObserverToken == "" || c.UserToken == "" {
+		return fmt.Errorf("refusing to listen on %s without runner, observer and user tokens: anyone who can reach it could run code on your runners. Set PONTUS_RUNNER_TOKEN, PONTUS_OBSERVER_TOKEN and PONTUS_USER_TOKEN (or the *_token_file keys), listen on 127.0.0.1, or pass --insecure", addr)
+	}
+	return nil
+}
+
+// Serve serves on ln until ctx is done, then shuts down in order: health
+// goes NOT_SERVING, long-polls and streams end with unavailable, in-flight
+// calls finish (bounded), the store is flushed and closed.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if err := s.cfg.CheckExposure(ln.Addr()); err != nil {
+		ln.Close()
+		return err
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true)
+	srv := &http.Server{
+		Handler:           s.handler,
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		HTTP2:             &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
+	}
+	srv.RegisterOnShutdown(s.d.close)
+	if s.cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("load TLS certificate: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+		srv.TLSConfig.NextProtos = []string{"h2", "http/1.1"}
+	}
+
+	stopTicker := make(chan struct{})
+	tickerDone := make(chan struct{})
+	go func() {
+		defer close(tickerDone)
+		tick := min(max(s.cfg.LeaseDuration/6, 20*time.Millisecond), time.Second)
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				s.d.expireLeases()
+			case <-stopTicker:
+				return
+			}
+		}
+	}()
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("control plane serving", "addr", ln.Addr().String(), "tls", s.cfg.TLSCert != "")
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	s.health.SetStatus("", grpchealth.StatusNotServing)
+	s.d.close()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		srv.Close()
+	}
+	close(stopTicker)
+	<-tickerDone
+	if err := s.st.Close(); err != nil && serveErr == nil {
+		serveErr = err
+	}
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
+}
+
+// Close releases the store of a Server that was never served.
+func (s *Server) Close() error { return s.st.Close() }

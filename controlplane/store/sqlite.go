@@ -1,0 +1,412 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+)
+
+// SQLiteOptions tune the embedded store.
+type SQLiteOptions struct {
+	// Fsync makes every commit durable against power loss
+	// (synchronous=FULL). Without it commits survive a process crash, which
+	// is what WAL with synchronous=NORMAL guarantees.
+	Fsync bool
+	// MaxBatch caps how many queued writes share one transaction.
+	MaxBatch int
+}
+
+// SQLite is the embedded Store.
+type SQLite struct {
+	write *sql.DB
+	read  *sql.DB
+	opts  SQLiteOptions
+
+	mu      sync.Mutex
+	pending []pendingWrite
+	wake    chan struct{}
+	closed  bool
+	stopped chan struct{}
+}
+
+type pendingWrite struct {
+	op     op
+	commit *Commit
+}
+
+// op is a mutation prepared for the writer: payloads marshalled at enqueue
+// time, so later changes to the caller's objects do not leak in.
+type op struct {
+	kind   int
+	id     int64
+	key    string
+	repo   string
+	branch string
+	commit string
+	status int32
+	live   bool
+	data   []byte
+}
+
+const (
+	opBuild = iota + 1
+	opRunner
+	opDeleteRunner
+	opCursor
+	opReported
+)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS builds (
+	id        INTEGER PRIMARY KEY,
+	repo      TEXT NOT NULL,
+	branch    TEXT NOT NULL,
+	commit_id TEXT NOT NULL,
+	status    INTEGER NOT NULL,
+	live      INTEGER NOT NULL,
+	reported  INTEGER NOT NULL DEFAULT 0,
+	data      BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS builds_commit ON builds(commit_id, id);
+CREATE INDEX IF NOT EXISTS builds_branch ON builds(branch, id);
+CREATE INDEX IF NOT EXISTS builds_repo ON builds(repo, id);
+CREATE INDEX IF NOT EXISTS builds_status ON builds(status, id);
+CREATE INDEX IF NOT EXISTS builds_live ON builds(live) WHERE live = 1;
+CREATE INDEX IF NOT EXISTS builds_unreported ON builds(reported) WHERE reported = 0;
+CREATE TABLE IF NOT EXISTS runners (
+	id   TEXT PRIMARY KEY,
+	data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+	repo      TEXT NOT NULL,
+	branch    TEXT NOT NULL,
+	commit_id TEXT NOT NULL,
+	PRIMARY KEY (repo, branch)
+);
+`
+
+// OpenSQLite opens (creating if needed) the store at path.
+func OpenSQLite(path string, opts SQLiteOptions) (*SQLite, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create store directory: %w", err)
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 512
+	}
+	sync := "NORMAL"
+	if opts.Fsync {
+		sync = "FULL"
+	}
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(" + sync + ")"
+	w, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	if _, err := w.Exec(schema); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("create store schema in %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	r.SetMaxOpenConns(4)
+	s := &SQLite{write: w, read: r, opts: opts, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+	go s.writer()
+	return s, nil
+}
+
+// Enqueue implements Store.
+func (s *SQLite) Enqueue(muts ...Mutation) *Commit {
+	c := &Commit{done: make(chan struct{})}
+	ops := make([]op, 0, len(muts))
+	for _, m := range muts {
+		o, err := prepare(m)
+		if err != nil {
+			c.err = err
+			close(c.done)
+			return c
+		}
+		ops = append(ops, o)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.err = errors.New("store closed")
+		close(c.done)
+		return c
+	}
+	for i, o := range ops {
+		pw := pendingWrite{op: o}
+		if i == len(ops)-1 {
+			pw.commit = c
+		}
+		s.pending = append(s.pending, pw)
+	}
+	if len(ops) == 0 {
+		s.pending = append(s.pending, pendingWrite{commit: c})
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return c
+}
+
+func prepare(m Mutation) (op, error) {
+	switch {
+	case m.PutBuild != nil:
+		b := m.PutBuild
+		data, err := proto.Marshal(b)
+		if err != nil {
+			return op{}, fmt.Errorf("encode build: %w", err)
+		}
+		return op{kind: opBuild, id: b.Id, repo: b.Repo, branch: b.Branch, commit: b.Commit,
+			status: int32(b.Status), live: !IsTerminal(b.Status), data: data}, nil
+	case m.PutRunner != nil:
+		data, err := proto.Marshal(m.PutRunner)
+		if err != nil {
+			return op{}, fmt.Errorf("encode runner: %w", err)
+		}
+		return op{kind: opRunner, key: m.PutRunner.Id, data: data}, nil
+	case m.DeleteRunner != "":
+		return op{kind: opDeleteRunner, key: m.DeleteRunner}, nil
+	case m.PutCursor != nil:
+		return op{kind: opCursor, repo: m.PutCursor.Repo, branch: m.PutCursor.Branch, commit: m.PutCursor.Commit}, nil
+	case m.Reported != 0:
+		return op{kind: opReported, id: m.Reported}, nil
+	}
+	return op{}, errors.New("empty mutation")
+}
+
+// writer group-commits pending writes until the store is closed.
+func (s *SQLite) writer() {
+	defer close(s.stopped)
+	for {
+		s.mu.Lock()
+		if len(s.pending) == 0 {
+			if s.closed {
+				s.mu.Unlock()
+				return
+			}
+			s.mu.Unlock()
+			<-s.wake
+			continue
+		}
+		n := min(len(s.pending), s.opts.MaxBatch)
+		// Never split one Enqueue's mutations across transactions: extend
+		// the batch to the next commit marker.
+		for n < len(s.pending) && s.pending[n-1].commit == nil {
+			n++
+		}
+		batch := make([]pendingWrite, n)
+		copy(batch, s.pending[:n])
+		s.pending = s.pending[n:]
+		if len(s.pending) == 0 {
+			s.pending = nil
+		}
+		s.mu.Unlock()
+
+		err := s.apply(batch)
+		for _, pw := range batch {
+			if pw.commit != nil {
+				pw.commit.err = err
+				close(pw.commit.done)
+			}
+		}
+	}
+}
+
+func (s *SQLite) apply(batch []pendingWrite) error {
+	tx, err := s.write.Begin()
+	if err != nil {
+		return fmt.Errorf("begin store transaction: %w", err)
+	}
+	defer tx.Rollback()
+	for _, pw := range batch {
+		o := pw.op
+		var err error
+		switch o.kind {
+		case 0:
+			continue
+		case opBuild:
+			_, err = tx.Exec(`INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data)
+				VALUES (?, ?, ?, ?, ?, ?, 0, ?)
+				ON CONFLICT(id) DO UPDATE SET status = excluded.status, live = excluded.live,
+				reported = 0, data = excluded.data, branch = excluded.branch`,
+				o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data)
+		case opRunner:
+			_, err = tx.Exec(`INSERT INTO runners (id, data) VALUES (?, ?)
+				ON CONFLICT(id) DO UPDATE SET data = excluded.data`, o.key, o.data)
+		case opDeleteRunner:
+			_, err = tx.Exec(`DELETE FROM runners WHERE id = ?`, o.key)
+		case opCursor:
+			_, err = tx.Exec(`INSERT INTO cursors (repo, branch, commit_id) VALUES (?, ?, ?)
+				ON CONFLICT(repo, branch) DO UPDATE SET commit_id = excluded.commit_id`, o.repo, o.branch, o.commit)
+		case opReported:
+			_, err = tx.Exec(`UPDATE builds SET reported = 1 WHERE id = ?`, o.id)
+		}
+		if err != nil {
+			return fmt.Errorf("store write: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit store transaction: %w", err)
+	}
+	return nil
+}
+
+// Load implements Store.
+func (s *SQLite) Load(ctx context.Context) (*State, error) {
+	st := &State{NextID: 1}
+	var err error
+	if st.Live, err = s.queryBuilds(ctx, `SELECT data FROM builds WHERE live = 1 ORDER BY id`); err != nil {
+		return nil, err
+	}
+	if st.Unreported, err = s.queryBuilds(ctx, `SELECT data FROM builds WHERE reported = 0 AND live = 0 ORDER BY id`); err != nil {
+		return nil, err
+	}
+	var maxID sql.NullInt64
+	if err := s.read.QueryRowContext(ctx, `SELECT MAX(id) FROM builds`).Scan(&maxID); err != nil {
+		return nil, fmt.Errorf("load store: %w", err)
+	}
+	st.NextID = maxID.Int64 + 1
+	rows, err := s.read.QueryContext(ctx, `SELECT data FROM runners`)
+	if err != nil {
+		return nil, fmt.Errorf("load runners: %w", err)
+	}
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("load runners: %w", err)
+		}
+		r := new(pontusv1.Runner)
+		if err := proto.Unmarshal(data, r); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("decode runner: %w", err)
+		}
+		st.Runners = append(st.Runners, r)
+	}
+	rows.Close()
+	rows, err = s.read.QueryContext(ctx, `SELECT repo, branch, commit_id FROM cursors`)
+	if err != nil {
+		return nil, fmt.Errorf("load cursors: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c Cursor
+		if err := rows.Scan(&c.Repo, &c.Branch, &c.Commit); err != nil {
+			return nil, fmt.Errorf("load cursors: %w", err)
+		}
+		st.Cursors = append(st.Cursors, c)
+	}
+	return st, rows.Err()
+}
+
+func (s *SQLite) queryBuilds(ctx context.Context, query string, args ...any) ([]*pontusv1.Build, error) {
+	rows, err := s.read.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query builds: %w", err)
+	}
+	defer rows.Close()
+	var out []*pontusv1.Build
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			return nil, fmt.Errorf("query builds: %w", err)
+		}
+		b := new(pontusv1.Build)
+		if err := proto.Unmarshal(data, b); err != nil {
+			return nil, fmt.Errorf("decode build: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// ListBuilds implements Store.
+func (s *SQLite) ListBuilds(ctx context.Context, q Query) ([]*pontusv1.Build, error) {
+	var where []string
+	var args []any
+	if q.Repo != "" {
+		where, args = append(where, "repo = ?"), append(args, q.Repo)
+	}
+	if q.Branch != "" {
+		where, args = append(where, "branch = ?"), append(args, q.Branch)
+	}
+	if q.Commit != "" {
+		where, args = append(where, "commit_id = ?"), append(args, q.Commit)
+	}
+	if q.Status != pontusv1.BuildStatus_BUILD_STATUS_UNSPECIFIED {
+		where, args = append(where, "status = ?"), append(args, int32(q.Status))
+	}
+	if q.BeforeID > 0 {
+		where, args = append(where, "id < ?"), append(args, q.BeforeID)
+	}
+	query := "SELECT data FROM builds"
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	query += " ORDER BY id DESC LIMIT ?"
+	args = append(args, limit)
+	return s.queryBuilds(ctx, query, args...)
+}
+
+// GetBuild implements Store.
+func (s *SQLite) GetBuild(ctx context.Context, id int64) (*pontusv1.Build, error) {
+	bs, err := s.queryBuilds(ctx, `SELECT data FROM builds WHERE id = ?`, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(bs) == 0 {
+		return nil, ErrNotFound
+	}
+	return bs[0], nil
+}
+
+// LatestBuild implements Store.
+func (s *SQLite) LatestBuild(ctx context.Context, repo, commit string) (*pontusv1.Build, error) {
+	bs, err := s.ListBuilds(ctx, Query{Repo: repo, Commit: commit, Limit: 1})
+	if err != nil {
+		return nil, err
+	}
+	if len(bs) == 0 {
+		return nil, ErrNotFound
+	}
+	return bs[0], nil
+}
+
+// Close implements Store: pending writes are committed first.
+func (s *SQLite) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	<-s.stopped
+	return errors.Join(s.read.Close(), s.write.Close())
+}

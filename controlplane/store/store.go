@@ -1,0 +1,108 @@
+// Package store is the control plane's durable state: builds (with their
+// queue position, lease and attempts), runners and observer cursors.
+//
+// Writes are ordered and group-committed: the dispatcher enqueues mutations
+// in the order it makes them (under its own lock) and waits, outside that
+// lock, until they are durable. Many concurrent RPCs therefore share one
+// transaction and one sync, which is what lets a single SQLite file hand out
+// thousands of jobs a second while every answer still follows its write.
+//
+// Store is an interface so a PostgreSQL implementation can follow; SQLite
+// (pure Go, modernc.org/sqlite) is the embedded one.
+package store
+
+import (
+	"context"
+	"errors"
+
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+)
+
+// ErrNotFound is returned for a build that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Store is the durable state of a control plane.
+type Store interface {
+	// Load returns everything the dispatcher keeps in memory: builds that
+	// are not finished, runners, cursors, builds whose result files may not
+	// have been written, and the next build id.
+	Load(ctx context.Context) (*State, error)
+	// Enqueue queues mutations for the next group commit, in call order,
+	// and returns a Commit to wait on. It must not block on I/O, so callers
+	// may hold their own lock while calling it.
+	Enqueue(muts ...Mutation) *Commit
+	// ListBuilds returns builds matching q, newest first.
+	ListBuilds(ctx context.Context, q Query) ([]*pontusv1.Build, error)
+	// GetBuild returns one build by id.
+	GetBuild(ctx context.Context, id int64) (*pontusv1.Build, error)
+	// LatestBuild returns the newest build of a commit; repo may be empty
+	// to match any repository.
+	LatestBuild(ctx context.Context, repo, commit string) (*pontusv1.Build, error)
+	// Close flushes pending writes and closes the store.
+	Close() error
+}
+
+// State is what Load returns.
+type State struct {
+	Live       []*pontusv1.Build // not in a terminal status
+	Unreported []*pontusv1.Build // terminal, result files not confirmed written
+	Runners    []*pontusv1.Runner
+	Cursors    []Cursor
+	NextID     int64
+}
+
+// Cursor is the last commit reported for a branch.
+type Cursor struct {
+	Repo, Branch, Commit string
+}
+
+// Query filters ListBuilds. Zero fields match everything.
+type Query struct {
+	Repo     string
+	Branch   string
+	Commit   string
+	Status   pontusv1.BuildStatus
+	BeforeID int64
+	Limit    int
+}
+
+// Mutation is one change to durable state. Exactly one field is set.
+type Mutation struct {
+	PutBuild     *pontusv1.Build
+	PutRunner    *pontusv1.Runner
+	DeleteRunner string
+	PutCursor    *Cursor
+	// Reported marks a finished build's result files as written.
+	Reported int64
+}
+
+// Commit is a pending group commit.
+type Commit struct {
+	done chan struct{}
+	err  error
+}
+
+// Wait blocks until the mutations are durable (or failed), or ctx ends. A
+// canceled wait does not cancel the write.
+func (c *Commit) Wait(ctx context.Context) error {
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Done is closed when the commit has finished.
+func (c *Commit) Done() <-chan struct{} { return c.done }
+
+// IsTerminal reports whether a status is final.
+func IsTerminal(s pontusv1.BuildStatus) bool {
+	switch s {
+	case pontusv1.BuildStatus_BUILD_STATUS_PASSED, pontusv1.BuildStatus_BUILD_STATUS_FAILED,
+		pontusv1.BuildStatus_BUILD_STATUS_ERROR, pontusv1.BuildStatus_BUILD_STATUS_TIMED_OUT,
+		pontusv1.BuildStatus_BUILD_STATUS_CANCELED:
+		return true
+	}
+	return false
+}

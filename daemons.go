@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/pontus-ci/pontus/controlplane"
+	"github.com/pontus-ci/pontus/observerd"
+	"github.com/pontus-ci/pontus/runnerd"
+)
+
+// roleFlags are the flags the daemon commands share; each overrides its
+// key in the config file only when given.
+type roleFlags struct {
+	fs       *flag.FlagSet
+	config   string
+	listen   string
+	data     string
+	results  string
+	repo     string
+	cpURL    string
+	workdir  string
+	insecure bool
+	logs     logFlags
+}
+
+func newRoleFlags(name string, stderr io.Writer, cp, repo, runnerURL, workdir bool) *roleFlags {
+	f := &roleFlags{fs: flag.NewFlagSet("pontus "+name, flag.ContinueOnError)}
+	f.fs.SetOutput(stderr)
+	f.fs.StringVar(&f.config, "config", "", "`file` to read (pontus.toml); flags override its keys")
+	if cp {
+		f.fs.StringVar(&f.listen, "listen", "", "`address` to serve on (default 127.0.0.1:8888)")
+		f.fs.StringVar(&f.data, "data", "", "state `directory`")
+		f.fs.StringVar(&f.results, "results", "", "results `directory` (default ./test_results)")
+	}
+	if repo {
+		f.fs.StringVar(&f.repo, "repo", "", "repository to watch: a `path or URL` (default .)")
+	}
+	if runnerURL {
+		f.fs.StringVar(&f.cpURL, "controlplane", "", "control plane `URL` (default http://127.0.0.1:8888)")
+	}
+	if workdir {
+		f.fs.StringVar(&f.workdir, "workdir", "", "runner work `directory` for clones and checkouts")
+	}
+	f.fs.StringVar(&f.logs.format, "log-format", "text", "log format: text or json")
+	f.fs.StringVar(&f.logs.level, "log-level", "info", "log level: debug, info, warn or error")
+	return f
+}
+
+func (f *roleFlags) parse(args []string) (fileConfig, error) {
+	if err := f.fs.Parse(args); err != nil {
+		return fileConfig{}, err
+	}
+	if f.fs.NArg() > 0 {
+		return fileConfig{}, fmt.Errorf("unexpected argument %q", f.fs.Arg(0))
+	}
+	return loadConfig(f.config)
+}
+
+// set reports whether a flag was given on the command line.
+func (f *roleFlags) set(name string) bool {
+	found := false
+	f.fs.Visit(func(fl *flag.Flag) {
+		if fl.Name == name {
+			found = true
+		}
+	})
+	return found
+}
+
+func (f *roleFlags) applyControlPlane(c *controlplane.Config) error {
+	if f.set("listen") {
+		c.Listen = f.listen
+	}
+	if f.set("data") {
+		c.DataDir = f.data
+	}
+	if f.set("results") {
+		c.ResultsDir = f.results
+	}
+	if f.set("insecure") {
+		c.Insecure = f.insecure
+	}
+	var err error
+	if c.RunnerToken, err = token("PONTUS_RUNNER_TOKEN", c.RunnerTokenFile); err != nil {
+		return fmt.Errorf("runner token: %w", err)
+	}
+	if c.ObserverToken, err = token("PONTUS_OBSERVER_TOKEN", c.ObserverTokenFile); err != nil {
+		return fmt.Errorf("observer token: %w", err)
+	}
+	if c.UserToken, err = token("PONTUS_USER_TOKEN", c.UserTokenFile); err != nil {
+		return fmt.Errorf("user token: %w", err)
+	}
+	return c.Validate()
+}
+
+func (f *roleFlags) applyRunner(c *runnerd.Config) error {
+	if f.set("controlplane") {
+		c.ControlPlane = f.cpURL
+	}
+	if f.set("workdir") {
+		c.Workdir = f.workdir
+	}
+	var err error
+	if c.Token, err = token("PONTUS_RUNNER_TOKEN", c.TokenFile); err != nil {
+		return fmt.Errorf("runner token: %w", err)
+	}
+	return c.Validate()
+}
+
+func (f *roleFlags) applyObserver(c *observerd.Config) error {
+	if f.set("controlplane") {
+		c.ControlPlane = f.cpURL
+	}
+	if f.set("repo") {
+		c.Repo = f.repo
+	}
+	var err error
+	if c.Token, err = token("PONTUS_OBSERVER_TOKEN", c.TokenFile); err != nil {
+		return fmt.Errorf("observer token: %w", err)
+	}
+	return c.Validate()
+}
+
+func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newRoleFlags("controlplane", stderr, true, false, false, false)
+	f.fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback listen address without tokens")
+	cfg, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := f.applyControlPlane(&cfg.ControlPlane); err != nil {
+		return err
+	}
+	logger, err := f.logs.logger(stderr)
+	if err != nil {
+		return err
+	}
+	return serveControlPlane(ctx, cfg.ControlPlane, logger, nil)
+}
+
+// serveControlPlane listens, then serves until ctx ends. ready, if not
+// nil, receives the bound address once serving.
+func serveControlPlane(ctx context.Context, cfg controlplane.Config, logger *slog.Logger, ready chan<- net.Addr) error {
+	if cfg.RunnerToken == "" && cfg.ObserverToken == "" && cfg.UserToken == "" {
+		logger.Warn("no tokens configured: the API is open to anyone who can reach it, so it is served on loopback only unless --insecure")
+	}
+	srv, err := controlplane.New(ctx, cfg, logger.With("component", "controlplane"))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("listen: %w", err)
+	}
+	if ready != nil {
+		ready <- ln.Addr()
+	}
+	return srv.Serve(ctx, ln)
+}
+
+func runRunner(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newRoleFlags("runnerd", stderr, false, false, true, true)
+	cfg, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := f.applyRunner(&cfg.Runner); err != nil {
+		return err
+	}
+	logger, err := f.logs.logger(stderr)
+	if err != nil {
+		return err
+	}
+	r, err := runnerd.New(cfg.Runner, logger.With("component", "runner"))
+	if err != nil {
+		return err
+	}
+	return r.Run(ctx)
+}
+
+func runObserver(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newRoleFlags("observerd", stderr, false, true, true, false)
+	cfg, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := f.applyObserver(&cfg.Observer); err != nil {
+		return err
+	}
+	logger, err := f.logs.logger(stderr)
+	if err != nil {
+		return err
+	}
+	o, err := observerd.New(cfg.Observer, logger.With("component", "observer"))
+	if err != nil {
+		return err
+	}
+	return o.Run(ctx)
+}
+
+// runDev runs all three roles in one process with zero configuration.
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newRoleFlags("dev", stderr, true, true, false, false)
+	quiet := f.fs.Bool("quiet", false, "print no build progress lines")
+	cfg, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	data := ".pontus"
+	if f.set("data") {
+		data = f.data
+	}
+	if f.config == "" || f.set("data") {
+		cfg.ControlPlane.DataDir = filepath.Join(data, "controlplane")
+		cfg.Runner.Workdir = filepath.Join(data, "runner")
+		cfg.Observer.DataDir = filepath.Join(data, "observer")
+	}
+	f.data = cfg.ControlPlane.DataDir
+	if err := f.applyControlPlane(&cfg.ControlPlane); err != nil {
+		return err
+	}
+	if !f.set("repo") && cfg.Observer.Repo == "" {
+		cfg.Observer.Repo = "."
+	}
+	logger, err := f.logs.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if !f.set("log-level") {
+		// dev prints progress lines; keep routine logs quiet.
+		logger, _ = (&logFlags{format: f.logs.format, level: "warn"}).logger(stderr)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ready := make(chan net.Addr, 1)
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		errs <- serveControlPlane(ctx, cfg.ControlPlane, logger, ready)
+		cancel()
+	}()
+	var addr net.Addr
+	select {
+	case addr = <-ready:
+	case err := <-errs:
+		return err
+	}
+	url := "http://" + addr.String()
+	cfg.Runner.ControlPlane, cfg.Observer.ControlPlane = url, url
+	cfg.Runner.Token, cfg.Observer.Token = cfg.ControlPlane.RunnerToken, cfg.ControlPlane.ObserverToken
+	if err := f.applyObserver(&cfg.Observer); err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	if err := cfg.Runner.Validate(); err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	runner, err := runnerd.New(cfg.Runner, logger.With("component", "runner"))
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	observer, err := observerd.New(cfg.Observer, logger.With("component", "observer"))
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	results, _ := filepath.Abs(cfg.ControlPlane.ResultsDir)
+	fmt.Fprintf(stdout, "pontus dev: watching %s (%s)\n", cfg.Observer.Repo, strings.Join(cfg.Observer.Branches, ", "))
+	fmt.Fprintf(stdout, "  dashboard  %s/\n  API        %s  (try: curl -H 'Content-Type: application/json' --data '{}' %s/pontus.v1.BuildService/ListBuilds)\n", url, url, url)
+	fmt.Fprintf(stdout, "  results    %s/<commit-id>\n  state      %s\n", results, data)
+	for _, start := range []func() error{
+		func() error { return runner.Run(ctx) },
+		func() error { return observer.Run(ctx) },
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := start(); err != nil {
+				errs <- err
+				cancel()
+			}
+		}()
+	}
+	if !*quiet {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			printProgress(ctx, url, cfg.ControlPlane.UserToken, stdout)
+		}()
+	}
+	<-ctx.Done()
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
+}
