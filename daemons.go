@@ -284,7 +284,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	results, _ := filepath.Abs(cfg.ControlPlane.ResultsDir)
-	fmt.Fprintf(stdout, "pontus dev: watching %s (%s)\n", cfg.Observer.Repo, strings.Join(cfg.Observer.Branches, ", "))
+	branches := "its current branch"
+	if len(cfg.Observer.Branches) > 0 {
+		branches = strings.Join(cfg.Observer.Branches, ", ")
+	}
+	fmt.Fprintf(stdout, "pontus dev: watching %s (%s)\n", cfg.Observer.Repo, branches)
 	fmt.Fprintf(stdout, "  dashboard  %s/\n  API        %s  (try: curl -H 'Content-Type: application/json' --data '{}' %s/pontus.v1.BuildService/ListBuilds)\n", url, url, url)
 	fmt.Fprintf(stdout, "  results    %s/<commit-id>\n  state      %s\n", results, data)
 	for _, start := range []func() error{

@@ -1,0 +1,193 @@
+package web
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/pontus-ci/pontus/internal/validate"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+)
+
+const (
+	defaultLimit = 50
+	maxLimit     = 1000
+)
+
+// buildsQuery is the recent-builds page's query string.
+type buildsQuery struct {
+	Branch string
+	Repo   string
+	Status pontusv1.BuildStatus
+	Limit  int32
+	Before int64
+}
+
+// parseBuildsQuery checks the query parameters of "/"; unknown parameters
+// are ignored, empty ones mean "any".
+func parseBuildsQuery(q url.Values) (buildsQuery, error) {
+	bq := buildsQuery{Limit: defaultLimit}
+	if s := q.Get("branch"); s != "" {
+		if err := validate.Branch("branch", s); err != nil {
+			return bq, err
+		}
+		bq.Branch = s
+	}
+	if s := q.Get("repo"); s != "" {
+		if err := validate.Repo("repo", s); err != nil {
+			return bq, err
+		}
+		bq.Repo = s
+	}
+	if s := q.Get("status"); s != "" {
+		st, ok := parseStatus(s)
+		if !ok {
+			names := make([]string, len(statusNames))
+			for i, n := range statusNames {
+				names[i] = n.Value
+			}
+			return bq, fmt.Errorf("status: unknown status %q; use one of %s", s, strings.Join(names, ", "))
+		}
+		bq.Status = st
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxLimit {
+			return bq, fmt.Errorf("limit: %q is not a whole number from 1 to %d", s, maxLimit)
+		}
+		bq.Limit = int32(n)
+	}
+	if s := q.Get("before"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 1 {
+			return bq, fmt.Errorf("before: %q is not a positive build id", s)
+		}
+		bq.Before = n
+	}
+	return bq, nil
+}
+
+// svcError shows an error from the build service. Client-side codes carry
+// messages meant for people; anything else is logged and shown generically
+// so no internal detail reaches the browser.
+func (h *handler) svcError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	code := connect.CodeOf(err)
+	msg := err.Error()
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		msg = ce.Message()
+	}
+	status, heading := http.StatusInternalServerError, "The control plane could not answer"
+	switch code {
+	case connect.CodeNotFound:
+		status, heading = http.StatusNotFound, "Not found"
+	case connect.CodeInvalidArgument, connect.CodeFailedPrecondition, connect.CodeOutOfRange:
+		status, heading = http.StatusBadRequest, "Bad request"
+	case connect.CodeUnauthenticated:
+		status, heading = http.StatusUnauthorized, "Not signed in"
+	case connect.CodePermissionDenied:
+		status, heading = http.StatusForbidden, "Not allowed"
+	case connect.CodeResourceExhausted:
+		status, heading = http.StatusTooManyRequests, "Too many requests"
+	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled, connect.CodeAborted:
+		status, heading = http.StatusServiceUnavailable, "The control plane is busy or shutting down"
+	default:
+		h.log.Error(what, "err", err, "path", r.URL.Path)
+		msg = "An internal error happened while reading " + strings.TrimPrefix(what, "read ") + ". The control plane's log has the details."
+	}
+	if status != http.StatusInternalServerError {
+		h.log.Debug(what, "err", err, "path", r.URL.Path)
+	}
+	h.errorPage(w, status, heading, msg)
+}
+
+func (h *handler) buildsPage(w http.ResponseWriter, r *http.Request) {
+	q, err := parseBuildsQuery(r.URL.Query())
+	if err != nil {
+		h.errorPage(w, http.StatusBadRequest, "Bad request", err.Error())
+		return
+	}
+	res, err := h.svc.ListBuilds(r.Context(), &pontusv1.ListBuildsRequest{
+		Branch: q.Branch, Repo: q.Repo, Status: q.Status, Limit: q.Limit, BeforeId: q.Before,
+	})
+	if err != nil {
+		h.svcError(w, r, "read builds", err)
+		return
+	}
+	now := time.Now()
+	v := buildsView{
+		Branch: q.Branch, Repo: q.Repo, Limit: q.Limit, Before: q.Before,
+		Filtered: q.Branch != "" || q.Repo != "" || q.Status != 0 || q.Before != 0,
+	}
+	if q.Status != 0 {
+		v.StatusEnum = q.Status.String()
+	}
+	for _, n := range statusNames {
+		v.Statuses = append(v.Statuses, statusOption{Value: n.Value, Label: statusLabel(n.Status), Selected: n.Status == q.Status})
+	}
+	for _, b := range res.GetBuilds() {
+		v.Builds = append(v.Builds, newBuildRow(b, now))
+	}
+	if n := len(v.Builds); n > 0 && n >= int(q.Limit) {
+		older := url.Values{}
+		for k, s := range map[string]string{"branch": q.Branch, "repo": q.Repo, "status": r.URL.Query().Get("status")} {
+			if s != "" {
+				older.Set(k, s)
+			}
+		}
+		if q.Limit != defaultLimit {
+			older.Set("limit", strconv.Itoa(int(q.Limit)))
+		}
+		older.Set("before", strconv.FormatInt(v.Builds[n-1].ID, 10))
+		v.Older = "/?" + older.Encode()
+	}
+	title := "Recent builds"
+	if q.Branch != "" {
+		title = q.Branch + " · builds"
+	}
+	h.render(w, http.StatusOK, "builds", title, "builds", v)
+}
+
+func (h *handler) buildPage(w http.ResponseWriter, r *http.Request) {
+	raw := r.PathValue("id")
+	id, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || id < 1 {
+		h.errorPage(w, http.StatusBadRequest, "Bad request", fmt.Sprintf("build id %q is not a positive whole number", raw))
+		return
+	}
+	res, err := h.svc.GetBuild(r.Context(), &pontusv1.GetBuildRequest{BuildId: id})
+	if err != nil {
+		if connect.CodeOf(err) == connect.CodeNotFound {
+			h.errorPage(w, http.StatusNotFound, "Build not found", fmt.Sprintf("There is no build #%d.", id))
+			return
+		}
+		h.svcError(w, r, "read build", err)
+		return
+	}
+	if res.GetBuild() == nil {
+		h.errorPage(w, http.StatusNotFound, "Build not found", fmt.Sprintf("There is no build #%d.", id))
+		return
+	}
+	v := newBuildView(res.GetBuild(), time.Now())
+	h.render(w, http.StatusOK, "build", fmt.Sprintf("%s · Build #%d", v.StatusLabel, id), "builds", v)
+}
+
+func (h *handler) runnersPage(w http.ResponseWriter, r *http.Request) {
+	res, err := h.svc.ListRunners(r.Context(), &pontusv1.ListRunnersRequest{})
+	if err != nil {
+		h.svcError(w, r, "read runners", err)
+		return
+	}
+	now := time.Now()
+	var runners []runnerView
+	for _, rn := range res.GetRunners() {
+		runners = append(runners, newRunnerView(rn, now))
+	}
+	h.render(w, http.StatusOK, "runners", "Runners", "runners", runners)
+}

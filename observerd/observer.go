@@ -1,0 +1,400 @@
+package observerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"path"
+	"slices"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/pontus-ci/pontus/internal/dial"
+	"github.com/pontus-ci/pontus/internal/validate"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+	"github.com/pontus-ci/pontus/schema/gen/pontus/v1/pontusv1connect"
+)
+
+// Log attribute keys.
+const (
+	logRepo   = "repo"
+	logBranch = "branch"
+	logCommit = "commit"
+	logErr    = "err"
+)
+
+const (
+	// rpcTimeout bounds one call to the control plane.
+	rpcTimeout = 30 * time.Second
+	// maxReport is the most commits one ReportCommits call may carry.
+	maxReport = 1000
+	// backoffMin and backoffMax bound the retry delay after a failure.
+	backoffMin = 100 * time.Millisecond
+	backoffMax = 5 * time.Second
+	// pollJitter spreads the polls of many observers.
+	pollJitter = 0.1
+)
+
+// Observer watches one repository and reports new commits of its branches
+// to the control plane. Create it with New and start it with Run.
+type Observer struct {
+	cfg    Config
+	logger *slog.Logger
+	http   *http.Client
+	client pontusv1connect.ObserverServiceClient
+}
+
+// New checks cfg and returns an observer for it. It does not touch the
+// repository or the network; Run does.
+func New(cfg Config, logger *slog.Logger) (*Observer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("observer config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Branches = slices.Clone(cfg.Branches)
+	cfg.Labels = slices.Clone(cfg.Labels)
+	dc := dial.Config{URL: cfg.ControlPlane, Token: cfg.Token, CAFile: cfg.CAFile}
+	hc, err := dial.HTTPClient(dc)
+	if err != nil {
+		return nil, fmt.Errorf("observer: %w", err)
+	}
+	return &Observer{
+		cfg:    cfg,
+		logger: logger,
+		http:   hc,
+		client: pontusv1connect.NewObserverServiceClient(hc, cfg.ControlPlane, dial.Options(dc)...),
+	}, nil
+}
+
+// Run watches the repository and reports commits until ctx is done, and
+// then returns nil. A control plane that is down, or a remote that cannot
+// be fetched, is retried forever; only a repository that cannot be opened
+// at all (not a git repository, an unusable data_dir) is an error.
+func (o *Observer) Run(ctx context.Context) error {
+	defer o.http.CloseIdleConnections()
+	repo, err := o.open(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	cloneURL := o.cfg.CloneURL
+	if cloneURL == "" {
+		cloneURL = repo.name
+		if err := validate.CloneURL("clone_url", cloneURL); err != nil {
+			return fmt.Errorf("observer: set clone_url: the repository cannot be used as one: %w", err)
+		}
+	}
+	s := &session{
+		o:        o,
+		repo:     repo,
+		cloneURL: cloneURL,
+		logger:   o.logger.With(logRepo, repo.name),
+		cursors:  make(map[string]string),
+	}
+	var wake chan struct{}
+	if !repo.remote() {
+		wake = make(chan struct{}, 1)
+		w, err := newWatcher(repo, s.logger, wake)
+		if err != nil {
+			s.logger.Warn("cannot watch the repository; polling only", "poll_interval", o.cfg.PollInterval, logErr, err)
+		} else {
+			wctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { defer close(done); w.run(wctx) }()
+			defer func() { cancel(); <-done }()
+		}
+	}
+	s.logger.Info("observing", "branches", o.cfg.Branches, "mode", o.cfg.Mode, "remote", repo.remote())
+	loop(ctx, s.cycle, wake, s.next, dial.NewBackoff(backoffMin, backoffMax), s.logger)
+	return nil
+}
+
+func (o *Observer) open(ctx context.Context) (*repository, error) {
+	if isRemote(o.cfg.Repo) {
+		return openRemote(ctx, o.cfg.DataDir, o.cfg.Repo)
+	}
+	return openLocal(ctx, o.cfg.Repo)
+}
+
+// loop runs cycle until ctx is done. After a failure it retries with
+// backoff (wake-ups do not cut the wait short: the retry re-reads
+// everything anyway). After a success it waits for a wake-up or for the
+// delay next returns.
+func loop(ctx context.Context, cycle func(context.Context) error, wake <-chan struct{},
+	next func() time.Duration, bo *dial.Backoff, logger *slog.Logger) {
+	for {
+		// A wake-up pending from before this cycle is covered by it.
+		select {
+		case <-wake:
+		default:
+		}
+		err := cycle(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			d := bo.Next()
+			logger.Warn("report cycle failed; retrying", "in", d.Round(time.Millisecond), logErr, err)
+			if !dial.Sleep(ctx, d) {
+				return
+			}
+			continue
+		}
+		bo.Reset()
+		t := time.NewTimer(next())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// session is the state of one Run.
+type session struct {
+	o        *Observer
+	repo     *repository
+	cloneURL string
+	logger   *slog.Logger
+
+	// cursors is the control plane's cursor per watched branch as last
+	// known: read with GetCursor, moved by successful reports. It is
+	// dropped after any failure, so the control plane stays the truth.
+	cursors map[string]string
+	// lastFetch is when the remote was last fetched (remote only).
+	lastFetch time.Time
+	// remoteHead is the remote's HEAD branch, once known (remote only).
+	remoteHead string
+	// warned avoids repeating the same warning every poll.
+	warned map[string]bool
+}
+
+// next is how long to wait for the next cycle when nothing wakes it.
+func (s *session) next() time.Duration {
+	d := dial.Jitter(s.o.cfg.PollInterval, pollJitter)
+	if s.repo.remote() && !s.lastFetch.IsZero() {
+		d = max(time.Until(s.lastFetch.Add(s.o.cfg.PollInterval)), minPollInterval)
+	}
+	return d
+}
+
+// cycle fetches (a remote, when due), reads the branches and reports what
+// is new on each watched branch.
+func (s *session) cycle(ctx context.Context) error {
+	if s.repo.remote() && time.Since(s.lastFetch) >= s.o.cfg.PollInterval {
+		s.lastFetch = time.Now()
+		if err := s.repo.fetch(ctx); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			// The mirror still holds what was fetched before; report that
+			// and fetch again at the next poll.
+			s.warn("fetch", "cannot fetch the remote repository; will retry", logErr, err)
+		} else {
+			s.unwarn("fetch")
+		}
+		if s.remoteHead == "" && len(s.o.cfg.Branches) == 0 {
+			if b, err := s.repo.remoteHead(ctx); err != nil {
+				s.warn("remote-head", "cannot read the remote HEAD; will retry", logErr, err)
+			} else {
+				s.remoteHead = b
+				s.unwarn("remote-head")
+			}
+		}
+	}
+	refs, err := s.repo.refs(ctx)
+	if err != nil {
+		return err
+	}
+	watched := s.watched(refs)
+	for b := range s.cursors {
+		if _, ok := watched[b]; !ok {
+			s.logger.Info("branch no longer watched", logBranch, b)
+			delete(s.cursors, b)
+		}
+	}
+	for _, b := range slices.Sorted(maps.Keys(watched)) {
+		if err := s.branch(ctx, b, watched[b]); err != nil {
+			// Start again from the control plane's cursors.
+			clear(s.cursors)
+			return fmt.Errorf("branch %s: %w", b, err)
+		}
+	}
+	return nil
+}
+
+// watched picks the watched branches from refs: those matching a
+// configured pattern, or the current (remote) HEAD's branch.
+func (s *session) watched(refs map[string]ref) map[string]string {
+	out := make(map[string]string)
+	if len(s.o.cfg.Branches) == 0 {
+		name := ""
+		if s.repo.remote() {
+			name = s.remoteHead
+		} else {
+			for n, r := range refs {
+				if r.head {
+					name = n
+				}
+			}
+		}
+		if r, ok := refs[name]; ok && name != "" {
+			out[name] = r.commit
+			s.unwarn("no-head")
+		} else {
+			s.warn("no-head", "HEAD is not on a branch with commits yet; nothing to watch")
+		}
+		return out
+	}
+	for name, r := range refs {
+		for _, p := range s.o.cfg.Branches {
+			if ok, _ := path.Match(p, name); ok {
+				out[name] = r.commit
+				break
+			}
+		}
+	}
+	return out
+}
+
+// branch reports what is new on one branch whose head is head.
+func (s *session) branch(ctx context.Context, branch, head string) error {
+	logger := s.logger.With(logBranch, branch)
+	if err := validate.Branch("branch", branch); err != nil {
+		s.warn("branch:"+branch, "skipping a branch Pontus cannot name", logErr, err)
+		return nil
+	}
+	if err := validate.CommitID("commit", head); err != nil {
+		return fmt.Errorf("read head: %w", err)
+	}
+	cursor, known := s.cursors[branch]
+	if known && cursor == head {
+		return nil
+	}
+	if !known {
+		var err error
+		if cursor, err = s.getCursor(ctx, branch); err != nil {
+			return err
+		}
+		s.cursors[branch] = cursor
+		if cursor == head {
+			return nil
+		}
+	}
+	commits, err := s.newCommits(ctx, logger, cursor, head)
+	if err != nil {
+		return err
+	}
+	for len(commits) > 0 {
+		n := min(len(commits), maxReport)
+		if err := s.report(ctx, branch, commits[:n]); err != nil {
+			return err
+		}
+		last := commits[n-1]
+		s.cursors[branch] = last
+		logger.Info("reported commits", "count", n, logCommit, last)
+		commits = commits[n:]
+	}
+	return nil
+}
+
+// newCommits returns what to report when a branch moved from cursor to
+// head, oldest first.
+func (s *session) newCommits(ctx context.Context, logger *slog.Logger, cursor, head string) ([]string, error) {
+	if s.o.cfg.Mode == ModeHead || cursor == "" {
+		return []string{head}, nil
+	}
+	if err := validate.CommitID("cursor", cursor); err != nil {
+		logger.Warn("control plane returned a bad cursor; reporting the head only", logErr, err)
+		return []string{head}, nil
+	}
+	ok, err := s.repo.hasCommit(ctx, cursor)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		logger.Info("cursor unknown to the repository; reporting the head only", "cursor", cursor, logCommit, head)
+		return []string{head}, nil
+	}
+	if ok, err = s.repo.isAncestor(ctx, cursor, head); err != nil {
+		return nil, err
+	} else if !ok {
+		logger.Info("branch rewritten (force-push?); reporting the new head only", "cursor", cursor, logCommit, head)
+		return []string{head}, nil
+	}
+	ids, truncated, err := s.repo.between(ctx, cursor, head, s.o.cfg.MaxBacklog)
+	if err != nil {
+		return nil, err
+	}
+	if truncated {
+		logger.Warn("more new commits than max_backlog; reporting the newest", "max_backlog", s.o.cfg.MaxBacklog)
+	}
+	for _, id := range ids {
+		if err := validate.CommitID("commit", id); err != nil {
+			return nil, fmt.Errorf("list commits: %w", err)
+		}
+	}
+	if len(ids) == 0 {
+		ids = []string{head}
+	}
+	return ids, nil
+}
+
+func (s *session) getCursor(ctx context.Context, branch string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	resp, err := s.o.client.GetCursor(ctx, &pontusv1.GetCursorRequest{Repo: s.repo.name, Branch: branch})
+	if err != nil {
+		return "", rpcError("get cursor", err)
+	}
+	return resp.GetCommit(), nil
+}
+
+func (s *session) report(ctx context.Context, branch string, commits []string) error {
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	_, err := s.o.client.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{
+		Repo:     s.repo.name,
+		Branch:   branch,
+		Commits:  commits,
+		CloneUrl: s.cloneURL,
+		Labels:   s.o.cfg.Labels,
+	})
+	if err != nil {
+		return rpcError("report commits", err)
+	}
+	return nil
+}
+
+// rpcError wraps a failed call, saying when retrying cannot help by itself
+// (a rejected token, a request the control plane refuses).
+func rpcError(verb string, err error) error {
+	if dial.Retryable(err) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w", verb, err)
+	}
+	return fmt.Errorf("%s (%s; retrying, but this needs attention): %w", verb, connect.CodeOf(err), err)
+}
+
+func (s *session) warn(key, msg string, args ...any) {
+	if s.warned == nil {
+		s.warned = make(map[string]bool)
+	}
+	if s.warned[key] {
+		return
+	}
+	s.warned[key] = true
+	s.logger.Warn(msg, args...)
+}
+
+func (s *session) unwarn(key string) { delete(s.warned, key) }

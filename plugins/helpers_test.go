@@ -1,0 +1,259 @@
+package plugins
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pontus-ci/pontus/internal/testrun"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+)
+
+// The guests are real wasip1 modules built from Go sources once per test
+// binary (the wasip1 standard library compiles once into GOCACHE, so later
+// runs take a second or two). wazero's compilation cache lives in one
+// directory for the whole test binary, so each module is compiled to
+// machine code once.
+var (
+	guestsOnce sync.Once
+	guestsDir  string
+	guestsErr  error
+
+	sharedCacheDir string
+
+	sharedHostOnce sync.Once
+	sharedHost     *Host
+	sharedHostErr  error
+)
+
+// guestPackages are built into guestsDir under their last path element.
+var guestPackages = []string{
+	"./testdata/probe",
+	"./testdata/tapdemo",
+	"./testdata/badimport",
+	"./secrets",
+	"./configcheck",
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pontus-plugins-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	sharedCacheDir = testCacheDir(dir)
+	guestsDir = filepath.Join(dir, "guests")
+	code := m.Run()
+	if sharedHost != nil {
+		_ = sharedHost.Close(context.Background())
+	}
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// testCacheDir returns the wazero compilation cache the tests share. It
+// persists between test runs (in the user's cache directory, like GOCACHE)
+// because compiling the guests to machine code takes 5-15 s each under the
+// race detector; entries are keyed by module hash, so a stale one is never
+// used, and entries older than two weeks are pruned. Without a user cache
+// directory it falls back to a temporary one.
+func testCacheDir(tmp string) string {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return filepath.Join(tmp, "cache")
+	}
+	dir := filepath.Join(base, "pontus-test", "plugins-wazero")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return filepath.Join(tmp, "cache")
+	}
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil && time.Since(fi.ModTime()) > 14*24*time.Hour {
+				_ = os.Remove(p)
+			}
+		}
+		return nil
+	})
+	return dir
+}
+
+// guest returns the path of a built guest module ("probe", "tapdemo", ...).
+func guest(t testing.TB, name string) string {
+	t.Helper()
+	guestsOnce.Do(func() {
+		start := time.Now()
+		if guestsErr = os.MkdirAll(guestsDir, 0o755); guestsErr != nil {
+			return
+		}
+		args := append([]string{"build", "-o", guestsDir + string(filepath.Separator)}, guestPackages...)
+		cmd := exec.Command("go", args...)
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			guestsErr = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			return
+		}
+		fmt.Fprintf(os.Stderr, "built %d wasip1 guests in %s\n", len(guestPackages), time.Since(start).Round(time.Millisecond))
+	})
+	if guestsErr != nil {
+		t.Fatal(guestsErr)
+	}
+	return filepath.Join(guestsDir, name)
+}
+
+// host returns the Host shared by the tests that need no special limits.
+func host(t testing.TB) *Host {
+	t.Helper()
+	sharedHostOnce.Do(func() {
+		sharedHost, sharedHostErr = NewHost(context.Background(), HostConfig{CacheDir: sharedCacheDir}, testLogger(t))
+	})
+	if sharedHostErr != nil {
+		t.Fatal(sharedHostErr)
+	}
+	return sharedHost
+}
+
+// newHost returns a Host of its own, sharing the on-disk cache, closed at
+// the end of the test.
+func newHost(t testing.TB, cfg HostConfig) *Host {
+	t.Helper()
+	if cfg.CacheDir == "" {
+		cfg.CacheDir = sharedCacheDir
+	}
+	h, err := NewHost(context.Background(), cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := h.Close(context.Background()); err != nil {
+			t.Errorf("close host: %v", err)
+		}
+	})
+	return h
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// checkout makes a directory standing in for a job's checkout, with the
+// given files ("path": "contents").
+func checkout(t testing.TB, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, data := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// lockedBuffer is an io.Writer safe for the host's writes and the test's
+// reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// runPlugin runs a module in dir and returns the result and the output. It
+// fails the test if Run does not return within a minute, reporting the
+// output seen so far.
+func runPlugin(t testing.TB, h *Host, dir string, p *testrun.Plugin, timeout time.Duration, env ...string) (testrun.Result, string) {
+	t.Helper()
+	return runPluginCtx(t, context.Background(), h, dir, p, timeout, env...)
+}
+
+func runPluginCtx(t testing.TB, ctx context.Context, h *Host, dir string, p *testrun.Plugin, timeout time.Duration, env ...string) (testrun.Result, string) {
+	t.Helper()
+	var out lockedBuffer
+	done := make(chan testrun.Result, 1)
+	go func() {
+		done <- h.Run(ctx, testrun.Spec{Dir: dir, Plugin: p, Env: env, Output: &out, Timeout: timeout})
+	}()
+	select {
+	case res := <-done:
+		return res, out.String()
+	case <-time.After(time.Minute + timeout):
+		t.Fatalf("Run did not return within %s; output so far:\n%s", time.Minute+timeout, tail(out.String()))
+		return testrun.Result{}, ""
+	}
+}
+
+// probe runs the probe guest with args and returns its RESULT line.
+func probe(t testing.TB, h *Host, dir string, args ...string) (string, testrun.Result, string) {
+	t.Helper()
+	res, out := runPlugin(t, h, dir, &testrun.Plugin{Name: "probe", Module: guest(t, "probe"), Args: args}, 30*time.Second)
+	for _, l := range strings.Split(out, "\n") {
+		if r, ok := strings.CutPrefix(l, "RESULT "); ok {
+			return r, res, out
+		}
+	}
+	t.Fatalf("probe %v printed no RESULT line (status %v, reason %q):\n%s", args, res.Status, res.Reason, tail(out))
+	return "", res, out
+}
+
+func tail(s string) string {
+	if len(s) > 4000 {
+		return "…" + s[len(s)-4000:]
+	}
+	return s
+}
+
+// outcomes maps test names to outcomes, for comparing.
+func outcomes(tests []*pontusv1.TestCase) map[string]pontusv1.TestOutcome {
+	m := map[string]pontusv1.TestOutcome{}
+	for _, tc := range tests {
+		m[tc.GetName()] = tc.GetOutcome()
+	}
+	return m
+}
+
+// countingWriter counts bytes, keeping only the first max of them.
+type countingWriter struct {
+	mu   sync.Mutex
+	n    int64
+	head bytes.Buffer
+	max  int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n += int64(len(p))
+	if room := w.max - w.head.Len(); room > 0 {
+		w.head.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = (*countingWriter)(nil)

@@ -1,0 +1,619 @@
+package plugins
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental/sysfs"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/pontus-ci/pontus/internal/testreport"
+	"github.com/pontus-ci/pontus/internal/testrun"
+)
+
+// maxCompiled is how many compiled modules a Host keeps in memory; the
+// least recently used idle ones are closed beyond it (the on-disk cache
+// still has them).
+const maxCompiled = 32
+
+// Host runs WebAssembly test plugins. It is safe for concurrent use: runs
+// share compiled modules but nothing else.
+type Host struct {
+	cfg    HostConfig
+	logger *slog.Logger
+	cache  wazero.CompilationCache // nil without CacheDir
+
+	mu       sync.Mutex
+	closed   bool
+	runtimes map[uint32]wazero.Runtime // by memory limit in pages
+	modules  map[moduleKey]*moduleEntry
+	clock    uint64 // for LRU
+}
+
+// moduleKey names one compiled module: wazero fixes the memory limit per
+// runtime, so the same bytes under two limits are two compiled modules
+// (sharing one on-disk cache entry).
+type moduleKey struct {
+	pages uint32
+	hash  [sha256.Size]byte
+}
+
+type moduleEntry struct {
+	ready    chan struct{} // closed when compiled or err is set
+	compiled wazero.CompiledModule
+	err      error
+	users    int
+	lastUsed uint64
+}
+
+// NewHost returns a Host. It creates cfg.CacheDir (0700) when set and
+// refuses one that others can write: the cache holds machine code the host
+// will execute.
+func NewHost(ctx context.Context, cfg HostConfig, logger *slog.Logger) (*Host, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("plugin host config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Host{
+		cfg:      cfg,
+		logger:   logger,
+		runtimes: make(map[uint32]wazero.Runtime),
+		modules:  make(map[moduleKey]*moduleEntry),
+	}
+	if cfg.CacheDir != "" {
+		dir, err := cacheDir(cfg.CacheDir)
+		if err != nil {
+			return nil, err
+		}
+		cache, err := wazero.NewCompilationCacheWithDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("open compilation cache %s: %w", dir, err)
+		}
+		h.cache = cache
+	}
+	logger.DebugContext(ctx, "plugin host ready", "cache_dir", cfg.CacheDir,
+		"memory_limit_mib", cfg.MemoryLimitMiB, "output_limit_mib", cfg.OutputLimitMiB)
+	return h, nil
+}
+
+// cacheDir prepares the private cache directory and returns the
+// subdirectory for this wazero version. wazero keys its cache by its own
+// version, which reads "dev" when it is not built into a main module (Go
+// issue 33976); a subdirectory per module version keeps an upgraded runner
+// from loading machine code an older wazero wrote.
+func cacheDir(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create plugin cache dir: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return "", fmt.Errorf("stat plugin cache dir: %w", err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("plugin cache dir %s is not a directory", dir)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return "", fmt.Errorf("plugin cache dir %s is writable by group or others (mode %v); it holds executable code, make it 0700", dir, fi.Mode().Perm())
+	}
+	version := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range bi.Deps {
+			if m.Path == "github.com/tetratelabs/wazero" {
+				version = m.Version
+				if m.Replace != nil {
+					version = m.Replace.Version + "-replaced"
+				}
+			}
+		}
+	}
+	sub := filepath.Join(dir, "wazero-"+strings.NewReplacer("/", "_", "\\", "_").Replace(version))
+	if err := os.MkdirAll(sub, 0o700); err != nil {
+		return "", fmt.Errorf("create plugin cache dir: %w", err)
+	}
+	return sub, nil
+}
+
+// Close stops the host: guests still running are stopped, compiled modules
+// are released. It is idempotent.
+func (h *Host) Close(ctx context.Context) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	runtimes := h.runtimes
+	h.runtimes = nil
+	h.modules = nil
+	h.mu.Unlock()
+	var errs []error
+	for _, rt := range runtimes {
+		if err := rt.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close wazero runtime: %w", err))
+		}
+	}
+	if h.cache != nil {
+		if err := h.cache.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close compilation cache: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// runtimeLocked returns the runtime for a memory limit, creating it (with
+// WASI) on first use. h.mu must be held.
+func (h *Host) runtimeLocked(ctx context.Context, pages uint32) (wazero.Runtime, error) {
+	if rt, ok := h.runtimes[pages]; ok {
+		return rt, nil
+	}
+	rc := wazero.NewRuntimeConfig().
+		WithMemoryLimitPages(pages).
+		// Reserve the whole limit up front: without it a growing guest
+		// makes the host copy its memory, and host RSS reached 3-4x the
+		// guest's (notes/wasm.md §2b).
+		WithMemoryCapacityFromMax(true).
+		// The only way to stop a guest in a CPU loop at the deadline.
+		WithCloseOnContextDone(true)
+	if h.cache != nil {
+		rc = rc.WithCompilationCache(h.cache)
+	}
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		_ = rt.Close(ctx)
+		return nil, fmt.Errorf("instantiate WASI: %w", err)
+	}
+	h.runtimes[pages] = rt
+	return rt, nil
+}
+
+// acquire returns the compiled module for (pages, wasm), compiling it once
+// however many runs ask at the same time. Call release when done with it.
+func (h *Host) acquire(ctx context.Context, pages uint32, hash [sha256.Size]byte, wasm []byte) (*moduleEntry, wazero.Runtime, bool, error) {
+	key := moduleKey{pages: pages, hash: hash}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, nil, false, errors.New("plugin host is closed")
+	}
+	rt, err := h.runtimeLocked(ctx, pages)
+	if err != nil {
+		h.mu.Unlock()
+		return nil, nil, false, err
+	}
+	e, cached := h.modules[key]
+	if !cached {
+		e = &moduleEntry{ready: make(chan struct{})}
+		h.modules[key] = e
+	}
+	e.users++
+	h.clock++
+	e.lastUsed = h.clock
+	h.mu.Unlock()
+
+	if !cached {
+		e.compiled, e.err = compile(ctx, rt, wasm)
+		if e.err != nil {
+			// Do not remember failures: the next run retries (and a
+			// refused module is refused again quickly).
+			h.mu.Lock()
+			if h.modules[key] == e {
+				delete(h.modules, key)
+			}
+			h.mu.Unlock()
+		}
+		close(e.ready)
+	}
+	select {
+	case <-e.ready:
+	case <-ctx.Done():
+		h.release(key, e)
+		return nil, nil, cached, ctx.Err()
+	}
+	if e.err != nil {
+		h.release(key, e)
+		return nil, nil, cached, e.err
+	}
+	return e, rt, cached, nil
+}
+
+// release drops a use of e and closes the least recently used idle
+// modules beyond maxCompiled.
+func (h *Host) release(key moduleKey, e *moduleEntry) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e.users--
+	if h.closed {
+		return
+	}
+	for len(h.modules) > maxCompiled {
+		var oldKey moduleKey
+		var old *moduleEntry
+		for k, m := range h.modules {
+			if m.users == 0 && m.compiled != nil && (old == nil || m.lastUsed < old.lastUsed) {
+				oldKey, old = k, m
+			}
+		}
+		if old == nil {
+			return
+		}
+		delete(h.modules, oldKey)
+		_ = old.compiled.Close(context.Background())
+	}
+}
+
+// compile compiles wasm and checks it is a WASI command module.
+func compile(ctx context.Context, rt wazero.Runtime, wasm []byte) (wazero.CompiledModule, error) {
+	cm, err := rt.CompileModule(ctx, wasm)
+	if err != nil {
+		return nil, fmt.Errorf("compile module: %w", err)
+	}
+	if err := checkModule(cm); err != nil {
+		_ = cm.Close(ctx)
+		return nil, err
+	}
+	return cm, nil
+}
+
+// checkModule refuses modules that are not WASI preview-1 commands: every
+// import must come from wasi_snapshot_preview1 (the host offers nothing
+// else, and an unknown import would only fail later with a vaguer error),
+// and _start must be exported.
+func checkModule(cm wazero.CompiledModule) error {
+	for _, f := range cm.ImportedFunctions() {
+		if mod, name, _ := f.Import(); mod != wasi_snapshot_preview1.ModuleName {
+			return fmt.Errorf("module imports function %q from module %q: a plugin may import only from %s", name, mod, wasi_snapshot_preview1.ModuleName)
+		}
+	}
+	for _, m := range cm.ImportedMemories() {
+		if mod, name, _ := m.Import(); mod != wasi_snapshot_preview1.ModuleName {
+			return fmt.Errorf("module imports memory %q from module %q: a plugin may import only from %s", name, mod, wasi_snapshot_preview1.ModuleName)
+		}
+	}
+	if _, ok := cm.ExportedFunctions()["_start"]; !ok {
+		return errors.New("module exports no _start function: a plugin must be a WASI command module (GOOS=wasip1 go build), not a reactor or library")
+	}
+	return nil
+}
+
+// readModule reads a plugin module. A module inside the checkout is read
+// through an os.Root on the checkout, so a committed symbolic link cannot
+// make the host read (and hash, and report errors about) a host file.
+func readModule(checkout, module string) ([]byte, error) {
+	if module == "" {
+		return nil, errors.New("plugin module path is empty")
+	}
+	if !filepath.IsAbs(module) {
+		return nil, fmt.Errorf("plugin module path %q is not absolute", module)
+	}
+	var f *os.File
+	var err error
+	if rel, rerr := filepath.Rel(checkout, module); checkout != "" && rerr == nil && filepath.IsLocal(rel) {
+		var root *os.Root
+		root, err = os.OpenRoot(checkout)
+		if err != nil {
+			return nil, fmt.Errorf("open checkout: %w", err)
+		}
+		defer root.Close()
+		f, err = root.Open(rel)
+	} else {
+		f, err = os.Open(module)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open plugin module: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat plugin module: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("plugin module %s is not a regular file", module)
+	}
+	if fi.Size() > MaxModuleBytes {
+		return nil, fmt.Errorf("plugin module %s is %s, more than the %s the host loads", module, formatBytes(fi.Size()), formatBytes(MaxModuleBytes))
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxModuleBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read plugin module: %w", err)
+	}
+	if len(data) > MaxModuleBytes {
+		return nil, fmt.Errorf("plugin module %s grew past %s while being read", module, formatBytes(MaxModuleBytes))
+	}
+	return data, nil
+}
+
+// guestWorkDir resolves the working directory, relative to the checkout:
+// the given one (which must be a directory inside it), else "tests" when it
+// exists, else the root.
+func guestWorkDir(root *os.Root, wd string) (string, error) {
+	if wd == "" {
+		if fi, err := root.Stat("tests"); err == nil && fi.IsDir() {
+			return "tests", nil
+		}
+		return ".", nil
+	}
+	if !localPath(wd) {
+		return "", fmt.Errorf("plugin workdir %q must be a relative path inside the checkout (no '..')", wd)
+	}
+	fi, err := root.Stat(filepath.FromSlash(wd))
+	if err != nil {
+		return "", fmt.Errorf("plugin workdir %q: %w", wd, err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("plugin workdir %q is not a directory", wd)
+	}
+	return path.Clean(wd), nil
+}
+
+// guestEnv builds the guest's environment: the step's (already
+// allow-listed by the runner) minus anything that looks like a Pontus
+// credential or that the host sets itself, plus PWD, HOME, TMPDIR and a
+// GOMEMLIMIT a little under the memory cap (so a Go guest collects garbage
+// before it hits the wall).
+func (h *Host) guestEnv(ctx context.Context, env []string, pwd string, limitMiB int) [][2]string {
+	var out [][2]string
+	seen := map[string]bool{}
+	for _, kv := range env {
+		k, v, ok := strings.Cut(kv, "=")
+		switch {
+		case !ok || k == "" || strings.ContainsRune(kv, 0):
+			h.logger.WarnContext(ctx, "plugin environment entry dropped: malformed", "entry_len", len(kv))
+			continue
+		case credentialName(k):
+			h.logger.WarnContext(ctx, "plugin environment entry dropped: looks like a Pontus credential", "key", k)
+			continue
+		case k == "PWD" || k == "HOME" || k == "TMPDIR":
+			continue
+		}
+		seen[k] = true
+		out = append(out, [2]string{k, v})
+	}
+	out = append(out, [2]string{"PWD", pwd}, [2]string{"HOME", "/tmp"}, [2]string{"TMPDIR", "/tmp"})
+	if !seen["GOMEMLIMIT"] {
+		out = append(out, [2]string{"GOMEMLIMIT", fmt.Sprintf("%dMiB", limitMiB*9/10)})
+	}
+	return out
+}
+
+// Run runs spec.Plugin in the sandbox and reports how it ended. It
+// satisfies the runner's executor interface. Problems before the guest
+// starts (no plugin, unreadable or refused module, bad workdir) end
+// Errored with the reason; the output gets a "[pontus] ..." line too.
+func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
+	w := &capWriter{dst: outputOrDiscard(spec.Output), limit: h.cfg.OutputLimitMiB << 20}
+	if spec.Plugin == nil {
+		return h.refuse(w, "not a plugin step (testrun.Spec.Plugin is nil)")
+	}
+	name := spec.Plugin.Name
+	if name == "" {
+		name = strings.TrimSuffix(filepath.Base(spec.Plugin.Module), ".wasm")
+	}
+	logger := h.logger.With("plugin", name)
+	started := time.Now()
+
+	limitMiB := spec.Plugin.MemoryLimitMiB
+	if limitMiB == 0 {
+		limitMiB = h.cfg.MemoryLimitMiB
+	}
+	if limitMiB < 0 || limitMiB > MaxMemoryLimitMiB {
+		return h.refuse(w, fmt.Sprintf("plugin memory limit %d MiB is outside 1..%d", limitMiB, MaxMemoryLimitMiB))
+	}
+	if len(spec.Plugin.Args) > maxArgs {
+		return h.refuse(w, fmt.Sprintf("plugin has %d arguments, more than %d", len(spec.Plugin.Args), maxArgs))
+	}
+	for i, a := range spec.Plugin.Args {
+		if strings.ContainsRune(a, 0) {
+			return h.refuse(w, fmt.Sprintf("plugin argument %d contains a NUL byte", i+1))
+		}
+	}
+	pages := uint32(limitMiB) * 16 // 64 KiB pages
+
+	wasm, err := readModule(spec.Dir, spec.Plugin.Module)
+	if err != nil {
+		return h.refuse(w, err.Error())
+	}
+	hash := sha256.Sum256(wasm)
+	if err := checkImports(wasm); err != nil {
+		return h.refuse(w, fmt.Sprintf("plugin %s: %v", name, err))
+	}
+
+	if spec.Dir == "" {
+		return h.refuse(w, "no checkout directory (testrun.Spec.Dir is empty)")
+	}
+	root, err := os.OpenRoot(spec.Dir)
+	if err != nil {
+		return h.refuse(w, fmt.Sprintf("open checkout: %v", err))
+	}
+	defer root.Close()
+	wd, err := guestWorkDir(root, spec.Plugin.WorkDir)
+	if err != nil {
+		return h.refuse(w, err.Error())
+	}
+	pwd := path.Join("/src", wd)
+
+	scratch, err := os.MkdirTemp("", "pontus-plugin-")
+	if err != nil {
+		return h.refuse(w, fmt.Sprintf("create scratch dir: %v", err))
+	}
+	defer func() {
+		if err := os.RemoveAll(scratch); err != nil {
+			logger.WarnContext(ctx, "remove plugin scratch dir", "dir", scratch, "err", err)
+		}
+	}()
+
+	compileStart := time.Now()
+	entry, rt, cached, err := h.acquire(ctx, pages, hash, wasm)
+	if err != nil {
+		if ctx.Err() != nil {
+			return testrun.Result{Status: testrun.Canceled, ExitCode: -1, Reason: "canceled before the plugin started"}
+		}
+		return h.refuse(w, fmt.Sprintf("plugin %s (sha256 %s): %v", name, hex.EncodeToString(hash[:8]), err))
+	}
+	defer h.release(moduleKey{pages: pages, hash: hash}, entry)
+	compileTime := time.Since(compileStart)
+
+	runCtx, cancel := ctx, context.CancelFunc(func() {})
+	if spec.Timeout > 0 {
+		runCtx, cancel = context.WithTimeout(ctx, spec.Timeout)
+	}
+	defer cancel()
+
+	// The checkout, read-only through an os.Root: a symbolic link in the
+	// repository that leads out of it fails to open instead of reaching a
+	// host file (wazero's own dir mounts follow it).
+	fsc := wazero.NewFSConfig().(sysfs.FSConfig).
+		WithSysFSMount(&sysfs.ReadFS{FS: &sysfs.AdaptFS{FS: root.FS()}}, "/src").(sysfs.FSConfig).
+		WithSysFSMount(noLinkFS{sysfs.DirFS(scratch)}, "/tmp")
+	mc := wazero.NewModuleConfig().
+		WithName(""). // anonymous: many runs of one module at once
+		WithStartFunctions().
+		WithArgs(append([]string{name}, spec.Plugin.Args...)...).
+		WithStdin(strings.NewReader("")).
+		WithStdout(w).
+		WithStderr(w).
+		WithSysWalltime().
+		WithSysNanotime().
+		WithNanosleep(sleeper(runCtx)).
+		WithRandSource(rand.Reader).
+		WithFSConfig(fsc)
+	for _, kv := range h.guestEnv(ctx, spec.Env, pwd, limitMiB) {
+		mc = mc.WithEnv(kv[0], kv[1])
+	}
+
+	mod, err := rt.InstantiateModule(runCtx, entry.compiled, mc)
+	if err != nil {
+		if runCtx.Err() != nil {
+			return h.finish(ctx, runCtx, spec, w, logger, err, 0, limitMiB, started)
+		}
+		return h.refuse(w, fmt.Sprintf("instantiate plugin %s: %v", name, err))
+	}
+	runStart := time.Now()
+	_, callErr := mod.ExportedFunction("_start").Call(runCtx)
+	var memBytes uint64
+	if m := mod.Memory(); m != nil {
+		memBytes = uint64(m.Size())
+	}
+	_ = mod.Close(context.WithoutCancel(ctx))
+	res := h.finish(ctx, runCtx, spec, w, logger, callErr, memBytes, limitMiB, started)
+	logger.InfoContext(ctx, "plugin finished", "status", res.Status.String(), "exit_code", res.ExitCode,
+		"reason", res.Reason, "compiled_cached", cached, "compile", compileTime, "run", time.Since(runStart),
+		"memory_mib", memBytes>>20, "tests", len(res.Tests))
+	return res
+}
+
+// refuse ends a run that could not start.
+func (h *Host) refuse(w *capWriter, reason string) testrun.Result {
+	w.marker("plugin not run: %s", reason)
+	return testrun.Result{Status: testrun.Errored, ExitCode: -1, Reason: reason}
+}
+
+// finish classifies the end of a run, notes it in the output and parses
+// the per-test results.
+func (h *Host) finish(ctx, runCtx context.Context, spec testrun.Spec, w *capWriter, logger *slog.Logger, callErr error, memBytes uint64, limitMiB int, started time.Time) testrun.Result {
+	kept, dropped, tail := w.result()
+	res := classify(ctx, runCtx, callErr, tail, memBytes, uint64(limitMiB)<<20, spec.Timeout, time.Since(started))
+	switch {
+	case res.Status == testrun.Errored && strings.HasPrefix(res.Reason, "crashed"):
+		w.marker("plugin %s: %v", res.Reason, callErr) // with wazero's wasm stack trace
+	case res.Status != testrun.Passed && res.Status != testrun.Failed:
+		w.marker("plugin %s", res.Reason)
+	}
+	if dropped > 0 {
+		note := fmt.Sprintf("output capped at %s: %s dropped", formatBytes(int64(h.cfg.OutputLimitMiB)<<20), formatBytes(dropped))
+		w.marker("%s", note)
+		if res.Reason == "" {
+			res.Reason = note
+		} else {
+			res.Reason += "; " + note
+		}
+	}
+	if w.dstErr != nil {
+		logger.WarnContext(ctx, "plugin output writer failed; output after the error was not forwarded", "err", w.dstErr)
+	}
+	res.Tests = testreport.Parse(kept)
+	return res
+}
+
+// classify maps how _start returned to a testrun.Result (without Tests).
+//
+//   - nil or exit code 0: Passed;
+//   - deadline or cancellation (wazero's exit codes 0xefffffff and
+//     0xffffffff, or the contexts): TimedOut, or Canceled when the caller
+//     cancelled;
+//   - exit 2 with "out of memory" at the end of the output (the Go runtime's
+//     fatal error), or a trap while the memory is at its cap: Errored "out of
+//     memory";
+//   - exit 2 after the Go testing package's own "panic: test timed out":
+//     TimedOut;
+//   - any other exit code: Failed;
+//   - any other error (a trap): Errored "crashed: <trap>".
+func classify(ctx, runCtx context.Context, callErr error, tail []byte, memBytes, limitBytes uint64, timeout, elapsed time.Duration) testrun.Result {
+	stopped := func() testrun.Result {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return testrun.Result{Status: testrun.Canceled, ExitCode: -1, Reason: "canceled"}
+		}
+		d := timeout
+		if d <= 0 {
+			d = elapsed.Round(time.Millisecond)
+		}
+		return testrun.Result{Status: testrun.TimedOut, ExitCode: -1, Reason: fmt.Sprintf("timed out after %s", d)}
+	}
+	if callErr == nil {
+		return testrun.Result{Status: testrun.Passed, ExitCode: 0}
+	}
+	var exit *sys.ExitError
+	if errors.As(callErr, &exit) {
+		code := exit.ExitCode()
+		switch {
+		case code == sys.ExitCodeDeadlineExceeded || code == sys.ExitCodeContextCanceled:
+			return stopped()
+		case code == 0:
+			return testrun.Result{Status: testrun.Passed, ExitCode: 0}
+		case code == 2 && strings.Contains(string(tail), "out of memory"):
+			return testrun.Result{Status: testrun.Errored, ExitCode: 2, Reason: "out of memory"}
+		case code == 2 && strings.Contains(string(tail), "panic: test timed out after"):
+			return testrun.Result{Status: testrun.TimedOut, ExitCode: 2, Reason: "timed out: " + firstLineWith(tail, "panic: test timed out after")}
+		}
+		return testrun.Result{Status: testrun.Failed, ExitCode: int(code)}
+	}
+	if runCtx.Err() != nil {
+		return stopped()
+	}
+	msg := firstLine(callErr.Error())
+	if strings.Contains(msg, "out of memory") || (limitBytes > 0 && memBytes >= limitBytes-limitBytes/20) {
+		return testrun.Result{Status: testrun.Errored, ExitCode: -1, Reason: "out of memory"}
+	}
+	return testrun.Result{Status: testrun.Errored, ExitCode: -1, Reason: "crashed: " + msg}
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return strings.TrimSpace(s)
+}
+
+func firstLineWith(b []byte, substr string) string {
+	s := string(b)
+	i := strings.Index(s, substr)
+	if i < 0 {
+		return ""
+	}
+	return strings.TrimPrefix(firstLine(s[i:]), "panic: ")
+}

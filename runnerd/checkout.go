@@ -1,0 +1,193 @@
+package runnerd
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pontus-ci/pontus/internal/git"
+)
+
+// repoCache keeps one bare clone per repository under root and checks jobs
+// out of it as worktrees under jobs. Git operations on one clone are
+// serialized; different repositories proceed in parallel.
+type repoCache struct {
+	root   string // Workdir/repos
+	jobs   string // Workdir/jobs
+	logger *slog.Logger
+
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex // by clone directory
+}
+
+func newRepoCache(workdir string, logger *slog.Logger) *repoCache {
+	return &repoCache{
+		root:   filepath.Join(workdir, "repos"),
+		jobs:   filepath.Join(workdir, "jobs"),
+		logger: logger,
+		locks:  make(map[string]*sync.Mutex),
+	}
+}
+
+// cloneDir is where the cache clone of url lives.
+func (c *repoCache) cloneDir(url string) string {
+	sum := sha256.Sum256([]byte(url))
+	return filepath.Join(c.root, hex.EncodeToString(sum[:])[:16]+".git")
+}
+
+func (c *repoCache) lock(dir string) func() {
+	c.mu.Lock()
+	m := c.locks[dir]
+	if m == nil {
+		m = new(sync.Mutex)
+		c.locks[dir] = m
+	}
+	c.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// prepare creates the directories and removes what a runner that died left
+// behind: checkouts, half-made clones and stale worktree records. Only one
+// runner uses a workdir at a time, so nothing here is in use.
+func (c *repoCache) prepare(ctx context.Context) error {
+	for _, d := range []string{c.root, c.jobs} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	jobs, err := os.ReadDir(c.jobs)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", c.jobs, err)
+	}
+	for _, e := range jobs {
+		if err := removeAll(filepath.Join(c.jobs, e.Name())); err != nil {
+			return fmt.Errorf("remove stale checkout: %w", err)
+		}
+	}
+	repos, err := os.ReadDir(c.root)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", c.root, err)
+	}
+	for _, e := range repos {
+		p := filepath.Join(c.root, e.Name())
+		switch {
+		case strings.Contains(e.Name(), ".tmp-"):
+			if err := removeAll(p); err != nil {
+				return fmt.Errorf("remove half-made clone: %w", err)
+			}
+		case strings.HasSuffix(e.Name(), ".git"):
+			if _, err := git.Output(ctx, p, "worktree", "prune"); err != nil {
+				c.logger.Warn("prune worktrees of cache clone", "dir", p, "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// checkout makes a clean worktree of exactly commit from url in a new
+// directory named name under jobs, fetching into the cache clone only when
+// the commit is missing. url and commit must have been validated. It returns
+// the directory and a description of what it did, for the log.
+func (c *repoCache) checkout(ctx context.Context, url, commit, name string) (dir, did string, err error) {
+	clone := c.cloneDir(url)
+	unlock := c.lock(clone)
+	defer unlock()
+
+	did = "cached"
+	if _, err := os.Stat(clone); errors.Is(err, fs.ErrNotExist) {
+		if err := c.clone(ctx, url, clone); err != nil {
+			return "", "", err
+		}
+		did = "cloned"
+	} else if err != nil {
+		return "", "", fmt.Errorf("stat cache clone: %w", err)
+	}
+	if !hasCommit(ctx, clone, commit) {
+		if _, err := git.Output(ctx, clone, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/heads/*"); err != nil {
+			return "", "", fmt.Errorf("fetch: %w", err)
+		}
+		did = "fetched"
+		if !hasCommit(ctx, clone, commit) {
+			// Not on any branch (a tag, a deleted branch): ask for it by id,
+			// which servers allow for reachable commits.
+			if _, err := git.Output(ctx, clone, "fetch", "--quiet", "origin", "--", commit); err != nil || !hasCommit(ctx, clone, commit) {
+				return "", "", fmt.Errorf("commit %s not found in %s", commit, url)
+			}
+		}
+	}
+
+	dir = filepath.Join(c.jobs, name)
+	if err := removeAll(dir); err != nil {
+		return "", "", fmt.Errorf("remove old checkout: %w", err)
+	}
+	if _, err := git.Output(ctx, clone, "worktree", "add", "--quiet", "--detach", "--force", "--", dir, commit); err != nil {
+		_ = removeAll(dir)
+		return "", "", fmt.Errorf("check out: %w", err)
+	}
+	return dir, did, nil
+}
+
+func (c *repoCache) clone(ctx context.Context, url, clone string) error {
+	tmp, err := os.MkdirTemp(c.root, filepath.Base(clone)+".tmp-")
+	if err != nil {
+		return fmt.Errorf("create clone directory: %w", err)
+	}
+	if _, err := git.Output(ctx, c.root, "clone", "--quiet", "--bare", "--", url, tmp); err != nil {
+		_ = removeAll(tmp)
+		return fmt.Errorf("clone: %w", err)
+	}
+	if err := os.Rename(tmp, clone); err != nil {
+		_ = removeAll(tmp)
+		return fmt.Errorf("move clone into place: %w", err)
+	}
+	return nil
+}
+
+// remove deletes a job's checkout and its worktree record. It runs when the
+// job ends, whatever happened, so it ignores the job's context.
+func (c *repoCache) remove(url, dir string) {
+	if dir == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := removeAll(dir); err != nil {
+		c.logger.Error("remove checkout", "dir", dir, "err", err)
+	}
+	clone := c.cloneDir(url)
+	unlock := c.lock(clone)
+	defer unlock()
+	if _, err := git.Output(ctx, clone, "worktree", "prune"); err != nil {
+		c.logger.Warn("prune worktrees", "dir", clone, "err", err)
+	}
+}
+
+func hasCommit(ctx context.Context, clone, commit string) bool {
+	return git.Command(ctx, clone, "cat-file", "-e", commit+"^{commit}").Run() == nil
+}
+
+// removeAll is os.RemoveAll that also removes directories a test made
+// read-only (Go's module cache does that).
+func removeAll(dir string) error {
+	err := os.RemoveAll(dir)
+	if err == nil {
+		return nil
+	}
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o755)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
+}

@@ -1,0 +1,127 @@
+package runnerd
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pontus-ci/pontus/internal/dial"
+	"github.com/pontus-ci/pontus/internal/validate"
+)
+
+// Config is the [runner] table of pontus.toml.
+type Config struct {
+	// ControlPlane is the URL of the control plane.
+	ControlPlane string `toml:"controlplane"`
+	// Token is the runner token, sent as a bearer token. main sets it from
+	// PONTUS_RUNNER_TOKEN or TokenFile; it never comes from the TOML.
+	Token string `toml:"-"`
+	// TokenFile is a file holding the runner token (read by main).
+	TokenFile string `toml:"token_file"`
+	// CAFile is a PEM file of CA certificates to trust for an https control plane.
+	CAFile string `toml:"ca_file"`
+	// Workdir holds the cache clones, the job checkouts and the runner's lock.
+	Workdir string `toml:"workdir"`
+	// Name is the runner's human name; empty means the host name.
+	Name string `toml:"name"`
+	// Labels the runner carries; jobs that require labels go only to runners
+	// with all of them.
+	Labels []string `toml:"labels"`
+	// Capacity is how many jobs the runner runs at once.
+	Capacity int `toml:"capacity"`
+	// TestCommand is a shell command line run with `sh -c` in the checkout.
+	// Empty means detect the tests from the checkout.
+	TestCommand string `toml:"test_command"`
+	// Timeout bounds a job's test step (and, separately, its checkout).
+	Timeout time.Duration `toml:"timeout"`
+	// KillGrace is the time between SIGTERM and SIGKILL when a job is stopped.
+	KillGrace time.Duration `toml:"kill_grace"`
+	// OutputLimitMiB caps a job's output; beyond it output is dropped,
+	// counted, and a marker line says so.
+	OutputLimitMiB int `toml:"output_limit_mib"`
+	// AllowRepoConfig lets a repository's own .pontus.toml choose its steps.
+	// Reserved: repository configuration is not read yet.
+	AllowRepoConfig bool `toml:"allow_repo_config"`
+}
+
+// Defaults.
+const (
+	DefaultControlPlane   = "http://127.0.0.1:8888"
+	DefaultWorkdir        = ".pontus/runner"
+	DefaultCapacity       = 1
+	DefaultTimeout        = 10 * time.Minute
+	DefaultKillGrace      = 5 * time.Second
+	DefaultOutputLimitMiB = 8
+)
+
+// Limits on configuration values.
+const (
+	maxCapacity       = 256
+	maxOutputLimitMiB = 1024
+)
+
+// DefaultConfig returns the configuration a runner uses when pontus.toml says
+// nothing: the control plane on loopback, one job at a time, named after the
+// host.
+func DefaultConfig() Config {
+	return Config{
+		ControlPlane:   DefaultControlPlane,
+		Workdir:        DefaultWorkdir,
+		Name:           hostName(),
+		Capacity:       DefaultCapacity,
+		Timeout:        DefaultTimeout,
+		KillGrace:      DefaultKillGrace,
+		OutputLimitMiB: DefaultOutputLimitMiB,
+	}
+}
+
+func hostName() string {
+	h, err := os.Hostname()
+	if err != nil || validate.Name("name", h) != nil {
+		return "runner"
+	}
+	return h
+}
+
+// Validate checks every key and names the one that is wrong.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("runner.%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if err := dial.CheckURL(c.ControlPlane); err != nil {
+		bad("controlplane", "%v", err)
+	}
+	if c.Workdir == "" {
+		bad("workdir", "must not be empty")
+	}
+	if c.Name != "" {
+		if err := validate.Name("name", c.Name); err != nil {
+			bad("name", "%s", err.(*validate.Error).Reason)
+		}
+	}
+	if err := validate.Labels("labels", c.Labels); err != nil {
+		errs = append(errs, fmt.Errorf("runner.%w", err))
+	}
+	if c.Capacity < 1 || c.Capacity > maxCapacity {
+		bad("capacity", "must be between 1 and %d, got %d", maxCapacity, c.Capacity)
+	}
+	if strings.ContainsRune(c.TestCommand, 0) {
+		bad("test_command", "contains a NUL byte")
+	}
+	if c.Timeout <= 0 {
+		bad("timeout", "must be positive, got %v", c.Timeout)
+	}
+	if c.KillGrace < 0 {
+		bad("kill_grace", "must not be negative, got %v", c.KillGrace)
+	}
+	if c.OutputLimitMiB < 1 || c.OutputLimitMiB > maxOutputLimitMiB {
+		bad("output_limit_mib", "must be between 1 and %d, got %d", maxOutputLimitMiB, c.OutputLimitMiB)
+	}
+	if strings.ContainsAny(c.Token, "\r\n") {
+		bad("token", "contains a line break")
+	}
+	return errors.Join(errs...)
+}

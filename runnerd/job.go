@@ -1,0 +1,308 @@
+package runnerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/pontus-ci/pontus/internal/dial"
+	"github.com/pontus-ci/pontus/internal/testreport"
+	"github.com/pontus-ci/pontus/internal/testrun"
+	"github.com/pontus-ci/pontus/internal/validate"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+)
+
+// Bounds on what a result carries (the full output is in the log).
+const (
+	maxReason      = 2000
+	maxTestText    = 32 << 10 // per test case message or output
+	maxTestsOutput = 1 << 20  // all test cases' messages and outputs
+)
+
+// runJob runs one job from acquisition to report. It returns when the job
+// is reported, found stale or lost, or cannot be reported before the
+// shutdown grace ends; the checkout is gone by then.
+func (r *Runner) runJob(ctx context.Context, job *pontusv1.Job) {
+	start := time.Now()
+	key := jobKey{job.GetJobId(), job.GetAttempt()}
+	log := r.logger.With(keyJob, key.id, keyAttempt, key.attempt, keyCommit, job.GetCommit())
+	log.Info("job acquired", "repo", job.GetRepo(), "branch", job.GetBranch())
+
+	// The job's own context ends when the control plane cancels it, its
+	// lease is lost, its attempt turns out stale, or the runner stops.
+	jobCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancel(nil)
+	defer context.AfterFunc(ctx, func() { cancel(errShutdown) })()
+	r.hold(key, cancel)
+	defer r.release(key)
+
+	// Reporting outlives a shutdown by a little, so that canceled jobs are
+	// still reported when the control plane answers quickly.
+	rctx, rcancel := graceContext(ctx, r.cfg.KillGrace+reportGrace)
+	defer rcancel()
+
+	stream := newLogStream(r.client.AppendLog, key, int64(r.cfg.OutputLimitMiB)<<20, log, func(err error) { cancel(err) })
+	sctx, scancel := context.WithCancel(rctx)
+	var sender sync.WaitGroup
+	sender.Go(func() { stream.Run(sctx) })
+	defer func() { scancel(); sender.Wait() }()
+
+	res, cleanup := r.execute(jobCtx, job, stream)
+	defer cleanup()
+
+	if cause := context.Cause(jobCtx); errors.Is(cause, errLost) || errors.Is(cause, errStale) || errors.Is(cause, errRejected) {
+		log.Info("job stopped; not reporting it", "why", cause)
+		return
+	}
+	if res.Status == testrun.Canceled && jobCtx.Err() != nil {
+		res.Reason = causeText(jobCtx)
+	}
+	stream.Printf("%s", summary(res, time.Since(start)))
+
+	tests := res.Tests
+	if tests == nil {
+		tests = testreport.Parse(stream.OutputBytes())
+	}
+	req := &pontusv1.CompleteJobRequest{
+		JobId:              key.id,
+		Attempt:            key.attempt,
+		Status:             buildStatus(res.Status),
+		Reason:             truncate(res.Reason, maxReason),
+		ExitCode:           int32(res.ExitCode),
+		Tests:              trimTests(tests),
+		OutputDroppedBytes: stream.Dropped(),
+		Duration:           durationpb.New(time.Since(start)),
+	}
+	r.complete(rctx, stream, req, log)
+}
+
+// execute validates the job, checks it out and runs its tests. The returned
+// cleanup removes the checkout.
+func (r *Runner) execute(ctx context.Context, job *pontusv1.Job, stream *logStream) (testrun.Result, func()) {
+	nop := func() {}
+	cloneURL := job.GetCloneUrl()
+	if cloneURL == "" {
+		cloneURL = job.GetRepo()
+	}
+	runnerID := ""
+	if s := r.session(); s != nil {
+		runnerID = s.id
+	}
+	if err := checkJob(job, cloneURL); err != nil {
+		stream.Printf("[pontus: runner %s (%s), job %d attempt %d]", r.cfg.Name, runnerID, job.GetJobId(), job.GetAttempt())
+		return errored("invalid job: %v", err), nop
+	}
+	stream.Printf("[pontus: runner %s (%s), job %d attempt %d: %s branch %s commit %s]",
+		r.cfg.Name, runnerID, job.GetJobId(), job.GetAttempt(), job.GetRepo(), job.GetBranch(), job.GetCommit())
+
+	began := time.Now()
+	cctx, ccancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	dir, did, err := r.repos.checkout(cctx, cloneURL, job.GetCommit(), fmt.Sprintf("%d-%d", job.GetJobId(), job.GetAttempt()))
+	ccancel()
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return testrun.Result{Status: testrun.Canceled, ExitCode: -1, Reason: causeText(ctx)}, nop
+	case err != nil && cctx.Err() != nil:
+		return errored("checkout timed out after %v", r.cfg.Timeout), nop
+	case err != nil:
+		return errored("checkout failed: %s", redact(err.Error(), cloneURL)), nop
+	}
+	cleanup := func() { r.repos.remove(cloneURL, dir) }
+
+	st, ok := testStep(r.cfg.TestCommand, dir)
+	if !ok {
+		stream.Printf("[pontus: checked out in %v (%s)]", roundDuration(time.Since(began)), did)
+		return errored("%s", noTestsReason), cleanup
+	}
+	stream.Printf("[pontus: checked out in %v (%s); running: %s]", roundDuration(time.Since(began)), did, strings.Join(st.argv, " "))
+	res := r.exec.Run(ctx, testrun.Spec{
+		Dir:       dir,
+		Command:   st.argv,
+		Env:       stepEnv(os.Environ(), job, st.env),
+		Output:    stream.Output(),
+		Timeout:   r.cfg.Timeout,
+		KillGrace: r.cfg.KillGrace,
+	})
+	stream.EndOutput()
+	return res, cleanup
+}
+
+// checkJob validates what of a job reaches git, a path or the environment.
+func checkJob(job *pontusv1.Job, cloneURL string) error {
+	if job.GetJobId() <= 0 || job.GetAttempt() <= 0 {
+		return fmt.Errorf("job id %d attempt %d: both must be positive", job.GetJobId(), job.GetAttempt())
+	}
+	if err := validate.CommitID("commit", job.GetCommit()); err != nil {
+		return err
+	}
+	if err := validate.CloneURL("clone_url", cloneURL); err != nil {
+		return err
+	}
+	if job.GetRepo() != "" {
+		if err := validate.Repo("repo", job.GetRepo()); err != nil {
+			return err
+		}
+	}
+	if job.GetBranch() != "" {
+		if err := validate.Branch("branch", job.GetBranch()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// complete reports the job with CompleteJob, sending whatever log the
+// control plane lacks first. It retries until the report is taken, the
+// attempt is stale, or ctx ends.
+func (r *Runner) complete(ctx context.Context, stream *logStream, req *pontusv1.CompleteJobRequest, log *slog.Logger) {
+	bo := dial.NewBackoff(backoffMin, backoffMax)
+	failures, rejections, ranges := 0, 0, 0
+	for {
+		if err := stream.Flush(ctx); err != nil {
+			if errors.Is(err, errStale) || errors.Is(err, errRejected) {
+				log.Info("job not reported", "status", req.Status, "why", err)
+			} else {
+				log.Warn("gave up reporting the job: control plane unreachable", "status", req.Status, "err", err)
+			}
+			return
+		}
+		req.LogSize = stream.Size()
+		callCtx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		_, err := r.client.CompleteJob(callCtx, req)
+		cancel()
+		if err == nil {
+			log.Info("job reported", "status", req.Status, "reason", req.Reason, "exit_code", req.ExitCode,
+				"tests", len(req.Tests), "log_size", req.LogSize, "duration", req.Duration.AsDuration())
+			return
+		}
+		if ctx.Err() != nil {
+			log.Warn("gave up reporting the job: control plane unreachable", "status", req.Status, "err", err)
+			return
+		}
+		switch code := connect.CodeOf(err); {
+		case code == connect.CodeFailedPrecondition || code == connect.CodeNotFound:
+			log.Info("attempt is stale; result dropped", "status", req.Status, "err", err)
+			return
+		case code == connect.CodeOutOfRange:
+			n, ok := storedSize(err)
+			log.Info("control plane lacks part of the log; resending it", "stored", n, "parsed", ok, "log_size", req.LogSize)
+			stream.Rewind(n)
+			if ranges++; ranges > 2 {
+				dial.Sleep(ctx, bo.Next())
+			}
+		case !dial.Retryable(err):
+			if rejections++; rejections >= maxRejections {
+				log.Error("control plane keeps rejecting the result; giving up", "status", req.Status, "err", err)
+				return
+			}
+			dial.Sleep(ctx, bo.Next())
+		default:
+			if failures++; failures == 1 {
+				log.Warn("report failed; retrying with backoff", "err", err)
+			} else {
+				log.Debug("report failed", "err", err, "failures", failures)
+			}
+			dial.Sleep(ctx, bo.Next())
+		}
+	}
+}
+
+func buildStatus(s testrun.Status) pontusv1.BuildStatus {
+	switch s {
+	case testrun.Passed:
+		return pontusv1.BuildStatus_BUILD_STATUS_PASSED
+	case testrun.Failed:
+		return pontusv1.BuildStatus_BUILD_STATUS_FAILED
+	case testrun.TimedOut:
+		return pontusv1.BuildStatus_BUILD_STATUS_TIMED_OUT
+	case testrun.Canceled:
+		return pontusv1.BuildStatus_BUILD_STATUS_CANCELED
+	default:
+		return pontusv1.BuildStatus_BUILD_STATUS_ERROR
+	}
+}
+
+// summary is the log's last line.
+func summary(res testrun.Result, took time.Duration) string {
+	took = roundDuration(took)
+	switch res.Status {
+	case testrun.Passed:
+		return fmt.Sprintf("[pontus: passed in %v]", took)
+	case testrun.Failed:
+		return fmt.Sprintf("[pontus: failed with exit code %d in %v]", res.ExitCode, took)
+	case testrun.TimedOut:
+		return fmt.Sprintf("[pontus: %s]", res.Reason)
+	}
+	return fmt.Sprintf("[pontus: %s: %s]", res.Status, res.Reason)
+}
+
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond)
+	case d < time.Second:
+		return d.Round(100 * time.Microsecond)
+	}
+	return d.Round(10 * time.Millisecond)
+}
+
+// graceContext returns a context that ends grace after parent ends, or when
+// its cancel is called.
+func graceContext(parent context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	stop := context.AfterFunc(parent, func() {
+		t := time.AfterFunc(grace, cancel)
+		context.AfterFunc(ctx, func() { t.Stop() })
+	})
+	return ctx, func() { stop(); cancel() }
+}
+
+// redact removes the user information (which may be a token) of rawURL
+// wherever it appears in msg.
+func redact(msg, rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.User == nil {
+		return msg
+	}
+	u.User = url.User("***")
+	return strings.ReplaceAll(msg, rawURL, u.String())
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+// trimTests bounds the text of per-test results so that a chatty suite
+// cannot make CompleteJob too big to send: each message and output is cut at
+// maxTestText, and once maxTestsOutput is spent, outputs are left out.
+func trimTests(tests []*pontusv1.TestCase) []*pontusv1.TestCase {
+	budget := maxTestsOutput
+	for _, tc := range tests {
+		if tc == nil {
+			continue
+		}
+		tc.Message = truncate(tc.Message, maxTestText)
+		tc.Output = truncate(tc.Output, maxTestText)
+		if n := len(tc.Message) + len(tc.Output); n <= budget {
+			budget -= n
+		} else {
+			tc.Output = ""
+			tc.Message = truncate(tc.Message, max(budget, 0))
+			budget -= len(tc.Message)
+		}
+	}
+	return slices.DeleteFunc(tests, func(tc *pontusv1.TestCase) bool { return tc == nil })
+}
