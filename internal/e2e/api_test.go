@@ -1,0 +1,117 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Commit ids and refs are validated at the edge: the predecessor wrote
+// outside its results folder for "../../x" and ran a shell command for
+// "HEAD;touch pwned".
+func TestHostileIDsRejected(t *testing.T) {
+	t.Parallel()
+	repo := NewRepo(t, DemoFiles(t))
+	d := startDev(t, repo)
+	WaitResult(t, d.results, repo.Head(t), 30*time.Second)
+	ctx := context.Background()
+	work := filepath.Dir(d.results)
+	pwned := filepath.Join(work, "pwned")
+	for _, tc := range []struct{ proc, body string }{
+		{"pontus.v1.ObserverService/ReportCommits", `{"repo":"` + repo.Dir + `","branch":"main","commits":["../../x"]}`},
+		{"pontus.v1.ObserverService/ReportCommits", `{"repo":"` + repo.Dir + `","branch":"main","commits":["HEAD;touch ` + pwned + `"]}`},
+		{"pontus.v1.ObserverService/ReportCommits", `{"repo":"` + repo.Dir + `","branch":"main;touch ` + pwned + `","commits":["` + repo.Head(t) + `"]}`},
+		{"pontus.v1.BuildService/GetBuild", `{"commit":"../../x"}`},
+		{"pontus.v1.BuildService/TriggerBuild", `{"commit":"HEAD;touch ` + pwned + `"}`},
+		{"pontus.v1.BuildService/CancelBuild", `{"commit":"../../../etc/passwd"}`},
+	} {
+		code, body, err := Curl(ctx, d.url, tc.proc, tc.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code != 400 || !strings.Contains(body, "invalid_argument") {
+			t.Errorf("%s %s: %d %s, want 400 invalid_argument", tc.proc, tc.body, code, body)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, err := os.Stat(pwned); err == nil {
+		t.Fatal("a hostile id ran a shell command")
+	}
+	entries, _ := os.ReadDir(d.results)
+	for _, e := range entries {
+		name := strings.TrimSuffix(e.Name(), ".json")
+		if len(name) != 40 {
+			t.Errorf("unexpected file in results: %s", e.Name())
+		}
+	}
+	for _, p := range []string{filepath.Join(work, "x"), filepath.Join(filepath.Dir(work), "x")} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("file written outside results: %s", p)
+		}
+	}
+}
+
+// The README's curl examples, the curl script and the Go client example run
+// against a live control plane.
+func TestExamplesAgainstLiveControlPlane(t *testing.T) {
+	t.Parallel()
+	repo := NewRepo(t, DemoFiles(t))
+	d := startDev(t, repo)
+	head := repo.Head(t)
+	WaitResult(t, d.results, head, 30*time.Second)
+	ctx := context.Background()
+
+	code, body, err := Curl(ctx, d.url, "pontus.v1.BuildService/ListBuilds", "{}")
+	if err != nil || code != 200 || !strings.Contains(body, head) || !strings.Contains(body, "BUILD_STATUS_FAILED") {
+		t.Fatalf("ListBuilds with curl: %d %s %v", code, body, err)
+	}
+
+	cmd := exec.CommandContext(ctx, "sh", filepath.Join(Root(), "examples", "curl.sh"), d.url, head)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("examples/curl.sh: %v\n%s", err, out)
+	}
+	for _, want := range []string{"== BuildService/ListBuilds", head, "== BuildService/TriggerBuild", `SERVING_STATUS_SERVING`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("curl.sh output lacks %q:\n%s", want, out)
+		}
+	}
+
+	cmd = exec.CommandContext(ctx, "go", "run", "./examples/client", "-controlplane", d.url)
+	cmd.Dir = Root()
+	out, err = cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("examples/client: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), head[:10]) || !strings.Contains(string(out), "test_fail") {
+		t.Errorf("client output:\n%s", out)
+	}
+
+	// The CLI of the walkthrough.
+	bin := Binary(t)
+	for _, args := range [][]string{
+		{"builds", "--controlplane", d.url},
+		{"show", "--controlplane", d.url, head},
+		{"logs", "--controlplane", d.url, head},
+		{"runners", "--controlplane", d.url},
+	} {
+		out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("pontus %v: %v\n%s", args, err, out)
+		}
+		if args[0] == "show" && !strings.Contains(string(out), "test_fail") {
+			t.Errorf("pontus show lacks the failing test:\n%s", out)
+		}
+		if args[0] == "logs" && !strings.Contains(string(out), "I will fail") {
+			t.Errorf("pontus logs lacks the output:\n%s", out)
+		}
+	}
+	cmd = exec.CommandContext(ctx, bin, "show", "--exit-status", "--controlplane", d.url, head)
+	if err := cmd.Run(); err == nil {
+		t.Error("pontus show --exit-status of a failed build exited 0")
+	}
+}
