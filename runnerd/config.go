@@ -121,7 +121,7 @@ func (c *Config) Validate() error {
 		bad("output_limit_mib", "must be between 1 and %d, got %d", maxOutputLimitMiB, c.OutputLimitMiB)
 	}
 	if strings.ContainsAny(c.Token, "\r\n") {
-		bad("token", "contains a line break")
+		errs = append(errs, errors.New("runner token (PONTUS_RUNNER_TOKEN or runner.token_file): contains a line break"))
 	}
 	return errors.Join(errs...)
 }

@@ -17,6 +17,8 @@ type step struct {
 	argv []string
 	// env is added to the step's environment.
 	env []string
+	// detected is true when the command was chosen from the checkout's files.
+	detected bool
 }
 
 // testStep chooses how to run the tests of the checkout in dir: the
@@ -31,11 +33,12 @@ func testStep(testCommand, dir string) (step, bool) {
 		return step{
 			argv: []string{"python3", "-m", "unittest", "discover", "-s", "tests", "-v"},
 			// Unbuffered, so the test's prints and unittest's report stay in order.
-			env: []string{"PYTHONUNBUFFERED=1"},
+			env:      []string{"PYTHONUNBUFFERED=1"},
+			detected: true,
 		}, true
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil && fi.Mode().IsRegular() && hasFile(tests, "*_test.go") {
-		return step{argv: []string{"go", "test", "-v", "./tests/..."}}, true
+		return step{argv: []string{"go", "test", "-v", "./tests/..."}, detected: true}, true
 	}
 	return step{}, false
 }

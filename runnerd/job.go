@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -31,7 +32,8 @@ const (
 
 // runJob runs one job from acquisition to report. It returns when the job
 // is reported, found stale or lost, or cannot be reported before the
-// shutdown grace ends; the checkout is gone by then.
+// shutdown grace ends; its checkout is being removed by then (Run waits for
+// that before it returns).
 func (r *Runner) runJob(ctx context.Context, job *pontusv1.Job) {
 	start := time.Now()
 	key := jobKey{job.GetJobId(), job.GetAttempt()}
@@ -58,7 +60,9 @@ func (r *Runner) runJob(ctx context.Context, job *pontusv1.Job) {
 	defer func() { scancel(); sender.Wait() }()
 
 	res, cleanup := r.execute(jobCtx, job, stream)
-	defer cleanup()
+	// The checkout goes once the job is reported (or dropped), in the
+	// background, so the slot can ask for its next job at once.
+	defer r.cleanups.Go(cleanup)
 
 	if cause := context.Cause(jobCtx); errors.Is(cause, errLost) || errors.Is(cause, errStale) || errors.Is(cause, errRejected) {
 		log.Info("job stopped; not reporting it", "why", cause)
@@ -123,6 +127,12 @@ func (r *Runner) execute(ctx context.Context, job *pontusv1.Job, stream *logStre
 	if !ok {
 		stream.Printf("[pontus: checked out in %v (%s)]", roundDuration(time.Since(began)), did)
 		return errored("%s", noTestsReason), cleanup
+	}
+	if st.detected {
+		if _, err := exec.LookPath(st.argv[0]); err != nil {
+			stream.Printf("[pontus: checked out in %v (%s)]", roundDuration(time.Since(began)), did)
+			return errored("cannot run the tests: %s is not installed on this runner (not found on PATH)", st.argv[0]), cleanup
+		}
 	}
 	stream.Printf("[pontus: checked out in %v (%s); running: %s]", roundDuration(time.Since(began)), did, strings.Join(st.argv, " "))
 	res := r.exec.Run(ctx, testrun.Spec{

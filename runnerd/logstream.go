@@ -51,7 +51,7 @@ type logStream struct {
 	acked        int64     // bytes the control plane holds
 	pendingSince time.Time // when the oldest unsent byte was written; zero when none
 	urgent       bool      // send what is pending at once
-	outStart     int       // where the step's output begins in buf
+	outStart     int       // where the step's output begins in buf (-1 before it does)
 	outEnd       int       // where it ends (-1 while it runs)
 	outWritten   int64     // output bytes kept
 	dropped      int64     // output bytes dropped beyond limit
@@ -68,6 +68,7 @@ func newLogStream(append appendFunc, key jobKey, limit int64, logger *slog.Logge
 		limit:    limit,
 		logger:   logger,
 		onDead:   onDead,
+		outStart: -1,
 		outEnd:   -1,
 		progress: make(chan struct{}),
 		wake:     make(chan struct{}, 1),
@@ -159,7 +160,7 @@ func (s *logStream) EndOutput() {
 	dropped := s.dropped
 	if dropped > 0 {
 		nl := ""
-		if len(s.buf) > s.outStart && s.buf[len(s.buf)-1] != '\n' {
+		if s.outStart >= 0 && len(s.buf) > s.outStart && s.buf[len(s.buf)-1] != '\n' {
 			nl = "\n"
 		}
 		s.appendLocked(fmt.Appendf(nil, "%s[pontus: output truncated: %d bytes dropped]\n", nl, dropped))
@@ -169,10 +170,13 @@ func (s *logStream) EndOutput() {
 	s.poke()
 }
 
-// OutputBytes returns the step's (capped) output. Call after EndOutput.
+// OutputBytes returns the step's (capped) output; nil if no step ran.
 func (s *logStream) OutputBytes() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.outStart < 0 {
+		return nil
+	}
 	end := s.outEnd
 	if end < 0 {
 		end = len(s.buf)

@@ -59,7 +59,8 @@ type Runner struct {
 	repos   *repoCache
 	version string
 
-	regLock chan struct{} // held while registering again
+	regLock  chan struct{}  // held while registering again
+	cleanups sync.WaitGroup // checkouts being removed
 
 	mu      sync.Mutex
 	sess    *session
@@ -114,7 +115,8 @@ func New(cfg Config, logger *slog.Logger) (*Runner, error) {
 	dc := dial.Config{URL: cfg.ControlPlane, Token: cfg.Token, CAFile: cfg.CAFile}
 	hc, err := dial.HTTPClient(dc)
 	if err != nil {
-		return nil, fmt.Errorf("runner.controlplane: %w", err)
+		// The URL is valid by now: what failed is the CA file.
+		return nil, fmt.Errorf("runner.ca_file: %w", err)
 	}
 	logger = logger.With(keyRunner, cfg.Name)
 	return &Runner{
@@ -174,6 +176,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	slots.Wait()
 	hbCancel()
 	hb.Wait()
+	r.cleanups.Wait()
 	r.logger.Info("runner stopped")
 	return nil
 }
@@ -204,6 +207,9 @@ func (r *Runner) register(ctx context.Context) (*session, bool) {
 		defer cancel()
 		var err error
 		resp, err = r.client.Register(callCtx, req)
+		if err == nil && resp.GetRunnerId() == "" {
+			err = errors.New("control plane answered Register without a runner id")
+		}
 		return err
 	}, func(n int, err error) {
 		if n == 1 {

@@ -17,11 +17,11 @@ import (
 )
 
 const (
-	passed   = pontusv1.BuildStatus_BUILD_STATUS_PASSED
-	failed   = pontusv1.BuildStatus_BUILD_STATUS_FAILED
-	errored_ = pontusv1.BuildStatus_BUILD_STATUS_ERROR
-	timedOut = pontusv1.BuildStatus_BUILD_STATUS_TIMED_OUT
-	canceled = pontusv1.BuildStatus_BUILD_STATUS_CANCELED
+	passed      = pontusv1.BuildStatus_BUILD_STATUS_PASSED
+	failed      = pontusv1.BuildStatus_BUILD_STATUS_FAILED
+	errorStatus = pontusv1.BuildStatus_BUILD_STATUS_ERROR
+	timedOut    = pontusv1.BuildStatus_BUILD_STATUS_TIMED_OUT
+	canceled    = pontusv1.BuildStatus_BUILD_STATUS_CANCELED
 )
 
 func wantStatus(t testing.TB, req *pontusv1.CompleteJobRequest, log string, want pontusv1.BuildStatus) {
@@ -86,7 +86,7 @@ func TestPythonCommits(t *testing.T) {
 	none := repo.commit(map[string]string{"tests/test_ok.py": ""})
 	key = fake.enqueue(repo.dir, none)
 	req, log = fake.waitDone(key)
-	wantStatus(t, req, log, errored_)
+	wantStatus(t, req, log, errorStatus)
 	if req.GetReason() != noTestsReason || !strings.Contains(log, noTestsReason) {
 		t.Errorf("reason %q; log:\n%s", req.GetReason(), log)
 	}
@@ -520,7 +520,7 @@ func TestMaliciousJob(t *testing.T) {
 	} {
 		key := fake.enqueueJob(tc.job)
 		req, log := fake.waitDone(key)
-		wantStatus(t, req, log, errored_)
+		wantStatus(t, req, log, errorStatus)
 		if !strings.HasPrefix(req.GetReason(), "invalid job: "+tc.field+":") {
 			t.Errorf("job %v: reason %q", tc.job, req.GetReason())
 		}

@@ -100,9 +100,9 @@ func TestTestStep(t *testing.T) {
 func TestStoredSize(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		err  error
-		n    int64
-		ok   bool
+		err error
+		n   int64
+		ok  bool
 	}{
 		{connect.NewError(connect.CodeOutOfRange, errors.New("offset 90 beyond the end: stored size 42")), 42, true},
 		{connect.NewError(connect.CodeOutOfRange, errors.New("log incomplete (stored size 7 of 9)")), 7, true},

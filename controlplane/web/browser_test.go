@@ -355,3 +355,32 @@ func TestBrowserResyncAndReconnect(t *testing.T) {
 	br.waitJS(t, `document.getElementById('f-attempt').textContent === '2 of 3'`, `document.getElementById('f-attempt').textContent`)
 	br.noExceptions(t)
 }
+
+func TestBrowserSignIn(t *testing.T) {
+	const token = "browser-token-42"
+	s := startServer(t, web.Options{UserToken: token})
+	br := newBrowser(t)
+	s.fake.put(newBuild(1, "main", passed))
+
+	br.run(t, chromedp.Navigate(s.url+"/builds/1"), chromedp.WaitVisible(chromedp.CSS("form.signin")))
+	br.run(t,
+		chromedp.SendKeys(chromedp.CSS(`input[name="token"]`), "wrong"),
+		chromedp.Click(chromedp.CSS(`form.signin button`)),
+		chromedp.WaitVisible(chromedp.CSS(`form.signin .error`)),
+	)
+	br.run(t,
+		chromedp.SendKeys(chromedp.CSS(`input[name="token"]`), token),
+		chromedp.Click(chromedp.CSS(`form.signin button`)),
+		chromedp.WaitVisible(chromedp.CSS("#build")),
+	)
+	if loc := evalJS[string](t, br, "location.pathname"); loc != "/builds/1" {
+		t.Errorf("after sign-in the browser is at %s, want /builds/1", loc)
+	}
+	// The cookie is HttpOnly: page script cannot read the token.
+	if c := evalJS[string](t, br, "document.cookie"); strings.Contains(c, token) {
+		t.Errorf("document.cookie exposes the token: %q", c)
+	}
+	br.run(t, chromedp.Click(chromedp.CSS(`form.signout button`)), chromedp.WaitVisible(chromedp.CSS("form.signin")))
+	br.run(t, chromedp.Navigate(s.url+"/runners"), chromedp.WaitVisible(chromedp.CSS("form.signin")))
+	br.noExceptions(t)
+}

@@ -51,9 +51,14 @@ func parseStatus(s string) (pontusv1.BuildStatus, bool) {
 	return 0, false
 }
 
-// shortEnum turns BUILD_STATUS_TIMED_OUT into "timed_out".
+// shortEnum turns BUILD_STATUS_TIMED_OUT into "timed_out", and any
+// *_UNSPECIFIED into "unknown" (as app.js does).
 func shortEnum(s, prefix string) string {
-	return strings.ToLower(strings.TrimPrefix(s, prefix))
+	w := strings.ToLower(strings.TrimPrefix(s, prefix))
+	if w == "unspecified" {
+		return "unknown"
+	}
+	return w
 }
 
 func statusClass(s pontusv1.BuildStatus) string {

@@ -18,9 +18,9 @@ import (
 // cluster is the three daemons started separately from one pontus.toml.
 type cluster struct {
 	dir, config, results, url, addr string
-	repo                             *Repo
-	cp, observer                     *Proc
-	runners                          []*Proc
+	repo                            *Repo
+	cp, observer                    *Proc
+	runners                         []*Proc
 }
 
 // newCluster writes a pontus.toml for repo. extra is appended to it.

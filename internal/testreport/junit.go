@@ -103,6 +103,7 @@ func parseJUnit(r io.Reader) ([]*rec, error) {
 		depth  int
 		cur    *junitCase
 		curAt  int // depth of the open <testcase>
+		seen   bool
 	)
 	for {
 		tok, err := d.Token()
@@ -111,12 +112,16 @@ func parseJUnit(r io.Reader) ([]*rec, error) {
 				recs = append(recs, cur.finish())
 			}
 			if errors.Is(err, io.EOF) {
+				if !seen {
+					return nil, errors.New("no XML element found")
+				}
 				return recs, nil
 			}
 			return recs, err
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
+			seen = true
 			depth++
 			if depth > junitMaxDepth {
 				if cur != nil {

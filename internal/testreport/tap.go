@@ -23,27 +23,36 @@ func ParseTAP(output []byte) []*pontusv1.TestCase {
 	return finish(parseTAP(string(output)))
 }
 
-// looksLikeTAP reports whether s has a "TAP version" line or a plan line
-// ("1..N") at the start of a line: the evidence Parse wants before reading
-// "ok" lines as TAP.
-func looksLikeTAP(s string) bool {
-	if strings.HasPrefix(s, "TAP version ") || strings.Contains(s, "\nTAP version ") {
-		return true
+// tapStart returns the offset of the first line that starts a TAP document
+// (a "TAP version" line or a plan line "1..N"), or -1: the evidence Parse
+// wants before reading "ok" lines as TAP.
+func tapStart(s string) int {
+	start := -1
+	if strings.HasPrefix(s, "TAP version ") {
+		return 0
+	}
+	if i := strings.Index(s, "\nTAP version "); i >= 0 {
+		start = i + 1
 	}
 	isPlan := func(rest string) bool { return rest != "" && rest[0] >= '0' && rest[0] <= '9' }
 	if rest, ok := strings.CutPrefix(s, "1.."); ok && isPlan(rest) {
-		return true
+		return 0
 	}
-	for off := 0; ; {
-		i := strings.Index(s[off:], "\n1..")
+	limit := len(s)
+	if start >= 0 {
+		limit = start
+	}
+	for off := 0; off < limit; {
+		i := strings.Index(s[off:limit], "\n1..")
 		if i < 0 {
-			return false
+			break
 		}
 		off += i + 4
 		if isPlan(s[off:]) {
-			return true
+			return off - 3
 		}
 	}
+	return start
 }
 
 // tapMaxDepth caps subtest nesting; deeper lines count as this deep.
@@ -81,9 +90,16 @@ type tapParser struct {
 	inYAML     bool
 	yaml       capBuf
 	bailed     bool
+	complete   bool // the top-level plan is satisfied: the document is over
 }
 
 func parseTAP(s string) []*rec {
+	return parseTAPFrom(s, 0)
+}
+
+// parseTAPFrom reads TAP starting at offset start of s.
+func parseTAPFrom(s string, start int) []*rec {
+	s = s[start:]
 	p := &tapParser{stack: []*tapFrame{{fresh: true}}}
 	lines(s, p.line)
 	p.end()
@@ -126,6 +142,18 @@ func (p *tapParser) line(raw string) {
 		return
 	}
 	p.yamlFor = nil
+	if strings.HasPrefix(t, "TAP version ") && sp == 0 {
+		// A new document (several test files' TAP one after another).
+		if f := p.stack[0]; p.complete || f.count > 0 || f.hasPlan {
+			p.end()
+			p.stack = []*tapFrame{{fresh: true}}
+			p.complete = false
+		}
+		return
+	}
+	if p.complete {
+		return // after the end of the document: not TAP
+	}
 	level := min(sp/4, tapMaxDepth)
 
 	if strings.HasPrefix(t, "ok") || strings.HasPrefix(t, "not ok") {
@@ -334,6 +362,9 @@ func (p *tapParser) point(tp testPoint) {
 	}
 	p.cases = append(p.cases, tapCase{r: r, group: f.group, desc: desc})
 	p.yamlFor, p.yamlIndent = r, f.level*4+2
+	if f.level == 0 && f.hasPlan && f.count >= f.plan {
+		p.complete = true
+	}
 }
 
 func (p *tapParser) plan(rest string) {
@@ -348,6 +379,9 @@ func (p *tapParser) plan(rest string) {
 		v = 1 << 30 // absurdly many; the plan check reports it
 	}
 	f.plan, f.hasPlan = v, true
+	if f.level == 0 && (f.count > 0 || v == 0) {
+		p.complete = true // a trailing plan (or 1..0) ends the document
+	}
 	if _, comment := splitDirective(rest[n:]); comment != "" {
 		c := strings.TrimSpace(comment)
 		if len(c) >= 4 && strings.EqualFold(c[:4], "skip") {
@@ -442,6 +476,7 @@ func (p *tapParser) end() {
 	}
 	p.moveTo(0)
 	p.closeFrame(p.stack[0])
+	p.yamlFor = nil
 }
 
 // yamlScalar reads the top-level key's value from a YAML diagnostic block:

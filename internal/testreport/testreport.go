@@ -55,8 +55,8 @@ func Parse(output []byte) []*pontusv1.TestCase {
 	if mayBeUnittest(s) {
 		recs = append(recs, parseUnittest(s)...)
 	}
-	if looksLikeTAP(s) {
-		recs = append(recs, parseTAP(s)...)
+	if start := tapStart(s); start >= 0 {
+		recs = append(recs, parseTAPFrom(s, start)...)
 	}
 	return finish(recs)
 }

@@ -65,6 +65,7 @@
     const res = await fetch(API + method, {
       method: 'POST', body, headers: {'Content-Type': contentType, 'Connect-Protocol-Version': '1'},
     });
+    if (res.status === 401) location.assign('/signin?next=' + encodeURIComponent(location.pathname + location.search));
     if (!res.ok) throw new Error((await res.json().catch(() => ({}))).message || 'HTTP ' + res.status);
     return res;
   }
