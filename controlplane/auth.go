@@ -7,15 +7,13 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
+
+	"github.com/pontus-ci/pontus/controlplane/web"
 )
 
-// tokenCookie is the dashboard's sign-in cookie; the BuildService accepts
-// it as well as the bearer header, so the dashboard's own JavaScript can
-// call the API.
-const tokenCookie = "pontus_token"
-
 // requireToken rejects, before anything is decoded, requests to h that do
-// not carry the role's token. The error is written in whichever protocol
+// not carry the role's token. The BuildService also accepts the
+// dashboard's sign-in cookie, so the dashboard's own JavaScript can call it. The error is written in whichever protocol
 // the client speaks (Connect → HTTP 401, gRPC → status 16).
 func requireToken(token string, cookieOK bool, h http.Handler) http.Handler {
 	if token == "" {
@@ -41,7 +39,7 @@ func tokenOK(r *http.Request, token string, cookieOK bool) bool {
 		return true
 	}
 	if cookieOK {
-		if c, err := r.Cookie(tokenCookie); err == nil && equal(c.Value, token) {
+		if c, err := r.Cookie(web.CookieName); err == nil && equal(c.Value, token) {
 			return true
 		}
 	}

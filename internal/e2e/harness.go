@@ -182,6 +182,13 @@ func Start(t testing.TB, name, dir string, env []string, args ...string) *Proc {
 	t.Helper()
 	cmd := exec.Command(Binary(t), args...)
 	cmd.Dir = dir
+	return StartCmd(t, name, cmd, env)
+}
+
+// StartCmd starts cmd (with env added to this process's environment) as
+// Start does.
+func StartCmd(t testing.TB, name string, cmd *exec.Cmd, env []string) *Proc {
+	t.Helper()
 	cmd.Env = append(os.Environ(), env...)
 	p := &Proc{Name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
