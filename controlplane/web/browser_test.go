@@ -1,21 +1,17 @@
 package web_test
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pontus-ci/pontus/controlplane/web"
+	"github.com/pontus-ci/pontus/internal/browsertest"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
@@ -26,145 +22,6 @@ const (
 	shotBuild       = "/tmp/pontus-web-build.png"
 	shotBuildPhone  = "/tmp/pontus-web-build-phone.png"
 )
-
-func chromiumPath(t testing.TB) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if _, err := os.Stat("/usr/bin/chromium"); err == nil {
-		return "/usr/bin/chromium"
-	}
-	t.Skip("chromium not installed: apt-get install -y chromium")
-	return ""
-}
-
-// browser is one headless Chromium with a fresh profile, closed at cleanup.
-type browser struct {
-	ctx context.Context
-
-	mu         sync.Mutex
-	exceptions []string // uncaught JS exceptions
-}
-
-func newBrowser(t testing.TB) *browser {
-	t.Helper()
-	path := chromiumPath(t)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(path),
-		chromedp.Headless,
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	)
-	b := &browser{}
-	ctx, cancel := chromedp.NewContext(allocCtx,
-		chromedp.WithErrorf(func(string, ...any) {}),
-		chromedp.WithListener(func(ev any) {
-			if e, ok := ev.(*runtime.EventExceptionThrown); ok && e.ExceptionDetails != nil {
-				d := e.ExceptionDetails
-				msg := fmt.Sprintf("%s at %s:%d:%d", d.Text, d.URL, d.LineNumber+1, d.ColumnNumber+1)
-				if d.Exception != nil {
-					msg += ": " + d.Exception.Description
-				}
-				b.mu.Lock()
-				b.exceptions = append(b.exceptions, msg)
-				b.mu.Unlock()
-			}
-		}))
-	// Cleanups run last-in first-out: the browser closes before the test
-	// server shuts down and before its profile directory is removed.
-	t.Cleanup(func() {
-		cancel()
-		cancelAlloc()
-	})
-	b.ctx = ctx
-	if err := chromedp.Do(ctx); err != nil { // start the browser
-		t.Fatalf("start chromium: %v", err)
-	}
-	return b
-}
-
-func (b *browser) run(t testing.TB, steps ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
-	defer cancel()
-	if err := chromedp.Do(ctx, steps...); err != nil {
-		t.Fatalf("browser: %v", err)
-	}
-}
-
-// evalJS evaluates a JS expression in the page and decodes its value.
-func evalJS[T any](t testing.TB, b *browser, js string) T {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
-	if err != nil {
-		t.Fatalf("evaluate %s: %v", js, err)
-	}
-	return v
-}
-
-func (b *browser) exec(t testing.TB, js string) {
-	t.Helper()
-	evalJS[chromedp.Void](t, b, js)
-}
-
-// waitJS waits until the JS expression cond is true; on timeout it fails
-// with what the JS expression describe says about the page.
-func (b *browser) waitJS(t testing.TB, cond, describe string) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if evalJS[bool](t, b, "!!("+cond+")") {
-			return
-		}
-		if time.Now().After(deadline) {
-			last := evalJS[string](t, b, "String("+describe+")")
-			t.Fatalf("timed out waiting for %s; last state: %s", cond, last)
-		}
-		select {
-		case <-tick.C:
-		case <-b.ctx.Done():
-			t.Fatalf("waiting for %s: %v", cond, b.ctx.Err())
-		}
-	}
-}
-
-func (b *browser) screenshot(t testing.TB, path string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
-	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	if err := os.WriteFile(path, png, 0o644); err != nil {
-		t.Fatalf("write screenshot: %v", err)
-	}
-	t.Logf("screenshot: %s", path)
-}
-
-func (b *browser) noExceptions(t testing.TB) {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, e := range b.exceptions {
-		t.Errorf("uncaught JS exception: %s", e)
-	}
-}
 
 // waitStreams waits until the fake has at least the given number of open
 // WatchBuilds and TailLog streams.
@@ -208,23 +65,23 @@ func finish(b *pontusv1.Build, status pontusv1.BuildStatus) {
 
 func TestBrowserLiveDashboard(t *testing.T) {
 	s := startServer(t, web.Options{})
-	br := newBrowser(t)
+	br := browsertest.New(t)
 	s.fake.put(newBuild(1, "main", passed))
 	s.fake.put(newBuild(2, "feature/login", failed))
 	s.fake.appendLog(2, "ok\n")
 
 	// The recent builds page opens its WatchBuilds stream.
-	br.run(t, chromedp.Navigate(s.url+"/"), chromedp.WaitVisible(chromedp.CSS("#builds")))
-	br.exec(t, "window.__sameDocument = 42")
+	br.Run(t, chromedp.Navigate(s.url+"/"), chromedp.WaitVisible(chromedp.CSS("#builds")))
+	br.Exec(t, "window.__sameDocument = 42")
 	waitStreams(t, s.fake, 1, 0)
 
 	// A new QUEUED build appears without a reload, saying why it waits.
 	b := newBuild(3, "main", queued)
 	b.Reason = "all 1 runners busy"
 	s.fake.put(b)
-	br.waitJS(t, rowJS(3)+`?.querySelector('.pill.s-queued')`, rowJS(3)+`?.outerHTML`)
-	br.waitJS(t, rowJS(3)+`.textContent.includes('all 1 runners busy')`, rowJS(3)+`.textContent`)
-	first := evalJS[string](t, br, `document.querySelector('#builds tbody tr').dataset.id`)
+	br.WaitJS(t, rowJS(3)+`?.querySelector('.pill.s-queued')`, rowJS(3)+`?.outerHTML`)
+	br.WaitJS(t, rowJS(3)+`.textContent.includes('all 1 runners busy')`, rowJS(3)+`.textContent`)
+	first := browsertest.Eval[string](t, br, `document.querySelector('#builds tbody tr').dataset.id`)
 	if first != "3" {
 		t.Errorf("the new build is not the first row (first row is build %s)", first)
 	}
@@ -234,15 +91,15 @@ func TestBrowserLiveDashboard(t *testing.T) {
 		b.Status, b.Attempt, b.RunnerName, b.Reason = running, 1, "runner-one", ""
 		b.StartedAt = timestamppb.Now()
 	})
-	br.waitJS(t, rowJS(3)+`.querySelector('.pill.s-running')`, rowJS(3)+`.outerHTML`)
+	br.WaitJS(t, rowJS(3)+`.querySelector('.pill.s-running')`, rowJS(3)+`.outerHTML`)
 	s.fake.appendLog(3, "=== RUN   TestBroken\n--- FAIL: TestBroken (0.04s)\n")
 	s.fake.update(3, func(b *pontusv1.Build) { finish(b, failed) })
-	br.waitJS(t, rowJS(3)+`.querySelector('.pill.s-failed')`, rowJS(3)+`.outerHTML`)
-	color := evalJS[string](t, br, `getComputedStyle(`+rowJS(3)+`.querySelector('.pill')).color`)
+	br.WaitJS(t, rowJS(3)+`.querySelector('.pill.s-failed')`, rowJS(3)+`.outerHTML`)
+	color := browsertest.Eval[string](t, br, `getComputedStyle(`+rowJS(3)+`.querySelector('.pill')).color`)
 	if color != "rgb(207, 34, 46)" {
 		t.Errorf("failed pill colour %s, want red rgb(207, 34, 46)", color)
 	}
-	rowText := evalJS[string](t, br, rowJS(3)+`.textContent`)
+	rowText := browsertest.Eval[string](t, br, rowJS(3)+`.textContent`)
 	for _, want := range []string{"failed", "#3", commitN(3)[:10], "main", "demo", "runner-one", "2.3s"} {
 		if !strings.Contains(rowText, want) {
 			t.Errorf("row text %q lacks %q", rowText, want)
@@ -253,83 +110,83 @@ func TestBrowserLiveDashboard(t *testing.T) {
 	evil := newBuild(4, `<img src=x onerror="window.__xss=1">`, queued)
 	evil.Reason = "no runner has labels [wasm]"
 	s.fake.put(evil)
-	br.waitJS(t, rowJS(4), `document.querySelector('#builds tbody').textContent`)
-	xss := evalJS[string](t, br, `String(window.__xss)`)
-	branchText := evalJS[string](t, br, rowJS(4)+`.querySelector('td.br').textContent`)
+	br.WaitJS(t, rowJS(4), `document.querySelector('#builds tbody').textContent`)
+	xss := browsertest.Eval[string](t, br, `String(window.__xss)`)
+	branchText := browsertest.Eval[string](t, br, rowJS(4)+`.querySelector('td.br').textContent`)
 	if xss != "undefined" || branchText != evil.Branch {
 		t.Errorf("hostile branch: window.__xss=%s, cell text %q", xss, branchText)
 	}
 
-	if same := evalJS[int](t, br, "window.__sameDocument"); same != 42 {
+	if same := browsertest.Eval[int](t, br, "window.__sameDocument"); same != 42 {
 		t.Fatal("the page was reloaded; updates must arrive without a reload")
 	}
-	br.screenshot(t, shotBuilds)
-	br.run(t, chromedp.EmulateViewport(390, 844))
-	br.screenshot(t, shotBuildsPhone)
-	br.run(t, chromedp.EmulateViewport(1280, 900))
+	br.Screenshot(t, shotBuilds)
+	br.Run(t, chromedp.EmulateViewport(390, 844))
+	br.Screenshot(t, shotBuildsPhone)
+	br.Run(t, chromedp.EmulateViewport(1280, 900))
 
 	// The failed build's page lists the failing test first and shows its log.
-	br.run(t, chromedp.Navigate(s.url+"/builds/3"), chromedp.WaitVisible(chromedp.CSS("#build")))
-	br.waitJS(t, `document.querySelector('#tests li .tname').textContent === 'TestBroken'`, `document.querySelector('#tests').textContent`)
-	br.waitJS(t, `document.querySelector('#tests li .pill').classList.contains('s-failed')`, `document.querySelector('#tests li').outerHTML`)
-	br.waitJS(t, `document.getElementById('log').textContent.includes('--- FAIL: TestBroken')`, `document.getElementById('log').textContent`)
-	br.waitJS(t, `document.getElementById('logstate').textContent === 'end of log'`, `document.getElementById('logstate').textContent`)
+	br.Run(t, chromedp.Navigate(s.url+"/builds/3"), chromedp.WaitVisible(chromedp.CSS("#build")))
+	br.WaitJS(t, `document.querySelector('#tests li .tname').textContent === 'TestBroken'`, `document.querySelector('#tests').textContent`)
+	br.WaitJS(t, `document.querySelector('#tests li .pill').classList.contains('s-failed')`, `document.querySelector('#tests li').outerHTML`)
+	br.WaitJS(t, `document.getElementById('log').textContent.includes('--- FAIL: TestBroken')`, `document.getElementById('log').textContent`)
+	br.WaitJS(t, `document.getElementById('logstate').textContent === 'end of log'`, `document.getElementById('logstate').textContent`)
 
 	// A running build: log lines pushed by the fake appear live, and when it
 	// ends, status and tests refresh without a reload.
 	run := newBuild(5, "main", running)
 	s.fake.put(run)
 	s.fake.appendLog(5, "checkout 0123456789\n")
-	br.run(t, chromedp.Navigate(s.url+"/builds/5"), chromedp.WaitVisible(chromedp.CSS("#build")))
-	br.exec(t, "window.__sameDocument = 7")
-	br.waitJS(t, `document.getElementById('log').textContent.includes('checkout 0123456789')`, `document.getElementById('log').textContent`)
+	br.Run(t, chromedp.Navigate(s.url+"/builds/5"), chromedp.WaitVisible(chromedp.CSS("#build")))
+	br.Exec(t, "window.__sameDocument = 7")
+	br.WaitJS(t, `document.getElementById('log').textContent.includes('checkout 0123456789')`, `document.getElementById('log').textContent`)
 	waitStreams(t, s.fake, 0, 1)
 	for _, line := range []string{"$ go test ./tests/...\n", "=== RUN   TestAlpha\n--- PASS: TestAlpha (0.00s)\n", "=== RUN   TestBroken\n    add_test.go:12: add(1, 2) = 4, want 3\n--- FAIL: TestBroken (0.04s)\n"} {
 		s.fake.appendLog(5, line)
-		br.waitJS(t, fmt.Sprintf(`document.getElementById('log').textContent.endsWith(%q)`, line), `document.getElementById('log').textContent`)
+		br.WaitJS(t, fmt.Sprintf(`document.getElementById('log').textContent.endsWith(%q)`, line), `document.getElementById('log').textContent`)
 	}
-	br.waitJS(t, `document.getElementById('notests').hidden === false`, `document.getElementById('tests').textContent`)
+	br.WaitJS(t, `document.getElementById('notests').hidden === false`, `document.getElementById('tests').textContent`)
 	s.fake.appendLog(5, "FAIL\texample.com/demo/tests\t0.051s\n")
 	s.fake.update(5, func(b *pontusv1.Build) { finish(b, failed) })
-	br.waitJS(t, `document.getElementById('pill').classList.contains('s-failed')`, `document.getElementById('pill').outerHTML`)
-	br.waitJS(t, `document.querySelector('#tests li .tname')?.textContent === 'TestBroken'`, `document.getElementById('tests').textContent`)
-	br.waitJS(t, `document.getElementById('tsum').textContent === '1 failed · 1 passed · 1 skipped'`, `document.getElementById('tsum').textContent`)
-	br.waitJS(t, `document.getElementById('f-exit').textContent === '1'`, `document.getElementById('f-exit').textContent`)
-	br.waitJS(t, `document.getElementById('logstate').textContent === 'end of log'`, `document.getElementById('logstate').textContent`)
-	log := evalJS[string](t, br, `document.getElementById('log').textContent`)
+	br.WaitJS(t, `document.getElementById('pill').classList.contains('s-failed')`, `document.getElementById('pill').outerHTML`)
+	br.WaitJS(t, `document.querySelector('#tests li .tname')?.textContent === 'TestBroken'`, `document.getElementById('tests').textContent`)
+	br.WaitJS(t, `document.getElementById('tsum').textContent === '1 failed · 1 passed · 1 skipped'`, `document.getElementById('tsum').textContent`)
+	br.WaitJS(t, `document.getElementById('f-exit').textContent === '1'`, `document.getElementById('f-exit').textContent`)
+	br.WaitJS(t, `document.getElementById('logstate').textContent === 'end of log'`, `document.getElementById('logstate').textContent`)
+	log := browsertest.Eval[string](t, br, `document.getElementById('log').textContent`)
 	if want := "checkout 0123456789\n$ go test ./tests/...\n"; !strings.Contains(log, want) {
 		t.Errorf("log %q lacks %q: lines lost or duplicated", log, want)
 	}
-	if same := evalJS[int](t, br, "window.__sameDocument"); same != 7 {
+	if same := browsertest.Eval[int](t, br, "window.__sameDocument"); same != 7 {
 		t.Fatal("the build page was reloaded; it must update in place")
 	}
-	br.screenshot(t, shotBuild)
-	br.run(t, chromedp.EmulateViewport(390, 844))
-	br.screenshot(t, shotBuildPhone)
-	br.noExceptions(t)
+	br.Screenshot(t, shotBuild)
+	br.Run(t, chromedp.EmulateViewport(390, 844))
+	br.Screenshot(t, shotBuildPhone)
+	br.NoExceptions(t)
 }
 
 func TestBrowserResyncAndReconnect(t *testing.T) {
 	s := startServer(t, web.Options{})
-	br := newBrowser(t)
+	br := browsertest.New(t)
 	s.fake.put(newBuild(1, "main", passed))
-	br.run(t, chromedp.Navigate(s.url+"/"), chromedp.WaitVisible(chromedp.CSS("#builds")))
-	br.exec(t, "window.__sameDocument = 1")
+	br.Run(t, chromedp.Navigate(s.url+"/"), chromedp.WaitVisible(chromedp.CSS("#builds")))
+	br.Exec(t, "window.__sameDocument = 1")
 	waitStreams(t, s.fake, 1, 0)
 
 	// Changes the watcher missed arrive after a resync message.
 	s.fake.putQuietly(newBuild(2, "main", failed))
 	s.fake.resync()
-	br.waitJS(t, rowJS(2)+`?.querySelector('.pill.s-failed')`, `document.querySelector('#builds tbody').textContent`)
+	br.WaitJS(t, rowJS(2)+`?.querySelector('.pill.s-failed')`, `document.querySelector('#builds tbody').textContent`)
 
 	// A cut stream: the page re-reads the list and watches again.
 	s.fake.cutStreams()
 	s.fake.putQuietly(newBuild(3, "main", queued))
-	br.waitJS(t, rowJS(3), `document.querySelector('#builds tbody').textContent`)
+	br.WaitJS(t, rowJS(3), `document.querySelector('#builds tbody').textContent`)
 	waitStreams(t, s.fake, 1, 0)
 	s.fake.put(newBuild(4, "main", running))
-	br.waitJS(t, rowJS(4)+`?.querySelector('.pill.s-running')`, `document.querySelector('#builds tbody').textContent`)
-	if same := evalJS[int](t, br, "window.__sameDocument"); same != 1 {
+	br.WaitJS(t, rowJS(4)+`?.querySelector('.pill.s-running')`, `document.querySelector('#builds tbody').textContent`)
+	if same := browsertest.Eval[int](t, br, "window.__sameDocument"); same != 1 {
 		t.Fatal("the page was reloaded")
 	}
 
@@ -338,49 +195,49 @@ func TestBrowserResyncAndReconnect(t *testing.T) {
 	b.Attempts = []*pontusv1.Attempt{{Number: 1, RunnerName: "runner-one", Status: running, StartedAt: b.StartedAt}}
 	s.fake.put(b)
 	s.fake.appendLog(5, "line 1\n")
-	br.run(t, chromedp.Navigate(s.url+"/builds/5"), chromedp.WaitVisible(chromedp.CSS("#build")))
+	br.Run(t, chromedp.Navigate(s.url+"/builds/5"), chromedp.WaitVisible(chromedp.CSS("#build")))
 	const logJS = `document.getElementById('log').textContent`
-	br.waitJS(t, logJS+` === 'line 1\n'`, logJS)
+	br.WaitJS(t, logJS+` === 'line 1\n'`, logJS)
 	waitStreams(t, s.fake, 0, 1)
 	s.fake.cutStreams()
 	s.fake.appendLog(5, "line 2\n")
-	br.waitJS(t, logJS+` === 'line 1\nline 2\n'`, logJS)
+	br.WaitJS(t, logJS+` === 'line 1\nline 2\n'`, logJS)
 
 	// A new attempt (the runner was lost) clears the log and marks the lost attempt.
 	s.fake.newAttempt(5, "runner-two")
 	s.fake.appendLog(5, "attempt 2 line 1\n")
-	br.waitJS(t, logJS+` === 'attempt 2 line 1\n'`, logJS)
-	br.waitJS(t, `document.querySelector('#attempts li.lost .tag')?.textContent === 'lost'`, `document.getElementById('attempts').textContent`)
-	br.waitJS(t, `document.getElementById('f-runner').textContent === 'runner-two'`, `document.getElementById('f-runner').textContent`)
-	br.waitJS(t, `document.getElementById('f-attempt').textContent === '2 of 3'`, `document.getElementById('f-attempt').textContent`)
-	br.noExceptions(t)
+	br.WaitJS(t, logJS+` === 'attempt 2 line 1\n'`, logJS)
+	br.WaitJS(t, `document.querySelector('#attempts li.lost .tag')?.textContent === 'lost'`, `document.getElementById('attempts').textContent`)
+	br.WaitJS(t, `document.getElementById('f-runner').textContent === 'runner-two'`, `document.getElementById('f-runner').textContent`)
+	br.WaitJS(t, `document.getElementById('f-attempt').textContent === '2 of 3'`, `document.getElementById('f-attempt').textContent`)
+	br.NoExceptions(t)
 }
 
 func TestBrowserSignIn(t *testing.T) {
 	const token = "browser-token-42"
 	s := startServer(t, web.Options{UserToken: token})
-	br := newBrowser(t)
+	br := browsertest.New(t)
 	s.fake.put(newBuild(1, "main", passed))
 
-	br.run(t, chromedp.Navigate(s.url+"/builds/1"), chromedp.WaitVisible(chromedp.CSS("form.signin")))
-	br.run(t,
+	br.Run(t, chromedp.Navigate(s.url+"/builds/1"), chromedp.WaitVisible(chromedp.CSS("form.signin")))
+	br.Run(t,
 		chromedp.SendKeys(chromedp.CSS(`input[name="token"]`), "wrong"),
 		chromedp.Click(chromedp.CSS(`form.signin button`)),
 		chromedp.WaitVisible(chromedp.CSS(`form.signin .error`)),
 	)
-	br.run(t,
+	br.Run(t,
 		chromedp.SendKeys(chromedp.CSS(`input[name="token"]`), token),
 		chromedp.Click(chromedp.CSS(`form.signin button`)),
 		chromedp.WaitVisible(chromedp.CSS("#build")),
 	)
-	if loc := evalJS[string](t, br, "location.pathname"); loc != "/builds/1" {
+	if loc := browsertest.Eval[string](t, br, "location.pathname"); loc != "/builds/1" {
 		t.Errorf("after sign-in the browser is at %s, want /builds/1", loc)
 	}
 	// The cookie is HttpOnly: page script cannot read the token.
-	if c := evalJS[string](t, br, "document.cookie"); strings.Contains(c, token) {
+	if c := browsertest.Eval[string](t, br, "document.cookie"); strings.Contains(c, token) {
 		t.Errorf("document.cookie exposes the token: %q", c)
 	}
-	br.run(t, chromedp.Click(chromedp.CSS(`form.signout button`)), chromedp.WaitVisible(chromedp.CSS("form.signin")))
-	br.run(t, chromedp.Navigate(s.url+"/runners"), chromedp.WaitVisible(chromedp.CSS("form.signin")))
-	br.noExceptions(t)
+	br.Run(t, chromedp.Click(chromedp.CSS(`form.signout button`)), chromedp.WaitVisible(chromedp.CSS("form.signin")))
+	br.Run(t, chromedp.Navigate(s.url+"/runners"), chromedp.WaitVisible(chromedp.CSS("form.signin")))
+	br.NoExceptions(t)
 }
