@@ -99,7 +99,8 @@ type fakeCP struct {
 	cursors    map[[2]string]string
 	reports    []report
 	getCursors int
-	failNext   int // answer this many calls with unavailable
+	failNext   int             // answer this many calls with unavailable
+	reject     map[string]bool // branches whose reports are refused
 	onReport   func(report)
 
 	addr string
@@ -179,6 +180,10 @@ func (f *fakeCP) ReportCommits(_ context.Context, req *pontusv1.ReportCommitsReq
 	if err := f.failing(); err != nil {
 		f.mu.Unlock()
 		return nil, err
+	}
+	if f.reject[req.GetBranch()] {
+		f.mu.Unlock()
+		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("branch refused"))
 	}
 	r := report{
 		Repo: req.GetRepo(), Branch: req.GetBranch(), Commits: slices.Clone(req.GetCommits()),

@@ -176,6 +176,8 @@ type session struct {
 	lastFetch time.Time
 	// remoteHead is the remote's HEAD branch, once known (remote only).
 	remoteHead string
+	// refused holds branches whose last report was refused.
+	refused map[string]refusal
 	// warned avoids repeating the same warning every poll.
 	warned map[string]bool
 }
@@ -193,8 +195,9 @@ func (s *session) next() time.Duration {
 // is new on each watched branch.
 func (s *session) cycle(ctx context.Context) error {
 	if s.repo.remote() && time.Since(s.lastFetch) >= s.o.cfg.PollInterval {
+		err := s.repo.fetch(ctx)
 		s.lastFetch = time.Now()
-		if err := s.repo.fetch(ctx); err != nil {
+		if err != nil {
 			if ctx.Err() != nil {
 				return err
 			}
@@ -224,14 +227,49 @@ func (s *session) cycle(ctx context.Context) error {
 			delete(s.cursors, b)
 		}
 	}
-	for _, b := range slices.Sorted(maps.Keys(watched)) {
-		if err := s.branch(ctx, b, watched[b]); err != nil {
-			// Start again from the control plane's cursors.
-			clear(s.cursors)
-			return fmt.Errorf("branch %s: %w", b, err)
+	for b := range s.refused {
+		if _, ok := watched[b]; !ok {
+			delete(s.refused, b)
 		}
 	}
+	for _, b := range slices.Sorted(maps.Keys(watched)) {
+		head := watched[b]
+		if r, ok := s.refused[b]; ok && r.head == head && time.Now().Before(r.until) {
+			continue
+		}
+		delete(s.refused, b)
+		err := s.branch(ctx, b, head)
+		if err == nil {
+			continue
+		}
+		var ce *connect.Error
+		if ctx.Err() == nil && errors.As(err, &ce) && !dial.Retryable(err) {
+			// The control plane refused this branch (a bad token, a
+			// branch or label it does not accept): retrying at once
+			// cannot help, and must not hold up the other branches. Try
+			// again when the branch moves, or after a poll interval.
+			s.logger.Error("control plane refused the report; will retry", logBranch, b, logCommit, head,
+				"in", s.o.cfg.PollInterval, logErr, err)
+			if s.refused == nil {
+				s.refused = make(map[string]refusal)
+			}
+			s.refused[b] = refusal{head: head, until: time.Now().Add(s.o.cfg.PollInterval)}
+			delete(s.cursors, b)
+			continue
+		}
+		// The control plane is unreachable, or git failed: no use trying
+		// the other branches now. Start again from the control plane's
+		// cursors.
+		clear(s.cursors)
+		return fmt.Errorf("branch %s: %w", b, err)
+	}
 	return nil
+}
+
+// refusal remembers a report the control plane refused.
+type refusal struct {
+	head  string
+	until time.Time
 }
 
 // watched picks the watched branches from refs: those matching a
@@ -377,13 +415,9 @@ func (s *session) report(ctx context.Context, branch string, commits []string) e
 	return nil
 }
 
-// rpcError wraps a failed call, saying when retrying cannot help by itself
-// (a rejected token, a request the control plane refuses).
+// rpcError wraps a failed call to the control plane.
 func rpcError(verb string, err error) error {
-	if dial.Retryable(err) || errors.Is(err, context.Canceled) {
-		return fmt.Errorf("%s: %w", verb, err)
-	}
-	return fmt.Errorf("%s (%s; retrying, but this needs attention): %w", verb, connect.CodeOf(err), err)
+	return fmt.Errorf("%s: %w", verb, err)
 }
 
 func (s *session) warn(key, msg string, args ...any) {

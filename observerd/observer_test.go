@@ -433,3 +433,49 @@ func TestRunFailsOnNonRepository(t *testing.T) {
 		t.Errorf("Run on a plain directory: %v, want a 'not a git repository' error", err)
 	}
 }
+
+func TestDefaultBranchFollowsHEAD(t *testing.T) {
+	t.Parallel()
+	cp := newFakeCP(t)
+	dir := newRepo(t)
+	repo := realpath(t, dir)
+	c0 := headOf(t, dir, "main")
+	startObserver(t, testConfig(t, cp, dir))
+	cp.waitCursor(t, repo, "main", c0)
+
+	gitT(t, dir, "checkout", "--quiet", "-b", "topic")
+	cp.waitCursor(t, repo, "topic", c0)
+	c1 := commit(t, dir, "on topic")
+	cp.waitCursor(t, repo, "topic", c1)
+	if got := cp.commitsOf("main", 0); !slices.Equal(got, []string{c0}) {
+		t.Errorf("main reported %v, want only %s", got, c0)
+	}
+}
+
+func TestRefusedBranchDoesNotBlockOthers(t *testing.T) {
+	t.Parallel()
+	cp := newFakeCP(t)
+	dir := newRepo(t)
+	repo := realpath(t, dir)
+	c0 := headOf(t, dir, "main")
+	gitT(t, dir, "branch", "a")
+	cp.mu.Lock()
+	cp.reject = map[string]bool{"a": true}
+	cp.mu.Unlock()
+	cfg := testConfig(t, cp, dir)
+	cfg.Branches = []string{"a", "main"}
+	_, logs := startObserver(t, cfg)
+	cp.waitCursor(t, repo, "main", c0)
+	c1 := commit(t, dir, "one")
+	cp.waitCursor(t, repo, "main", c1)
+	if n := logs.count("control plane refused the report; will retry"); n != 1 {
+		t.Errorf("refusal logged %d times, want once (it is not retried until the branch moves)", n)
+	}
+
+	// When the refused branch moves, it is tried again.
+	cp.mu.Lock()
+	cp.reject = nil
+	cp.mu.Unlock()
+	gitT(t, dir, "update-ref", "refs/heads/a", c1)
+	cp.waitCursor(t, repo, "a", c1)
+}

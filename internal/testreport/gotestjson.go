@@ -69,6 +69,7 @@ func (p *goJSONParser) line(line string) {
 		var ev goEvent
 		if json.Unmarshal([]byte(t), &ev) == nil && ev.Action != "" {
 			p.events++
+			p.plainPkg = ""
 			p.event(&ev)
 			return
 		}

@@ -33,11 +33,11 @@ type goVerboseParser struct {
 	byName map[string]*rec // latest test of each name in seg
 	t2j    bool            // framing lines carry the 0x16 marker
 
-	cur      *rec // where output goes
-	curIndex int  // -1: any line; else only lines indented deeper
-	segOut   capBuf
-	buildPkg string
-	build    map[string]*capBuf
+	cur       *rec // where output goes
+	curIndent int  // -1: any line; else only lines indented deeper
+	segOut    capBuf
+	buildPkg  string
+	build     map[string]*capBuf
 }
 
 func parseGoVerbose(s string) []*rec {
@@ -75,11 +75,11 @@ func (p *goVerboseParser) line(line string) {
 		}
 	}
 	switch {
-	case p.cur != nil && (p.curIndex < 0 || in > p.curIndex):
+	case p.cur != nil && (p.curIndent < 0 || in > p.curIndent):
 		p.cur.out.line(line)
 	case p.cur != nil && in == 0 && strings.HasPrefix(t, "panic: "):
 		// A test that panics after its --- FAIL line (plain go test).
-		p.curIndex = -1
+		p.curIndent = -1
 		p.cur.out.line(line)
 	case p.buildPkg != "":
 		b := p.build[p.buildPkg]
@@ -107,7 +107,7 @@ func (p *goVerboseParser) framing(t string, in int) bool {
 			if r == nil || r.done {
 				r = p.add(name)
 			}
-			p.cur, p.curIndex = r, -1
+			p.cur, p.curIndent = r, -1
 		case "CONT", "NAME":
 			if name == "" {
 				p.cur = nil
@@ -117,7 +117,7 @@ func (p *goVerboseParser) framing(t string, in int) bool {
 			if r == nil {
 				r = p.add(name)
 			}
-			p.cur, p.curIndex = r, -1
+			p.cur, p.curIndent = r, -1
 		case "PAUSE":
 		default:
 			return false
@@ -158,7 +158,7 @@ func (p *goVerboseParser) framing(t string, in int) bool {
 	}
 	if p.cur != r {
 		// Plain go test prints a failed test's log indented under it.
-		p.cur, p.curIndex = r, in
+		p.cur, p.curIndent = r, in
 	}
 	return true
 }
@@ -206,7 +206,9 @@ func (p *goVerboseParser) endPackage(pkg, status, summary string) {
 		p.recs = append(p.recs, goPackageCase(pkg, build, out, false))
 	}
 	p.seg = p.seg[:0]
-	clear(p.byName)
+	if len(p.byName) > 0 {
+		p.byName = make(map[string]*rec) // clear would cost the map's size
+	}
 	p.cur = nil
 	p.segOut = capBuf{}
 	p.buildPkg = ""

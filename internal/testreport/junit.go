@@ -31,7 +31,7 @@ const junitMaxDepth = 256
 // malformed or truncated document it returns the cases read before the
 // problem along with the error.
 func ParseJUnit(r io.Reader) ([]*pontusv1.TestCase, error) {
-	recs, err := parseJUnit(r)
+	recs, err := parseJUnit(r, MaxInput)
 	cases := finish(recs)
 	if err != nil {
 		return cases, fmt.Errorf("parse junit xml: %w", err)
@@ -39,7 +39,8 @@ func ParseJUnit(r io.Reader) ([]*pontusv1.TestCase, error) {
 	return cases, nil
 }
 
-// ErrTooLarge is returned (wrapped) by ParseJUnit for input over MaxInput.
+// ErrTooLarge is returned (wrapped) by ParseJUnit for input over MaxInput
+// bytes.
 var ErrTooLarge = errors.New("input larger than 64 MiB")
 
 // looksLikeJUnit reports whether output is an XML document that mentions
@@ -94,8 +95,9 @@ type junitCase struct {
 	textDepth int     // depth of the element whose text that is
 }
 
-func parseJUnit(r io.Reader) ([]*rec, error) {
-	d := xml.NewDecoder(&limitedReader{r: r, n: MaxInput})
+// parseJUnit reads at most limit bytes of r.
+func parseJUnit(r io.Reader, limit int64) ([]*rec, error) {
+	d := xml.NewDecoder(&limitedReader{r: r, n: limit})
 	d.CharsetReader = charsetReader
 	var (
 		recs   []*rec

@@ -18,7 +18,10 @@ import (
 // (announced by "# Subtest: name"); their cases are named "parent/child" and
 // the closing point is a case too. "Bail out!" adds one ERROR case and ends
 // the stream; a plan promising more (or fewer) tests than reported adds an
-// ERROR case named "TAP plan" saying how many.
+// ERROR case named "TAP plan" saying how many. A document ends when its plan
+// is met (a trailing plan, or the last test point of a leading one): lines
+// after it are not TAP until another "TAP version" line starts a new document,
+// so TAP from several test files in a row reads as one list.
 func ParseTAP(output []byte) []*pontusv1.TestCase {
 	return finish(parseTAP(string(output)))
 }
@@ -61,6 +64,33 @@ const tapMaxDepth = 32
 type tapGroup struct {
 	name   string
 	parent *tapGroup
+	path   string // "parent/name", once computed
+	ok     bool
+}
+
+// fullPath returns the group's name prefixed by its parents', charging the
+// bytes it builds to *budget; with the budget spent it returns false.
+func (g *tapGroup) fullPath(budget *int) (string, bool) {
+	if g.ok {
+		return g.path, true
+	}
+	p := g.name
+	if g.parent != nil {
+		pp, ok := g.parent.fullPath(budget)
+		if !ok {
+			return "", false
+		}
+		p = pp + "/" + p
+	}
+	if len(p) > MaxName {
+		p = p[:MaxName]
+	}
+	if *budget < len(p) {
+		return "", false
+	}
+	*budget -= len(p)
+	g.path, g.ok = p, true
+	return p, true
 }
 
 type tapFrame struct {
@@ -103,11 +133,19 @@ func parseTAPFrom(s string, start int) []*rec {
 	p := &tapParser{stack: []*tapFrame{{fresh: true}}}
 	lines(s, p.line)
 	p.end()
+	// Prefixing names with their parents' could multiply the input's size
+	// on a hostile input (deep nesting, long parent names, many children):
+	// the bytes built for prefixes are bounded by the input's size plus 1 MiB,
+	// after which cases keep their own description only.
+	budget := len(s) + 1<<20
 	recs := make([]*rec, 0, len(p.cases))
 	for _, c := range p.cases {
 		name := c.desc
-		for g := c.group; g != nil; g = g.parent {
-			name = g.name + "/" + name
+		if c.group != nil {
+			if prefix, ok := c.group.fullPath(&budget); ok && budget > len(prefix) {
+				budget -= len(prefix) + 1
+				name = prefix + "/" + name
+			}
 		}
 		c.r.name = name
 		recs = append(recs, c.r)

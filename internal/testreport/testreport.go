@@ -34,8 +34,8 @@ const (
 //
 // An input that is an XML document with <testsuite> or <testcase> elements is
 // read as JUnit XML. Otherwise Parse reads go test -json events (or, when there
-// are none, go test -v / plain go test text), unittest -v output, and TAP when
-// the input has a "TAP version" line or a plan line, and returns them all.
+// are none, go test -v / plain go test text), unittest -v output, and TAP from
+// the first "TAP version" or plan ("1..N") line on, and returns them all.
 func Parse(output []byte) []*pontusv1.TestCase {
 	if looksLikeJUnit(output) {
 		cases, _ := ParseJUnit(bytes.NewReader(output))
