@@ -491,10 +491,20 @@ func (d *dispatcher) heartbeat(ctx context.Context, runnerID string, leases []*p
 	var commits []*store.Commit
 	for _, l := range leases {
 		lb := d.builds[l.JobId]
-		if lb == nil || lb.b.Attempt != l.Attempt || lb.b.RunnerId != runnerID ||
-			(lb.b.Status != statusLeased && lb.b.Status != statusRunning) {
+		if lb == nil || lb.b.Attempt != l.Attempt || (lb.b.Status != statusLeased && lb.b.Status != statusRunning) {
 			lost = append(lost, l)
 			continue
+		}
+		if lb.b.RunnerId != runnerID {
+			// A runner that had to register again (its old id was
+			// forgotten) keeps the current attempt it is still running;
+			// a lease held by another live runner is not its to renew.
+			if d.runners[lb.b.RunnerId] != nil {
+				lost = append(lost, l)
+				continue
+			}
+			lb.b.RunnerId, lb.b.RunnerName = runnerID, r.r.Name
+			commits = append(commits, d.st.Enqueue(store.Mutation{PutBuild: lb.b}))
 		}
 		lb.b.LeaseDeadline = timestamppb.New(now.Add(d.cfg.LeaseDuration))
 		r.leases[l.JobId] = l.Attempt

@@ -113,14 +113,16 @@ func (c *repoCache) checkout(ctx context.Context, url, commit, name string) (dir
 		return "", "", fmt.Errorf("stat cache clone: %w", err)
 	}
 	if !hasCommit(ctx, clone, commit) {
-		if _, err := git.Output(ctx, clone, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/heads/*"); err != nil {
+		// Housekeeping (gc) runs after the job instead (see remove), off the
+		// path from acquisition to result.
+		if _, err := git.Output(ctx, clone, "fetch", "--quiet", "--prune", "--no-auto-maintenance", "origin", "+refs/heads/*:refs/heads/*"); err != nil {
 			return "", "", fmt.Errorf("fetch: %w", err)
 		}
 		did = "fetched"
 		if !hasCommit(ctx, clone, commit) {
 			// Not on any branch (a tag, a deleted branch): ask for it by id,
 			// which servers allow for reachable commits.
-			if _, err := git.Output(ctx, clone, "fetch", "--quiet", "origin", "--", commit); err != nil || !hasCommit(ctx, clone, commit) {
+			if _, err := git.Output(ctx, clone, "fetch", "--quiet", "--no-auto-maintenance", "origin", "--", commit); err != nil || !hasCommit(ctx, clone, commit) {
 				return "", "", fmt.Errorf("commit %s not found in %s", commit, url)
 			}
 		}
@@ -153,9 +155,10 @@ func (c *repoCache) clone(ctx context.Context, url, clone string) error {
 	return nil
 }
 
-// remove deletes a job's checkout and its worktree record. It runs when the
-// job ends, whatever happened, so it ignores the job's context.
-func (c *repoCache) remove(url, dir string) {
+// remove deletes a job's checkout and its worktree record, and after a
+// fetch lets git do the housekeeping it would have done then. It runs when
+// the job ends, whatever happened, so it ignores the job's context.
+func (c *repoCache) remove(url, dir string, fetched bool) {
 	if dir == "" {
 		return
 	}
@@ -169,6 +172,11 @@ func (c *repoCache) remove(url, dir string) {
 	defer unlock()
 	if _, err := git.Output(ctx, clone, "worktree", "prune"); err != nil {
 		c.logger.Warn("prune worktrees", "dir", clone, "err", err)
+	}
+	if fetched {
+		if _, err := git.Output(ctx, clone, "maintenance", "run", "--auto", "--quiet"); err != nil {
+			c.logger.Warn("git maintenance", "dir", clone, "err", err)
+		}
 	}
 }
 

@@ -99,7 +99,7 @@ func (c *Config) Validate() error {
 	}
 	if c.Name != "" {
 		if err := validate.Name("name", c.Name); err != nil {
-			bad("name", "%s", err.(*validate.Error).Reason)
+			errs = append(errs, fmt.Errorf("runner.%w", err))
 		}
 	}
 	if err := validate.Labels("labels", c.Labels); err != nil {

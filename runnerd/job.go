@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/pontus-ci/pontus/internal/dial"
@@ -26,8 +27,11 @@ import (
 // Bounds on what a result carries (the full output is in the log).
 const (
 	maxReason      = 2000
+	maxTestName    = 1024
 	maxTestText    = 32 << 10 // per test case message or output
 	maxTestsOutput = 1 << 20  // all test cases' messages and outputs
+	maxTests       = 100000
+	maxTestsBytes  = 4 << 20 // the whole encoded list
 )
 
 // runJob runs one job from acquisition to report. It returns when the job
@@ -121,7 +125,7 @@ func (r *Runner) execute(ctx context.Context, job *pontusv1.Job, stream *logStre
 	case err != nil:
 		return errored("checkout failed: %s", redact(err.Error(), cloneURL)), nop
 	}
-	cleanup := func() { r.repos.remove(cloneURL, dir) }
+	cleanup := func() { r.repos.remove(cloneURL, dir, did == "fetched") }
 
 	st, ok := testStep(r.cfg.TestCommand, dir)
 	if !ok {
@@ -203,6 +207,10 @@ func (r *Runner) complete(ctx context.Context, stream *logStream, req *pontusv1.
 		case code == connect.CodeFailedPrecondition || code == connect.CodeNotFound:
 			log.Info("attempt is stale; result dropped", "status", req.Status, "err", err)
 			return
+		case code == connect.CodeInvalidArgument && len(req.Tests) > 0:
+			// The outcome matters more than the per-test details.
+			log.Warn("control plane refused the result; sending it again without per-test results", "err", err)
+			req.Tests = nil
 		case code == connect.CodeOutOfRange:
 			n, ok := storedSize(err)
 			log.Info("control plane lacks part of the log; resending it", "stored", n, "parsed", ok, "log_size", req.LogSize)
@@ -295,15 +303,18 @@ func truncate(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
-// trimTests bounds the text of per-test results so that a chatty suite
-// cannot make CompleteJob too big to send: each message and output is cut at
-// maxTestText, and once maxTestsOutput is spent, outputs are left out.
+// trimTests bounds the per-test results so that a huge or chatty suite
+// cannot make CompleteJob too big for the control plane (which takes at most
+// 100000 test cases in a message of at most 8 MiB): names are cut at
+// maxTestName, each message and output at maxTestText, outputs are left out
+// once maxTestsOutput is spent, and test cases beyond maxTests or
+// maxTestsBytes are left out, failures kept first. Unnamed cases are dropped.
 func trimTests(tests []*pontusv1.TestCase) []*pontusv1.TestCase {
+	tests = slices.DeleteFunc(tests, func(tc *pontusv1.TestCase) bool { return tc == nil || tc.GetName() == "" })
 	budget := maxTestsOutput
 	for _, tc := range tests {
-		if tc == nil {
-			continue
-		}
+		tc.Name = truncate(tc.Name, maxTestName)
+		tc.Suite = truncate(tc.Suite, maxTestName)
 		tc.Message = truncate(tc.Message, maxTestText)
 		tc.Output = truncate(tc.Output, maxTestText)
 		if n := len(tc.Message) + len(tc.Output); n <= budget {
@@ -314,5 +325,28 @@ func trimTests(tests []*pontusv1.TestCase) []*pontusv1.TestCase {
 			budget -= len(tc.Message)
 		}
 	}
-	return slices.DeleteFunc(tests, func(tc *pontusv1.TestCase) bool { return tc == nil })
+	// Keep failures (and errors, skips) before passes when something must go.
+	keep := make([]bool, len(tests))
+	n, size := 0, 0
+	for _, pass := range []bool{false, true} {
+		for i, tc := range tests {
+			if (tc.GetOutcome() == pontusv1.TestOutcome_TEST_OUTCOME_PASSED) != pass {
+				continue
+			}
+			s := proto.Size(tc) + 8
+			if n >= maxTests || size+s > maxTestsBytes {
+				continue
+			}
+			keep[i] = true
+			n++
+			size += s
+		}
+	}
+	out := tests[:0]
+	for i, tc := range tests {
+		if keep[i] {
+			out = append(out, tc)
+		}
+	}
+	return out
 }

@@ -17,12 +17,6 @@ import (
 	"github.com/pontus-ci/pontus/internal/testrun"
 )
 
-// Executor runs one step of a job. Native satisfies it; the WebAssembly host
-// in package plugins satisfies it without importing runnerd.
-type Executor interface {
-	Run(ctx context.Context, spec testrun.Spec) testrun.Result
-}
-
 // shim is the group leader of every native step. It receives the
 // parent-death signal (SIGUSR1, see sysProcAttr) and answers it by killing its
 // whole process group, which Pdeathsig alone cannot do: the kernel sends that

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -54,6 +55,7 @@ const (
 type Runner struct {
 	cfg     Config
 	logger  *slog.Logger
+	http    *http.Client
 	client  pontusv1connect.RunnerServiceClient
 	exec    Executor
 	repos   *repoCache
@@ -122,6 +124,7 @@ func New(cfg Config, logger *slog.Logger) (*Runner, error) {
 	return &Runner{
 		cfg:     cfg,
 		logger:  logger,
+		http:    hc,
 		client:  pontusv1connect.NewRunnerServiceClient(hc, cfg.ControlPlane, dial.Options(dc)...),
 		exec:    NewNative(logger),
 		repos:   newRepoCache(wd, logger),
@@ -150,6 +153,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
+	defer r.http.CloseIdleConnections()
 	if err := r.repos.prepare(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil

@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/BurntSushi/toml"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pontus-ci/pontus/internal/dial"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
@@ -133,7 +135,7 @@ func TestTrimTests(t *testing.T) {
 	for i := range 100 {
 		tests = append(tests, &pontusv1.TestCase{Name: fmt.Sprint(i), Output: strings.Repeat("x", 100<<10)})
 	}
-	tests = append(tests, nil)
+	tests = append(tests, nil, &pontusv1.TestCase{})
 	got := trimTests(tests)
 	total := 0
 	for _, tc := range got {
@@ -141,6 +143,27 @@ func TestTrimTests(t *testing.T) {
 	}
 	if len(got) != 100 || total > maxTestsOutput || len(got[0].Output) > maxTestText+len("…") {
 		t.Errorf("%d tests, %d bytes of text, first output %d bytes", len(got), total, len(got[0].Output))
+	}
+
+	// Too many: failures are kept, and the list fits a message.
+	tests = nil
+	for i := range 150000 {
+		o := pontusv1.TestOutcome_TEST_OUTCOME_PASSED
+		if i%1000 == 999 {
+			o = pontusv1.TestOutcome_TEST_OUTCOME_FAILED
+		}
+		tests = append(tests, &pontusv1.TestCase{Name: fmt.Sprintf("TestNumber%06d/with_a_longish_subtest_name", i), Outcome: o})
+	}
+	got = trimTests(tests)
+	failures := 0
+	for _, tc := range got {
+		if tc.Outcome == pontusv1.TestOutcome_TEST_OUTCOME_FAILED {
+			failures++
+		}
+	}
+	size := proto.Size(&pontusv1.CompleteJobRequest{Tests: got})
+	if len(got) > maxTests || size > maxTestsBytes+1<<10 || failures != 150 || len(got) < 50000 {
+		t.Errorf("kept %d tests (%d failures) in %d bytes", len(got), failures, size)
 	}
 }
 
@@ -258,12 +281,7 @@ func TestHeartbeatTiming(t *testing.T) {
 		mu.Unlock()
 
 		// Failures are retried sooner than the interval, with growing waits.
-		time.Sleep(iv * 12 / 10)
-		synctest.Wait()
-		mu.Lock()
-		failStart := beats[n]
-		mu.Unlock()
-		time.Sleep(iv)
+		time.Sleep(iv*12/10 + iv)
 		mu.Lock()
 		if retries := len(beats) - n - 1; retries < 3 {
 			t.Errorf("%d retries within %v of a failed heartbeat", retries, iv)
@@ -273,7 +291,6 @@ func TestHeartbeatTiming(t *testing.T) {
 				t.Errorf("retry waited %v, longer than an interval", gap)
 			}
 		}
-		_ = failStart
 		failing = false
 		mu.Unlock()
 
@@ -374,4 +391,101 @@ func TestLogStreamStale(t *testing.T) {
 			t.Errorf("onDead: %v", err)
 		}
 	})
+}
+
+// Hammer: writers, rewinds and flushes at once, against a control plane
+// that now and then forgets the tail of the log; the log arrives whole.
+func TestLogStreamHammer(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var stored []byte
+	calls := 0
+	appendLog := func(_ context.Context, req *pontusv1.AppendLogRequest) (*pontusv1.AppendLogResponse, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if calls++; calls%7 == 0 && len(stored) > 100 {
+			stored = stored[:len(stored)-100]
+		}
+		if req.Offset > int64(len(stored)) {
+			return nil, connect.NewError(connect.CodeOutOfRange, fmt.Errorf("stored size %d", len(stored)))
+		}
+		if end := req.Offset + int64(len(req.Data)); end > int64(len(stored)) {
+			stored = append(stored, req.Data[int64(len(stored))-req.Offset:]...)
+		}
+		return &pontusv1.AppendLogResponse{Size: int64(len(stored))}, nil
+	}
+	s := newLogStream(appendLog, jobKey{1, 1}, 1<<30, slog.New(slog.DiscardHandler), nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go s.Run(ctx)
+	out := s.Output()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 2000 {
+				fmt.Fprintf(out, "writer %d line %d\n", w, i)
+				if i%500 == 0 {
+					s.Rewind(int64(i))
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 20 {
+			if err := s.Flush(ctx); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	wg.Wait()
+	s.EndOutput()
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(stored, s.Bytes()) || strings.Count(string(stored), "\n") != 8*2000 {
+		t.Errorf("stored %d bytes, %d lines; the stream holds %d", len(stored), strings.Count(string(stored), "\n"), s.Size())
+	}
+}
+
+// The [runner] table decodes into Config; durations are strings.
+func TestConfigTOML(t *testing.T) {
+	t.Parallel()
+	const doc = `
+controlplane = "https://ci.example.com"
+token_file = "/etc/pontus/runner.token"
+workdir = "/var/lib/pontus"
+name = "build-1"
+labels = ["linux", "pool=big"]
+capacity = 4
+test_command = "make test"
+timeout = "15m"
+kill_grace = "10s"
+output_limit_mib = 16
+allow_repo_config = true
+`
+	cfg := DefaultConfig()
+	md, err := toml.Decode(doc, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := md.Undecoded(); len(u) != 0 {
+		t.Errorf("undecoded keys: %v", u)
+	}
+	want := Config{ControlPlane: "https://ci.example.com", TokenFile: "/etc/pontus/runner.token", Workdir: "/var/lib/pontus",
+		Name: "build-1", Labels: []string{"linux", "pool=big"}, Capacity: 4, TestCommand: "make test",
+		Timeout: 15 * time.Minute, KillGrace: 10 * time.Second, OutputLimitMiB: 16, AllowRepoConfig: true}
+	if diff := cmp.Diff(want, cfg); diff != "" {
+		t.Errorf("decoded config (-want +got):\n%s", diff)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Error(err)
+	}
+	if _, err := toml.Decode(`token = "x"`, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Token != "" {
+		t.Error("the token was read from the TOML")
+	}
 }
