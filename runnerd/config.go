@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"strings"
 	"time"
 
@@ -41,6 +42,10 @@ type Config struct {
 	// OutputLimitMiB caps a job's output; beyond it output is dropped,
 	// counted, and a marker line says so.
 	OutputLimitMiB int `toml:"output_limit_mib"`
+	// JUnit are glob patterns, relative to the checkout, of JUnit XML
+	// files the tests leave behind; a leading "**/" matches any depth. When
+	// such files exist, their test cases are the job's per-test results.
+	JUnit []string `toml:"junit"`
 	// AllowRepoConfig lets a repository's own .pontus.toml choose its steps.
 	// Reserved: repository configuration is not read yet.
 	AllowRepoConfig bool `toml:"allow_repo_config"`
@@ -74,7 +79,14 @@ func DefaultConfig() Config {
 		Timeout:        DefaultTimeout,
 		KillGrace:      DefaultKillGrace,
 		OutputLimitMiB: DefaultOutputLimitMiB,
+		JUnit:          DefaultJUnit(),
 	}
+}
+
+// DefaultJUnit returns where JUnit XML reports are looked for by default:
+// the names Maven, Gradle, pytest (--junitxml) and most JUnit reporters use.
+func DefaultJUnit() []string {
+	return []string{"**/TEST-*.xml", "**/junit*.xml", "**/test-results/**/*.xml"}
 }
 
 func hostName() string {
@@ -119,6 +131,11 @@ func (c *Config) Validate() error {
 	}
 	if c.OutputLimitMiB < 1 || c.OutputLimitMiB > maxOutputLimitMiB {
 		bad("output_limit_mib", "must be between 1 and %d, got %d", maxOutputLimitMiB, c.OutputLimitMiB)
+	}
+	for i, p := range c.JUnit {
+		if _, err := path.Match(strings.ReplaceAll(p, "**/", ""), ""); err != nil || p == "" || path.IsAbs(p) || strings.Contains(p, "..") {
+			bad(fmt.Sprintf("junit[%d]", i), "%q is not a relative glob pattern", p)
+		}
 	}
 	if strings.ContainsAny(c.Token, "\r\n") {
 		errs = append(errs, errors.New("runner token (PONTUS_RUNNER_TOKEN or runner.token_file): contains a line break"))

@@ -148,6 +148,9 @@ func (r *Runner) execute(ctx context.Context, job *pontusv1.Job, stream *logStre
 		KillGrace: r.cfg.KillGrace,
 	})
 	stream.EndOutput()
+	if res.Tests == nil {
+		res.Tests = junitTests(dir, r.cfg.JUnit)
+	}
 	return res, cleanup
 }
 

@@ -463,6 +463,7 @@ test_command = "make test"
 timeout = "15m"
 kill_grace = "10s"
 output_limit_mib = 16
+junit = ["reports/*.xml"]
 allow_repo_config = true
 `
 	cfg := DefaultConfig()
@@ -475,7 +476,7 @@ allow_repo_config = true
 	}
 	want := Config{ControlPlane: "https://ci.example.com", TokenFile: "/etc/pontus/runner.token", Workdir: "/var/lib/pontus",
 		Name: "build-1", Labels: []string{"linux", "pool=big"}, Capacity: 4, TestCommand: "make test",
-		Timeout: 15 * time.Minute, KillGrace: 10 * time.Second, OutputLimitMiB: 16, AllowRepoConfig: true}
+		Timeout: 15 * time.Minute, KillGrace: 10 * time.Second, OutputLimitMiB: 16, JUnit: []string{"reports/*.xml"}, AllowRepoConfig: true}
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("decoded config (-want +got):\n%s", diff)
 	}
@@ -487,5 +488,49 @@ allow_repo_config = true
 	}
 	if cfg.Token != "" {
 		t.Error("the token was read from the TOML")
+	}
+}
+
+func TestMatchGlob(t *testing.T) {
+	for _, tc := range []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"**/TEST-*.xml", "TEST-a.xml", true},
+		{"**/TEST-*.xml", "target/surefire-reports/TEST-a.xml", true},
+		{"**/junit*.xml", "junit.xml", true},
+		{"**/junit*.xml", "out/junit-report.xml", true},
+		{"**/test-results/**/*.xml", "build/test-results/test/TEST-x.xml", true},
+		{"**/test-results/**/*.xml", "test-results/x.xml", true},
+		{"**/TEST-*.xml", "TEST-a.json", false},
+		{"reports/*.xml", "reports/a.xml", true},
+		{"reports/*.xml", "reports/sub/a.xml", false},
+	} {
+		if got := matchGlob(tc.pattern, tc.name); got != tc.want {
+			t.Errorf("matchGlob(%q, %q) = %v, want %v", tc.pattern, tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestJUnitReportsInCheckout(t *testing.T) {
+	dir := t.TempDir()
+	report := `<?xml version="1.0"?><testsuite name="s"><testcase classname="a.B" name="ok" time="0.1"/>` +
+		`<testcase classname="a.B" name="bad"><failure message="boom">trace</failure></testcase></testsuite>`
+	if err := os.MkdirAll(filepath.Join(dir, "target", "surefire-reports"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "target", "surefire-reports", "TEST-a.B.xml"), []byte(report), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A symlink to a report outside the checkout is not followed.
+	if err := os.Symlink("/etc/hostname", filepath.Join(dir, "junit-evil.xml")); err != nil {
+		t.Fatal(err)
+	}
+	tests := junitTests(dir, DefaultJUnit())
+	if len(tests) != 2 || tests[0].Name == "" || tests[0].Outcome != pontusv1.TestOutcome_TEST_OUTCOME_FAILED || tests[0].Message != "boom" {
+		t.Fatalf("junit tests: %v", tests)
+	}
+	if junitTests(dir, nil) != nil {
+		t.Fatal("no patterns should find nothing")
 	}
 }

@@ -1,0 +1,94 @@
+package runnerd
+
+import (
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/pontus-ci/pontus/internal/testreport"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+)
+
+// Bounds on the search for JUnit reports in a checkout.
+const (
+	junitMaxVisited = 20000
+	junitMaxFiles   = 200
+)
+
+// junitTests returns the test cases of the JUnit XML files in the checkout
+// at dir matching patterns, or nil when there are none. Symlinks are not
+// followed, so a hostile repository cannot point the runner elsewhere.
+func junitTests(dir string, patterns []string) []*pontusv1.TestCase {
+	if len(patterns) == 0 {
+		return nil
+	}
+	var cases []*pontusv1.TestCase
+	visited, files := 0, 0
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		visited++
+		if err != nil || visited > junitMaxVisited || files >= junitMaxFiles {
+			return filepath.SkipAll
+		}
+		if d.IsDir() {
+			if d.Name() == ".git" || d.Name() == "node_modules" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || !strings.HasSuffix(d.Name(), ".xml") {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil || !matchAny(filepath.ToSlash(rel), patterns) {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil
+		}
+		defer f.Close()
+		files++
+		got, _ := testreport.ParseJUnit(f)
+		cases = append(cases, got...)
+		return nil
+	})
+	return cases
+}
+
+// matchAny reports whether the slash-separated path rel matches one of the
+// patterns, where a "**/" segment matches any number of directories.
+func matchAny(rel string, patterns []string) bool {
+	for _, p := range patterns {
+		if matchGlob(p, rel) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchGlob(pattern, name string) bool {
+	before, after, found := strings.Cut(pattern, "**/")
+	if !found {
+		ok, _ := path.Match(pattern, name)
+		return ok
+	}
+	if before != "" {
+		if !strings.HasPrefix(name, before) {
+			return false
+		}
+		name = name[len(before):]
+	}
+	// "**/" matches zero or more leading directories.
+	for {
+		if matchGlob(after, name) {
+			return true
+		}
+		i := strings.IndexByte(name, '/')
+		if i < 0 {
+			return false
+		}
+		name = name[i+1:]
+	}
+}
