@@ -79,14 +79,14 @@ func (c HostConfig) Validate() error {
 // repository's .pontus.toml (repository configuration: Module is a path
 // inside the checkout).
 //
-//	[[plugin]]
+//	[[runner.plugins]]
 //	name = "secrets"
 //	module = "/opt/pontus/plugins/secrets.wasm"
 //	args = ["-skip-dir", "testdata"]
 //	env = { LOG_LEVEL = "debug" }
 //	timeout = "2m"
 //
-//	[[plugin]]
+//	[[runner.plugins]]
 //	name = "unit tests in the sandbox"
 //	go_tests = true
 //	workdir = "tests"

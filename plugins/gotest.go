@@ -39,9 +39,13 @@ func (e *BuildError) Error() string {
 // test binary outFile, with the runner's own (trusted) go command:
 //
 //	GOOS=wasip1 GOARCH=wasm GOTOOLCHAIN=local GOWORK=off GOPROXY=off \
-//	    go test -c -buildvcs=false -o outFile ./pkgDir
+//	    go test -c -trimpath -buildvcs=false -o outFile ./pkgDir
 //
-// run as an argument vector in checkoutDir. GOTOOLCHAIN=local means a
+// run as an argument vector in checkoutDir. -trimpath makes the binary
+// independent of where the checkout lies, so the same commit tested in
+// another job's worktree yields the same module and hits the compilation
+// cache (without it every job would recompile to machine code, seconds per
+// megabyte); file names in panics read "example.com/mod/x_test.go". GOTOOLCHAIN=local means a
 // toolchain line in the repository's go.mod cannot make the go command
 // fetch and run another toolchain (it fails instead); GOWORK=off ignores a
 // committed go.work; -mod is left to the go command's default (readonly, or
@@ -88,7 +92,7 @@ func CompileGoTests(ctx context.Context, checkoutDir, pkgDir, outFile string, ca
 		return fmt.Errorf("compile go tests: %w", err)
 	}
 
-	cmd := exec.CommandContext(ctx, goBin, "test", "-c", "-buildvcs=false", "-o", outFile, "./"+pkgDir)
+	cmd := exec.CommandContext(ctx, goBin, "test", "-c", "-trimpath", "-buildvcs=false", "-o", outFile, "./"+pkgDir)
 	if pkgDir == "." {
 		cmd.Args[len(cmd.Args)-1] = "."
 	}
@@ -273,7 +277,7 @@ func (h *Host) RunGoTests(ctx context.Context, spec testrun.Spec, cacheEnv []str
 		}
 		return h.refuse(w, err.Error())
 	}
-	h.logger.InfoContext(ctx, "compiled go tests", "plugin", spec.Plugin.Name, "package", pkg, "took", time.Since(started))
+	h.logger.InfoContext(ctx, "compiled go tests", logPlugin, spec.Plugin.Name, "package", pkg, "took", time.Since(started))
 
 	run := *spec.Plugin
 	run.Module = bin
@@ -281,11 +285,12 @@ func (h *Host) RunGoTests(ctx context.Context, spec testrun.Spec, cacheEnv []str
 	if run.Name == "" {
 		run.Name = "go-tests"
 	}
-	run.Args = append(GoTestArgs(spec.Timeout), spec.Plugin.Args...)
-	spec.Plugin = &run
 	if spec.Timeout > 0 {
+		// The build counts against the step's time.
 		spec.Timeout = max(time.Second, spec.Timeout-time.Since(started))
 	}
+	run.Args = append(GoTestArgs(spec.Timeout), spec.Plugin.Args...)
+	spec.Plugin = &run
 	return h.Run(ctx, spec)
 }
 

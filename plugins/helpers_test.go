@@ -95,6 +95,14 @@ func guest(t testing.TB, name string) string {
 		if guestsErr = os.MkdirAll(guestsDir, 0o755); guestsErr != nil {
 			return
 		}
+		// Read the sources the go command compiles, so that go test's
+		// result cache notices when they change.
+		for _, dir := range append([]string{"./sdk"}, guestPackages...) {
+			files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
+			for _, f := range files {
+				_, _ = os.ReadFile(f)
+			}
+		}
 		args := append([]string{"build", "-o", guestsDir + string(filepath.Separator)}, guestPackages...)
 		cmd := exec.Command("go", args...)
 		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")

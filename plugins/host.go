@@ -26,6 +26,12 @@ import (
 	"github.com/pontus-ci/pontus/internal/testrun"
 )
 
+// logPlugin is the log attribute naming a plugin step.
+const logPlugin = "plugin"
+
+// errHostClosed is the cause of the contexts of runs Close stops.
+var errHostClosed = errors.New("plugin host closed (runner stopping)")
+
 // maxCompiled is how many compiled modules a Host keeps in memory; the
 // least recently used idle ones are closed beyond it (the on-disk cache
 // still has them).
@@ -38,11 +44,16 @@ type Host struct {
 	logger *slog.Logger
 	cache  wazero.CompilationCache // nil without CacheDir
 
+	maxCompiled int // compiled modules kept; the constant, lowered by tests
+
 	mu       sync.Mutex
 	closed   bool
 	runtimes map[uint32]wazero.Runtime // by memory limit in pages
 	modules  map[moduleKey]*moduleEntry
-	clock    uint64 // for LRU
+	clock    uint64                             // for LRU
+	active   map[uint64]context.CancelCauseFunc // runs in flight, by id
+	nextRun  uint64
+	runs     sync.WaitGroup
 }
 
 // moduleKey names one compiled module: wazero fixes the memory limit per
@@ -73,10 +84,12 @@ func NewHost(ctx context.Context, cfg HostConfig, logger *slog.Logger) (*Host, e
 		logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Host{
-		cfg:      cfg,
-		logger:   logger,
-		runtimes: make(map[uint32]wazero.Runtime),
-		modules:  make(map[moduleKey]*moduleEntry),
+		cfg:         cfg,
+		logger:      logger,
+		maxCompiled: maxCompiled,
+		runtimes:    make(map[uint32]wazero.Runtime),
+		modules:     make(map[moduleKey]*moduleEntry),
+		active:      make(map[uint64]context.CancelCauseFunc),
 	}
 	if cfg.CacheDir != "" {
 		dir, err := cacheDir(cfg.CacheDir)
@@ -131,8 +144,10 @@ func cacheDir(dir string) (string, error) {
 	return sub, nil
 }
 
-// Close stops the host: guests still running are stopped, compiled modules
-// are released. It is idempotent.
+// Close stops the host: runs still in flight are cancelled (they end
+// Canceled, "plugin host closed") and waited for until ctx is done, then
+// compiled modules are released. Runs started after Close end Errored. It
+// is idempotent.
 func (h *Host) Close(ctx context.Context) error {
 	h.mu.Lock()
 	if h.closed {
@@ -140,11 +155,28 @@ func (h *Host) Close(ctx context.Context) error {
 		return nil
 	}
 	h.closed = true
+	for _, cancel := range h.active {
+		cancel(errHostClosed)
+	}
+	h.mu.Unlock()
+
+	var errs []error
+	stopped := make(chan struct{})
+	go func() {
+		h.runs.Wait()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("wait for plugin runs to stop: %w", context.Cause(ctx)))
+	}
+
+	h.mu.Lock()
 	runtimes := h.runtimes
 	h.runtimes = nil
 	h.modules = nil
 	h.mu.Unlock()
-	var errs []error
 	for _, rt := range runtimes {
 		if err := rt.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("close wazero runtime: %w", err))
@@ -209,16 +241,14 @@ func (h *Host) acquire(ctx context.Context, pages uint32, hash [sha256.Size]byte
 	h.mu.Unlock()
 
 	if !cached {
-		e.compiled, e.err = compile(ctx, rt, wasm)
-		if e.err != nil {
-			// Do not remember failures: the next run retries (and a
-			// refused module is refused again quickly).
-			h.mu.Lock()
-			if h.modules[key] == e {
-				delete(h.modules, key)
-			}
-			h.mu.Unlock()
+		cm, err := compile(ctx, rt, wasm)
+		h.mu.Lock() // release reads e.compiled under the lock
+		e.compiled, e.err = cm, err
+		if err != nil && h.modules[key] == e {
+			// Do not remember failures: the next run retries.
+			delete(h.modules, key)
 		}
+		h.mu.Unlock()
 		close(e.ready)
 	}
 	select {
@@ -243,7 +273,7 @@ func (h *Host) release(key moduleKey, e *moduleEntry) {
 	if h.closed {
 		return
 	}
-	for len(h.modules) > maxCompiled {
+	for len(h.modules) > h.maxCompiled {
 		var oldKey moduleKey
 		var old *moduleEntry
 		for k, m := range h.modules {
@@ -393,10 +423,15 @@ func (h *Host) guestEnv(ctx context.Context, env []string, pwd string, limitMiB 
 	return out
 }
 
-// Run runs spec.Plugin in the sandbox and reports how it ended. It
-// satisfies the runner's executor interface. Problems before the guest
-// starts (no plugin, unreadable or refused module, bad workdir) end
-// Errored with the reason; the output gets a "[pontus] ..." line too.
+// Run runs spec.Plugin in the sandbox and reports how it ended, with the
+// per-test results parsed from its output. It satisfies the runner's
+// executor interface.
+//
+// spec.Timeout bounds the guest's run; compiling a module the host has not
+// seen (seconds, once per module) does not count against it, but ctx
+// bounds everything. Problems before the guest starts (no plugin, an
+// unreadable or refused module, a bad workdir) end Errored with the reason;
+// the output gets a "[pontus] plugin not run: ..." line too.
 func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 	w := &capWriter{dst: outputOrDiscard(spec.Output), limit: h.cfg.OutputLimitMiB << 20}
 	if spec.Plugin == nil {
@@ -406,8 +441,28 @@ func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 	if name == "" {
 		name = strings.TrimSuffix(filepath.Base(spec.Plugin.Module), ".wasm")
 	}
-	logger := h.logger.With("plugin", name)
+	logger := h.logger.With(logPlugin, name)
 	started := time.Now()
+
+	// Register the run so that Close can stop it and wait for it.
+	ctx, cancelRun := context.WithCancelCause(ctx)
+	defer cancelRun(nil)
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return h.refuse(w, "plugin host is closed")
+	}
+	id := h.nextRun
+	h.nextRun++
+	h.active[id] = cancelRun
+	h.runs.Add(1)
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.active, id)
+		h.mu.Unlock()
+		h.runs.Done()
+	}()
 
 	limitMiB := spec.Plugin.MemoryLimitMiB
 	if limitMiB == 0 {
@@ -426,6 +481,9 @@ func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 	}
 	pages := uint32(limitMiB) * 16 // 64 KiB pages
 
+	if spec.Dir == "" {
+		return h.refuse(w, "no checkout directory (testrun.Spec.Dir is empty)")
+	}
 	wasm, err := readModule(spec.Dir, spec.Plugin.Module)
 	if err != nil {
 		return h.refuse(w, err.Error())
@@ -433,10 +491,6 @@ func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 	hash := sha256.Sum256(wasm)
 	if err := checkImports(wasm); err != nil {
 		return h.refuse(w, fmt.Sprintf("plugin %s: %v", name, err))
-	}
-
-	if spec.Dir == "" {
-		return h.refuse(w, "no checkout directory (testrun.Spec.Dir is empty)")
 	}
 	root, err := os.OpenRoot(spec.Dir)
 	if err != nil {
@@ -463,7 +517,7 @@ func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 	entry, rt, cached, err := h.acquire(ctx, pages, hash, wasm)
 	if err != nil {
 		if ctx.Err() != nil {
-			return testrun.Result{Status: testrun.Canceled, ExitCode: -1, Reason: "canceled before the plugin started"}
+			return testrun.Result{Status: testrun.Canceled, ExitCode: -1, Reason: "canceled before the plugin started: " + context.Cause(ctx).Error()}
 		}
 		return h.refuse(w, fmt.Sprintf("plugin %s (sha256 %s): %v", name, hex.EncodeToString(hash[:8]), err))
 	}
@@ -498,7 +552,7 @@ func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 		mc = mc.WithEnv(kv[0], kv[1])
 	}
 
-	mod, err := rt.InstantiateModule(runCtx, entry.compiled, mc)
+	mod, err := rt.InstantiateModule(withGuestMemory(runCtx), entry.compiled, mc)
 	if err != nil {
 		if runCtx.Err() != nil {
 			return h.finish(ctx, runCtx, spec, w, logger, err, 0, limitMiB, started)
@@ -514,7 +568,7 @@ func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 	_ = mod.Close(context.WithoutCancel(ctx))
 	res := h.finish(ctx, runCtx, spec, w, logger, callErr, memBytes, limitMiB, started)
 	logger.InfoContext(ctx, "plugin finished", "status", res.Status.String(), "exit_code", res.ExitCode,
-		"reason", res.Reason, "compiled_cached", cached, "compile", compileTime, "run", time.Since(runStart),
+		"reason", res.Reason, "reused_compiled", cached, "compile", compileTime, "run", time.Since(runStart),
 		"memory_mib", memBytes>>20, "tests", len(res.Tests))
 	return res
 }
@@ -557,7 +611,7 @@ func (h *Host) finish(ctx, runCtx context.Context, spec testrun.Spec, w *capWrit
 //   - nil or exit code 0: Passed;
 //   - deadline or cancellation (wazero's exit codes 0xefffffff and
 //     0xffffffff, or the contexts): TimedOut, or Canceled when the caller
-//     cancelled;
+//     cancelled or Close stopped the run;
 //   - exit 2 with "out of memory" at the end of the output (the Go runtime's
 //     fatal error), or a trap while the memory is at its cap: Errored "out of
 //     memory";
@@ -567,6 +621,9 @@ func (h *Host) finish(ctx, runCtx context.Context, spec testrun.Spec, w *capWrit
 //   - any other error (a trap): Errored "crashed: <trap>".
 func classify(ctx, runCtx context.Context, callErr error, tail []byte, memBytes, limitBytes uint64, timeout, elapsed time.Duration) testrun.Result {
 	stopped := func() testrun.Result {
+		if errors.Is(context.Cause(runCtx), errHostClosed) {
+			return testrun.Result{Status: testrun.Canceled, ExitCode: -1, Reason: errHostClosed.Error()}
+		}
 		if errors.Is(ctx.Err(), context.Canceled) {
 			return testrun.Result{Status: testrun.Canceled, ExitCode: -1, Reason: "canceled"}
 		}

@@ -137,6 +137,7 @@ func TestSandboxEscapes(t *testing.T) {
 		{"symlink in /tmp to /etc/passwd", []string{"symlink", "/etc/passwd", "/tmp/x"}, false, "not permitted"},
 		{"relative symlink in /tmp", []string{"symlink", "../../../../../../etc/passwd", "/tmp/y"}, false, "not permitted"},
 		{"hard link into /tmp", []string{"link", "/src/tests/hello.txt", "/tmp/h"}, false, ""},
+		{"hard link inside /tmp", []string{"link", "/tmp/a", "/tmp/b"}, false, "not permitted"},
 		{"scratch /tmp works", []string{"tmp"}, true, "scratch"},
 		{"dial the host listener", []string{"dial", ln.Addr().String()}, false, ""},
 		{"dial the internet", []string{"dial", "1.1.1.1:80"}, false, ""},
@@ -230,11 +231,8 @@ func TestTimeouts(t *testing.T) {
 		go func() {
 			done <- host(t).Run(ctx, testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"sleep"}}, Output: &out, Timeout: time.Hour})
 		}()
-		// Cancel once the guest is asleep: poll for the host's log of
-		// nothing — the guest prints nothing before it sleeps, so wait for
-		// the module to be compiled and running by giving it a moment, then
-		// cancel; either way the result must be Canceled.
-		time.AfterFunc(500*time.Millisecond, cancel)
+		waitFor(t, "the guest to start sleeping", func() bool { return strings.Contains(out.String(), "sleeping") })
+		cancel()
 		select {
 		case res := <-done:
 			if res.Status != testrun.Canceled {
@@ -394,8 +392,23 @@ func TestConcurrentRuns(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d compiled modules after 8 runs of one module, want 1", n)
 	}
+	// Close stops a guest that is still running: it ends Canceled.
+	running := make(chan testrun.Result, 1)
+	var sleepOut lockedBuffer
+	go func() {
+		running <- h.Run(context.Background(), testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"sleep"}}, Output: &sleepOut, Timeout: time.Hour})
+	}()
+	waitFor(t, "the guest to start sleeping", func() bool { return strings.Contains(sleepOut.String(), "sleeping") })
 	if err := h.Close(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case res := <-running:
+		if res.Status != testrun.Canceled {
+			t.Errorf("guest running at Close: status %v (%q), want canceled\n%s", res.Status, res.Reason, sleepOut.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("a guest running at Close did not stop within a minute")
 	}
 	res := h.Run(context.Background(), testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{Module: guest(t, "tapdemo")}})
 	if res.Status != testrun.Errored || !strings.Contains(res.Reason, "closed") {
@@ -461,5 +474,36 @@ func TestConfigcheckPlugin(t *testing.T) {
 	}
 	if got := outcomes(res.Tests); !mapsEqual(got, want) {
 		t.Errorf("tests = %v, want %v", got, want)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after a minute.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting a minute for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestCompiledModuleEviction(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostConfig{})
+	h.maxCompiled = 1
+	dir := checkout(t, map[string]string{"tests/hello.txt": "hello\n"})
+	for _, name := range []string{"tapdemo", "probe", "tapdemo"} {
+		res, out := runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, name), Args: []string{"pwd"}}, time.Minute)
+		if res.Status != testrun.Passed {
+			t.Fatalf("%s: status %v (%q):\n%s", name, res.Status, res.Reason, out)
+		}
+		h.mu.Lock()
+		n := len(h.modules)
+		h.mu.Unlock()
+		if n != 1 {
+			t.Errorf("after running %s: %d compiled modules kept, want 1", name, n)
+		}
 	}
 }

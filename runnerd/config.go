@@ -10,6 +10,7 @@ import (
 
 	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/internal/validate"
+	"github.com/pontus-ci/pontus/plugins"
 )
 
 // Config is the [runner] table of pontus.toml.
@@ -46,19 +47,37 @@ type Config struct {
 	// files the tests leave behind; a leading "**/" matches any depth. When
 	// such files exist, their test cases are the job's per-test results.
 	JUnit []string `toml:"junit"`
-	// AllowRepoConfig lets a repository's own .pontus.toml choose its steps.
-	// Reserved: repository configuration is not read yet.
+	// AllowRepoConfig lets a repository's own .pontus.toml choose its
+	// test_command and plugin steps.
 	AllowRepoConfig bool `toml:"allow_repo_config"`
+	// Native lets the runner run native commands (a test command, python,
+	// go test). A runner with native = false runs only sandboxed
+	// WebAssembly steps, so it can safely test untrusted branches.
+	Native bool `toml:"native"`
+	// WASM runs WebAssembly test plugins in the wazero sandbox and adds the
+	// label "wasm" to the runner's labels.
+	WASM bool `toml:"wasm"`
+	// WASMMemoryLimitMiB caps a plugin's memory unless its step says less.
+	WASMMemoryLimitMiB int `toml:"wasm_memory_limit_mib"`
+	// SandboxGoTests runs a repository's Go tests (go.mod + tests/*_test.go)
+	// compiled to WebAssembly in the sandbox instead of natively.
+	SandboxGoTests bool `toml:"sandbox_go_tests"`
+	// Plugins are WebAssembly steps run for every job, before the tests.
+	Plugins []plugins.StepConfig `toml:"plugins"`
 }
+
+// WASMLabel is the label a runner that can run plugins carries.
+const WASMLabel = "wasm"
 
 // Defaults.
 const (
-	DefaultControlPlane   = "http://127.0.0.1:8888"
-	DefaultWorkdir        = ".pontus/runner"
-	DefaultCapacity       = 1
-	DefaultTimeout        = 10 * time.Minute
-	DefaultKillGrace      = 5 * time.Second
-	DefaultOutputLimitMiB = 8
+	DefaultControlPlane       = "http://127.0.0.1:8888"
+	DefaultWorkdir            = ".pontus/runner"
+	DefaultCapacity           = 1
+	DefaultTimeout            = 10 * time.Minute
+	DefaultKillGrace          = 5 * time.Second
+	DefaultOutputLimitMiB     = 8
+	DefaultWASMMemoryLimitMiB = 512
 )
 
 // Limits on configuration values.
@@ -72,14 +91,17 @@ const (
 // host.
 func DefaultConfig() Config {
 	return Config{
-		ControlPlane:   DefaultControlPlane,
-		Workdir:        DefaultWorkdir,
-		Name:           hostName(),
-		Capacity:       DefaultCapacity,
-		Timeout:        DefaultTimeout,
-		KillGrace:      DefaultKillGrace,
-		OutputLimitMiB: DefaultOutputLimitMiB,
-		JUnit:          DefaultJUnit(),
+		ControlPlane:       DefaultControlPlane,
+		Workdir:            DefaultWorkdir,
+		Name:               hostName(),
+		Capacity:           DefaultCapacity,
+		Timeout:            DefaultTimeout,
+		KillGrace:          DefaultKillGrace,
+		OutputLimitMiB:     DefaultOutputLimitMiB,
+		JUnit:              DefaultJUnit(),
+		Native:             true,
+		WASM:               true,
+		WASMMemoryLimitMiB: DefaultWASMMemoryLimitMiB,
 	}
 }
 
@@ -135,6 +157,20 @@ func (c *Config) Validate() error {
 	for i, p := range c.JUnit {
 		if _, err := path.Match(strings.ReplaceAll(p, "**/", ""), ""); err != nil || p == "" || path.IsAbs(p) || strings.Contains(p, "..") {
 			bad(fmt.Sprintf("junit[%d]", i), "%q is not a relative glob pattern", p)
+		}
+	}
+	if !c.Native && !c.WASM {
+		bad("native", "a runner with native = false and wasm = false can run nothing")
+	}
+	if !c.WASM && (len(c.Plugins) > 0 || c.SandboxGoTests) {
+		bad("wasm", "plugins and sandbox_go_tests need wasm = true")
+	}
+	if c.WASMMemoryLimitMiB < 1 || c.WASMMemoryLimitMiB > plugins.MaxMemoryLimitMiB {
+		bad("wasm_memory_limit_mib", "must be between 1 and %d, got %d", plugins.MaxMemoryLimitMiB, c.WASMMemoryLimitMiB)
+	}
+	for i, p := range c.Plugins {
+		if err := p.Validate(); err != nil {
+			bad(fmt.Sprintf("plugins[%d]", i), "%v", err)
 		}
 	}
 	if strings.ContainsAny(c.Token, "\r\n") {

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -127,31 +125,17 @@ func (r *Runner) execute(ctx context.Context, job *pontusv1.Job, stream *logStre
 	}
 	cleanup := func() { r.repos.remove(cloneURL, dir, did == "fetched") }
 
-	st, ok := testStep(r.cfg.TestCommand, dir)
-	if !ok {
+	steps, why := r.planSteps(dir)
+	if why != "" {
 		stream.Printf("[pontus: checked out in %v (%s)]", roundDuration(time.Since(began)), did)
-		return errored("%s", noTestsReason), cleanup
+		return errored("%s", why), cleanup
 	}
-	if st.detected {
-		if _, err := exec.LookPath(st.argv[0]); err != nil {
-			stream.Printf("[pontus: checked out in %v (%s)]", roundDuration(time.Since(began)), did)
-			return errored("cannot run the tests: %s is not installed on this runner (not found on PATH)", st.argv[0]), cleanup
-		}
+	run := make([]string, len(steps))
+	for i, st := range steps {
+		run[i] = st.describe()
 	}
-	stream.Printf("[pontus: checked out in %v (%s); running: %s]", roundDuration(time.Since(began)), did, strings.Join(st.argv, " "))
-	res := r.exec.Run(ctx, testrun.Spec{
-		Dir:       dir,
-		Command:   st.argv,
-		Env:       stepEnv(os.Environ(), job, st.env),
-		Output:    stream.Output(),
-		Timeout:   r.cfg.Timeout,
-		KillGrace: r.cfg.KillGrace,
-	})
-	stream.EndOutput()
-	if res.Tests == nil {
-		res.Tests = junitTests(dir, r.cfg.JUnit)
-	}
-	return res, cleanup
+	stream.Printf("[pontus: checked out in %v (%s); running: %s]", roundDuration(time.Since(began)), did, strings.Join(run, "; then "))
+	return r.runSteps(ctx, job, dir, steps, stream), cleanup
 }
 
 // checkJob validates what of a job reaches git, a path or the environment.

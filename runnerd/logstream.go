@@ -46,18 +46,19 @@ type logStream struct {
 	// (stale attempt, or rejected): the job must stop and not be reported.
 	onDead func(error)
 
-	mu           sync.Mutex
-	buf          []byte
-	acked        int64     // bytes the control plane holds
-	pendingSince time.Time // when the oldest unsent byte was written; zero when none
-	urgent       bool      // send what is pending at once
-	outStart     int       // where the step's output begins in buf (-1 before it does)
-	outEnd       int       // where it ends (-1 while it runs)
-	outWritten   int64     // output bytes kept
-	dropped      int64     // output bytes dropped beyond limit
-	dead         error     // why the control plane will take no more
-	progress     chan struct{}
-	wake         chan struct{}
+	mu            sync.Mutex
+	buf           []byte
+	acked         int64     // bytes the control plane holds
+	pendingSince  time.Time // when the oldest unsent byte was written; zero when none
+	urgent        bool      // send what is pending at once
+	outStart      int       // where the step's output begins in buf (-1 before it does)
+	outEnd        int       // where it ends (-1 while it runs)
+	outWritten    int64     // output bytes kept
+	dropped       int64     // output bytes dropped beyond limit
+	droppedMarked int64     // dropped bytes a marker line already reported
+	dead          error     // why the control plane will take no more
+	progress      chan struct{}
+	wake          chan struct{}
 }
 
 func newLogStream(append appendFunc, key jobKey, limit int64, logger *slog.Logger, onDead func(error)) *logStream {
@@ -122,9 +123,11 @@ func (s *logStream) Printf(format string, args ...any) {
 
 // Output returns the writer the step's output goes to. It keeps the first
 // limit bytes and counts the rest as dropped.
+// Each call starts a new step: OutputBytes then returns that step's output.
 func (s *logStream) Output() io.Writer {
 	s.mu.Lock()
 	s.outStart = len(s.buf)
+	s.outEnd = -1
 	s.mu.Unlock()
 	return outputWriter{s}
 }
@@ -157,7 +160,8 @@ func (s *logStream) EndOutput() {
 		return
 	}
 	s.outEnd = len(s.buf)
-	dropped := s.dropped
+	dropped := s.dropped - s.droppedMarked
+	s.droppedMarked = s.dropped
 	if dropped > 0 {
 		nl := ""
 		if s.outStart >= 0 && len(s.buf) > s.outStart && s.buf[len(s.buf)-1] != '\n' {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/pontus-ci/pontus/internal/dial"
+	"github.com/pontus-ci/pontus/plugins"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 	"github.com/pontus-ci/pontus/schema/gen/pontus/v1/pontusv1connect"
 )
@@ -58,6 +59,7 @@ type Runner struct {
 	http    *http.Client
 	client  pontusv1connect.RunnerServiceClient
 	exec    Executor
+	sandbox Sandbox // nil unless cfg.WASM; set by Run
 	repos   *repoCache
 	version string
 
@@ -109,6 +111,9 @@ func New(cfg Config, logger *slog.Logger) (*Runner, error) {
 		}
 		cfg.Token = strings.TrimSpace(string(b))
 	}
+	if cfg.WASM && !slices.Contains(cfg.Labels, WASMLabel) {
+		cfg.Labels = append(slices.Clone(cfg.Labels), WASMLabel)
+	}
 	wd, err := filepath.Abs(cfg.Workdir)
 	if err != nil {
 		return nil, fmt.Errorf("resolve runner.workdir: %w", err)
@@ -154,14 +159,23 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	defer unlock()
 	defer r.http.CloseIdleConnections()
+	if r.cfg.WASM {
+		host, err := plugins.NewHost(ctx, plugins.HostConfig{
+			CacheDir:       filepath.Join(r.cfg.Workdir, "wazero"),
+			MemoryLimitMiB: r.cfg.WASMMemoryLimitMiB,
+			OutputLimitMiB: r.cfg.OutputLimitMiB,
+		}, r.logger.With("component", "wasm"))
+		if err != nil {
+			return fmt.Errorf("start the WebAssembly host: %w", err)
+		}
+		defer host.Close(context.Background())
+		r.sandbox = host
+	}
 	if err := r.repos.prepare(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("prepare workdir: %w", err)
-	}
-	if r.cfg.AllowRepoConfig {
-		r.logger.Info("allow_repo_config is set, but repository configuration is not supported yet; ignoring it")
 	}
 	sess, ok := r.register(ctx)
 	if !ok {

@@ -15,7 +15,7 @@
 //
 // and configure it in pontus.toml:
 //
-//	[[plugin]]
+//	[[runner.plugins]]
 //	name = "secrets"
 //	module = "/opt/pontus/plugins/secrets.wasm"
 //	args = ["-skip-dirs", "node_modules,testdata"]

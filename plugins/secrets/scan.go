@@ -78,7 +78,7 @@ func rules() []*rule {
 			id: "hard-coded passwords", what: "high-entropy password or secret assignment",
 			re:    regexp.MustCompile(`(?i)(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret)["']?\s*(?::=|=>|[:=])\s*["']([^"'\s]{12,})["']`),
 			group: 1,
-			keep:  func(s string, _ []byte) bool { return !placeholder(s) && entropy(s) >= 3.5 },
+			keep:  func(s string, _ []byte) bool { return !placeholder(s) && !wordy(s) && entropy(s) >= 3.5 },
 		},
 	}
 }
@@ -92,6 +92,20 @@ func placeholder(s string) bool {
 		}
 	}
 	return false
+}
+
+// wordy reports values made only of letter runs joined by punctuation
+// ("home-config-bar", "XDG_RUNTIME_DIR", "a-refresh-token..client-id"):
+// identifiers and names, not secrets, whatever their entropy.
+func wordy(s string) bool {
+	for _, part := range strings.FieldsFunc(s, func(r rune) bool { return strings.ContainsRune("-_./: ", r) }) {
+		for _, r := range part {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // entropy is the Shannon entropy of s in bits per byte.

@@ -66,6 +66,8 @@ func TestScanIgnoresHarmlessText(t *testing.T) {
 		`password = "` + `changeme-please-123"` + "\n",
 		"token: " + "ghp_" + "R2d2C3poR2d2C3poR2d2C3poR2d2C3poAbCd # " + allowMarker + "\n",
 		"func password() string { return lookup(\"pw\") }\n",
+		`Password: "` + `XDG_RUNTIME_DIR-bar",` + "\n",
+		`Password: "` + `a-refresh-token..client-id",` + "\n",
 	}
 	rs := rules()
 	for _, h := range harmless {

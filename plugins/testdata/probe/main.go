@@ -43,7 +43,10 @@ func main() {
 		}
 		data, err := os.ReadFile(arg(2))
 		report(firstLine(data), err)
-	case "link":
+	case "link": // link old new, creating old first when it is in /tmp
+		if strings.HasPrefix(arg(1), "/tmp/") {
+			os.WriteFile(arg(1), []byte("x"), 0o644)
+		}
 		report("", os.Link(arg(1), arg(2)))
 	case "rawopen": // path_open on the first preopen, skipping Go's path cleaning
 		report("", rawOpen(arg(1)))
@@ -77,16 +80,15 @@ func main() {
 			}
 		}
 	case "sleep":
+		fmt.Println("sleeping")
 		time.Sleep(time.Hour)
 		report("woke up", nil)
 	case "mem": // allocate and touch 8 MiB chunks until the runtime dies
 		var keep [][]byte
 		for i := 0; ; i++ {
 			b := make([]byte, 8<<20)
-			for j := range b {
-				if j%4096 == 0 {
-					b[j] = byte(i)
-				}
+			for j := 0; j < len(b); j += 4096 {
+				b[j] = byte(i) // make every page resident
 			}
 			keep = append(keep, b)
 			if i%8 == 0 {

@@ -1,0 +1,241 @@
+package runnerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/pontus-ci/pontus/internal/testreport"
+	"github.com/pontus-ci/pontus/internal/testrun"
+	"github.com/pontus-ci/pontus/plugins"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+)
+
+// Sandbox is what the runner needs of the WebAssembly host: an Executor for
+// plugin steps that can also run a repository's Go tests compiled to
+// WebAssembly. plugins.Host satisfies it.
+type Sandbox interface {
+	Executor
+	RunGoTests(ctx context.Context, spec testrun.Spec, cacheEnv []string) testrun.Result
+}
+
+// repoConfigFile is a repository's own configuration, read when the runner
+// allows it.
+const repoConfigFile = ".pontus.toml"
+
+// repoConfig is what a repository's .pontus.toml may say.
+type repoConfig struct {
+	// TestCommand replaces the runner's test command (sh -c in the checkout).
+	TestCommand string `toml:"test_command"`
+	// Plugins are WebAssembly steps; modules are paths inside the checkout.
+	Plugins []plugins.StepConfig `toml:"plugins"`
+}
+
+// jobStep is one step of a job: native (argv) or sandboxed (plugin, or the
+// repository's Go tests).
+type jobStep struct {
+	name   string
+	native *step
+	plugin *plugins.StepConfig
+}
+
+func (s jobStep) describe() string {
+	switch {
+	case s.native != nil:
+		return strings.Join(s.native.argv, " ")
+	case s.plugin.GoTests:
+		return fmt.Sprintf("%s: Go tests of ./%s compiled to WebAssembly, in the sandbox", s.plugin.Name, s.plugin.WorkDir)
+	}
+	return fmt.Sprintf("plugin %s (%s), in the sandbox", s.plugin.Name, s.plugin.Module)
+}
+
+// planSteps decides what a job runs in the checkout at dir, in this order:
+// the plugin steps (the repository's, when it has a .pontus.toml the runner
+// allows, else the runner's), then the test step: the repository's
+// test_command, the runner's test_command, or what the checkout's files call
+// for (Python unittest, Go tests natively or in the sandbox, tests/*.wasm
+// modules). A reason is returned when the job cannot run.
+func (r *Runner) planSteps(dir string) ([]jobStep, string) {
+	pluginSteps := r.cfg.Plugins
+	testCommand := r.cfg.TestCommand
+	if r.cfg.AllowRepoConfig {
+		rc, found, err := readRepoConfig(dir)
+		if err != nil {
+			return nil, err.Error()
+		}
+		if found {
+			pluginSteps = rc.Plugins
+			if rc.TestCommand != "" {
+				testCommand = rc.TestCommand
+			}
+		}
+	}
+	var steps []jobStep
+	for i := range pluginSteps {
+		steps = append(steps, jobStep{name: pluginSteps[i].Name, plugin: &pluginSteps[i]})
+	}
+	if testCommand != "" {
+		steps = append(steps, jobStep{name: "tests", native: &step{argv: []string{"sh", "-c", testCommand}}})
+	} else if st, ok := testStep("", dir); ok {
+		goTests := st.argv[0] == "go"
+		if goTests && r.sandbox != nil && (r.cfg.SandboxGoTests || !r.cfg.Native) {
+			steps = append(steps, jobStep{name: "go-tests", plugin: &plugins.StepConfig{Name: "go-tests", GoTests: true, WorkDir: "tests"}})
+		} else {
+			steps = append(steps, jobStep{name: "tests", native: &st})
+		}
+	} else if r.sandbox != nil {
+		mods, _ := plugins.FindTestModules(dir)
+		for _, m := range mods {
+			rel, _ := filepath.Rel(dir, m)
+			name := strings.TrimSuffix(filepath.Base(m), ".wasm")
+			steps = append(steps, jobStep{name: name, plugin: &plugins.StepConfig{Name: name, Module: filepath.ToSlash(rel), WorkDir: "tests"}})
+		}
+	}
+	if len(steps) == 0 {
+		return nil, noTestsReason
+	}
+	for _, s := range steps {
+		if s.native != nil && !r.cfg.Native {
+			return nil, fmt.Sprintf("this runner runs only sandboxed WebAssembly steps (runner.native = false), but the job needs %q", s.describe())
+		}
+		if s.plugin != nil && r.sandbox == nil {
+			return nil, "the job has WebAssembly steps but this runner does not run them (runner.wasm = false)"
+		}
+	}
+	return steps, ""
+}
+
+// readRepoConfig reads dir/.pontus.toml. The file comes from the repository
+// under test, so it is untrusted: it must be a regular file, small, with no
+// unknown keys, and its plugin modules must lie inside the checkout.
+func readRepoConfig(dir string) (repoConfig, bool, error) {
+	var rc repoConfig
+	p := filepath.Join(dir, repoConfigFile)
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return rc, false, nil
+	}
+	if err != nil {
+		return rc, false, fmt.Errorf("%s: %v", repoConfigFile, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > 1<<20 {
+		return rc, false, fmt.Errorf("%s must be a regular file of at most 1 MiB", repoConfigFile)
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return rc, false, fmt.Errorf("%s: %v", repoConfigFile, err)
+	}
+	md, err := toml.Decode(string(data), &rc)
+	if err != nil {
+		return rc, false, fmt.Errorf("%s: %v", repoConfigFile, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return rc, false, fmt.Errorf("%s: unknown key %s", repoConfigFile, und[0])
+	}
+	if strings.ContainsRune(rc.TestCommand, 0) {
+		return rc, false, fmt.Errorf("%s: test_command contains a NUL byte", repoConfigFile)
+	}
+	for i, s := range rc.Plugins {
+		if err := s.ValidateInRepo(); err != nil {
+			return rc, false, fmt.Errorf("%s: plugins[%d]: %v", repoConfigFile, i, err)
+		}
+	}
+	return rc, true, nil
+}
+
+// runSteps runs the steps in order and combines their results: the worst
+// status wins, a canceled or timed-out step ends the job, and each step's
+// per-test results come from its executor, else from JUnit reports it left
+// (native steps), else from its output. With several steps, sandboxed
+// steps' tests are named "<step>: <test>".
+func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, steps []jobStep, stream *logStream) testrun.Result {
+	total := testrun.Result{Status: testrun.Passed, Tests: []*pontusv1.TestCase{}}
+	for i, s := range steps {
+		if len(steps) > 1 {
+			stream.Printf("[pontus: step %d of %d: %s]", i+1, len(steps), s.describe())
+		}
+		res := r.runStep(ctx, job, dir, s, stream)
+		stream.EndOutput()
+		if res.Tests == nil && s.native != nil {
+			res.Tests = junitTests(dir, r.cfg.JUnit)
+		}
+		if res.Tests == nil {
+			res.Tests = testreport.Parse(stream.OutputBytes())
+		}
+		for _, t := range res.Tests {
+			if len(steps) > 1 && s.native == nil {
+				t.Name = s.name + ": " + t.Name
+			}
+			total.Tests = append(total.Tests, t)
+		}
+		if i == 0 || worse(res.Status, total.Status) {
+			total.Status, total.ExitCode, total.Reason = res.Status, res.ExitCode, res.Reason
+			if len(steps) > 1 && res.Reason != "" {
+				total.Reason = s.name + ": " + res.Reason
+			}
+		}
+		if res.Status == testrun.Canceled || res.Status == testrun.TimedOut {
+			break
+		}
+	}
+	return total
+}
+
+// worse orders statuses: canceled, timed out, error, failed, passed.
+func worse(a, b testrun.Status) bool {
+	rank := []testrun.Status{testrun.Passed, testrun.Failed, testrun.Errored, testrun.TimedOut, testrun.Canceled}
+	return slices.Index(rank, a) > slices.Index(rank, b)
+}
+
+func (r *Runner) runStep(ctx context.Context, job *pontusv1.Job, dir string, s jobStep, stream *logStream) testrun.Result {
+	switch {
+	case s.native != nil:
+		if s.native.detected {
+			if _, err := exec.LookPath(s.native.argv[0]); err != nil {
+				return errored("cannot run the tests: %s is not installed on this runner (not found on PATH)", s.native.argv[0])
+			}
+		}
+		return r.exec.Run(ctx, testrun.Spec{
+			Dir: dir, Command: s.native.argv, Env: stepEnv(os.Environ(), job, s.native.env),
+			Output: stream.Output(), Timeout: r.cfg.Timeout, KillGrace: r.cfg.KillGrace,
+		})
+	}
+	timeout := r.cfg.Timeout
+	if s.plugin.Timeout > 0 {
+		timeout = s.plugin.Timeout
+	}
+	spec := testrun.Spec{
+		Dir: dir, Plugin: s.plugin.Plugin(dir), Env: append(s.plugin.EnvList(), ciEnv(job)...),
+		Output: stream.Output(), Timeout: timeout,
+	}
+	if s.plugin.GoTests {
+		return r.sandbox.RunGoTests(ctx, spec, goCacheEnv())
+	}
+	return r.sandbox.Run(ctx, spec)
+}
+
+// ciEnv is the CI metadata a sandboxed step sees (its only environment
+// besides what its configuration names).
+func ciEnv(job *pontusv1.Job) []string {
+	return stepEnv(nil, job, nil)
+}
+
+// goCacheEnv passes the runner's Go caches to the trusted compiler that
+// builds a repository's Go tests for the sandbox.
+func goCacheEnv() []string {
+	var env []string
+	for _, k := range []string{"HOME", "GOCACHE", "GOMODCACHE", "GOPATH", "PATH"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}

@@ -1,0 +1,101 @@
+package runnerd
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pontus-ci/pontus/internal/testrun"
+	"github.com/pontus-ci/pontus/plugins"
+)
+
+// planOnly is a Sandbox for tests of planning, which never runs a step.
+type planOnly struct{}
+
+func (planOnly) Run(context.Context, testrun.Spec) testrun.Result { panic("planning runs nothing") }
+func (planOnly) RunGoTests(context.Context, testrun.Spec, []string) testrun.Result {
+	panic("planning runs nothing")
+}
+
+func writeTree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for p, c := range files {
+		full := filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestPlanSteps(t *testing.T) {
+	runnerPlugin := plugins.StepConfig{Name: "secrets", Module: "/opt/secrets.wasm"}
+	for _, tc := range []struct {
+		name   string
+		cfg    func(*Config)
+		wasm   bool
+		files  map[string]string
+		want   []string // describe() of each step
+		reason string   // substring of the refusal
+	}{
+		{name: "python", files: map[string]string{"tests/test_a.py": ""}, want: []string{"python3 -m unittest discover -s tests -v"}},
+		{name: "go natively", files: map[string]string{"go.mod": "module m\n", "tests/a_test.go": ""}, want: []string{"go test -v ./tests/..."}},
+		{name: "go in the sandbox", wasm: true, cfg: func(c *Config) { c.SandboxGoTests = true },
+			files: map[string]string{"go.mod": "module m\n", "tests/a_test.go": ""}, want: []string{"go-tests: Go tests of ./tests compiled to WebAssembly, in the sandbox"}},
+		{name: "wasm test modules", wasm: true, files: map[string]string{"tests/unit.wasm": "\x00asm"},
+			want: []string{"plugin unit (tests/unit.wasm), in the sandbox"}},
+		{name: "runner test command wins over detection", cfg: func(c *Config) { c.TestCommand = "make test" },
+			files: map[string]string{"tests/test_a.py": ""}, want: []string{"sh -c make test"}},
+		{name: "runner plugins run before the tests", wasm: true, cfg: func(c *Config) { c.Plugins = []plugins.StepConfig{runnerPlugin} },
+			files: map[string]string{"tests/test_a.py": ""}, want: []string{"plugin secrets (/opt/secrets.wasm), in the sandbox", "python3 -m unittest discover -s tests -v"}},
+		{name: "repo config ignored unless allowed", files: map[string]string{"tests/test_a.py": "", ".pontus.toml": "test_command = \"evil\"\n"},
+			want: []string{"python3 -m unittest discover -s tests -v"}},
+		{name: "repo config when allowed", wasm: true, cfg: func(c *Config) { c.AllowRepoConfig = true; c.Plugins = []plugins.StepConfig{runnerPlugin} },
+			files: map[string]string{".pontus.toml": "test_command = \"make check\"\n[[plugins]]\nname = \"lint\"\nmodule = \"tools/lint.wasm\"\n"},
+			want:  []string{"plugin lint (tools/lint.wasm), in the sandbox", "sh -c make check"}},
+		{name: "repo plugin outside the checkout refused", wasm: true, cfg: func(c *Config) { c.AllowRepoConfig = true },
+			files:  map[string]string{".pontus.toml": "[[plugins]]\nname = \"x\"\nmodule = \"../../etc/x.wasm\"\n"},
+			reason: ".pontus.toml: plugins[0]"},
+		{name: "repo config unknown key", cfg: func(c *Config) { c.AllowRepoConfig = true },
+			files: map[string]string{".pontus.toml": "tset_command = \"x\"\n"}, reason: "unknown key tset_command"},
+		{name: "sandbox-only runner refuses native steps", wasm: true, cfg: func(c *Config) { c.Native = false },
+			files: map[string]string{"tests/test_a.py": ""}, reason: "runs only sandboxed WebAssembly steps"},
+		{name: "sandbox-only runner runs Go tests in the sandbox", wasm: true, cfg: func(c *Config) { c.Native = false },
+			files: map[string]string{"go.mod": "module m\n", "tests/a_test.go": ""}, want: []string{"go-tests: Go tests of ./tests compiled to WebAssembly, in the sandbox"}},
+		{name: "nothing to run", files: map[string]string{"README": ""}, reason: "no tests found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			if tc.cfg != nil {
+				tc.cfg(&cfg)
+			}
+			r := &Runner{cfg: cfg}
+			if tc.wasm {
+				r.sandbox = planOnly{}
+			}
+			steps, why := r.planSteps(writeTree(t, tc.files))
+			if tc.reason != "" {
+				if !strings.Contains(why, tc.reason) {
+					t.Fatalf("reason %q, want it to contain %q (steps %v)", why, tc.reason, steps)
+				}
+				return
+			}
+			if why != "" {
+				t.Fatalf("refused: %s", why)
+			}
+			var got []string
+			for _, s := range steps {
+				got = append(got, s.describe())
+			}
+			if strings.Join(got, " | ") != strings.Join(tc.want, " | ") {
+				t.Fatalf("steps:\n got  %q\n want %q", got, tc.want)
+			}
+		})
+	}
+}
