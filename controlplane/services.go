@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -61,6 +62,11 @@ func (s runnerService) Register(ctx context.Context, req *pontusv1.RegisterReque
 	}
 	if len(req.Version) > maxVersionLen {
 		return nil, invalidf("version", "longer than %d bytes", maxVersionLen)
+	}
+	for _, c := range req.Version {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("._+-()/: ", c)) {
+			return nil, invalidf("version", "may hold only letters, digits, spaces and . _ + - ( ) / :, got %q", req.Version)
+		}
 	}
 	r, err := s.d.register(ctx, req.Name, req.Labels, req.Capacity, req.Version)
 	if err != nil {
