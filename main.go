@@ -52,6 +52,7 @@ func commands() []command {
 		{"trigger", "re-run a commit", runTrigger},
 		{"cancel", "cancel a build", runCancel},
 		{"notify", "report a commit at once (for git hooks)", runNotify},
+		{"bench", "measure latency, dispatch throughput, fleet cost", runBench},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "pontus", version)
 			return nil
