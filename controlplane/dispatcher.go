@@ -412,17 +412,19 @@ func (d *dispatcher) finishedJob(ctx context.Context, jobID int64, attempt int32
 		fmt.Errorf("attempt: job %d attempt %d is not current (build is %s after attempt %d)", jobID, attempt, statusName(b.Status), b.Attempt))
 }
 
-// startedLocked moves a leased build to RUNNING.
-func (d *dispatcher) startedLocked(lb *liveBuild) *store.Commit {
+// startedLocked moves a leased build to RUNNING. The change is not written
+// to the store on its own: LEASED and RUNNING are treated alike after a
+// restart (both keep their lease), so it rides along with the build's next
+// durable write and costs the hot path no commit.
+func (d *dispatcher) startedLocked(lb *liveBuild) {
 	if lb.b.Status != statusLeased {
-		return nil
+		return
 	}
 	lb.b.Status = statusRunning
 	if n := len(lb.b.Attempts); n > 0 {
 		lb.b.Attempts[n-1].Status = statusRunning
 	}
 	d.touchLocked(lb)
-	return d.st.Enqueue(store.Mutation{PutBuild: lb.b})
 }
 
 // appendLog is AppendLog.
@@ -468,14 +470,9 @@ func (d *dispatcher) appendLog(ctx context.Context, jobID int64, attempt int32, 
 	}
 	d.mu.Lock()
 	lb.b.LogSize, lb.b.LogTruncated = size, truncated
-	c := d.startedLocked(lb)
+	d.startedLocked(lb)
 	d.notifyLocked(lb)
 	d.mu.Unlock()
-	if c != nil {
-		if err := c.Wait(ctx); err != nil {
-			return 0, storeErr(err)
-		}
-	}
 	return size, nil
 }
 
@@ -508,9 +505,7 @@ func (d *dispatcher) heartbeat(ctx context.Context, runnerID string, leases []*p
 		}
 		lb.b.LeaseDeadline = timestamppb.New(now.Add(d.cfg.LeaseDuration))
 		r.leases[l.JobId] = l.Attempt
-		if c := d.startedLocked(lb); c != nil {
-			commits = append(commits, c)
-		}
+		d.startedLocked(lb)
 		if lb.b.CancelRequested {
 			cancel = append(cancel, l)
 		}
@@ -703,8 +698,9 @@ func (d *dispatcher) newBuildLocked(repo, branch, commit, cloneURL string, label
 
 // report is ReportCommits.
 func (d *dispatcher) report(ctx context.Context, repo, branch, cloneURL string, labels, commits []string) ([]*pontusv1.Build, error) {
+	// reportMu makes check-then-create atomic between reports; it is
+	// released before the durable wait, since the store commits in order.
 	d.reportMu.Lock()
-	defer d.reportMu.Unlock()
 	out := make([]*pontusv1.Build, len(commits))
 	for i, c := range commits {
 		if b := d.liveByCommit(repo, c); b != nil {
@@ -717,6 +713,7 @@ func (d *dispatcher) report(ctx context.Context, repo, branch, cloneURL string, 
 			continue
 		}
 		if !errors.Is(err, store.ErrNotFound) {
+			d.reportMu.Unlock()
 			return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
 		}
 	}
@@ -741,6 +738,7 @@ func (d *dispatcher) report(ctx context.Context, repo, branch, cloneURL string, 
 	}
 	d.dispatchLocked()
 	d.mu.Unlock()
+	d.reportMu.Unlock()
 	if err := c.Wait(ctx); err != nil {
 		return nil, storeErr(err)
 	}

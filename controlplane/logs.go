@@ -11,7 +11,7 @@ import (
 )
 
 // logStore keeps each attempt's log as a file
-// data_dir/logs/<build id>/<attempt>.log, capped at max bytes with a marker
+// data_dir/logs/<build id>-<attempt>.log, capped at max bytes with a marker
 // line. Appends reach the file before AppendLog answers, so a crash of the
 // control plane loses no acknowledged output.
 type logStore struct {
@@ -21,7 +21,7 @@ type logStore struct {
 }
 
 func (l *logStore) path(build int64, attempt int32) string {
-	return filepath.Join(l.dir, strconv.FormatInt(build, 10), strconv.Itoa(int(attempt))+".log")
+	return filepath.Join(l.dir, strconv.FormatInt(build, 10)+"-"+strconv.Itoa(int(attempt))+".log")
 }
 
 // truncMarker ends a log cut at the cap.
@@ -36,11 +36,7 @@ func (l *logStore) append(build int64, attempt int32, off int64, data []byte, tr
 	if truncated {
 		return true, nil
 	}
-	p := l.path(build, attempt)
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return false, fmt.Errorf("create log directory: %w", err)
-	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(l.path(build, attempt), os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return false, fmt.Errorf("open log: %w", err)
 	}

@@ -13,13 +13,17 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/pontus-ci/pontus/controlplane/store"
@@ -32,6 +36,11 @@ const (
 	maxMessageBytes = 8 << 20  // one decoded message (Connect checks after decompression)
 	maxBodyBytes    = 16 << 20 // one HTTP request body
 )
+
+// servedServices returns the API's services, as health checks name them.
+func servedServices() []string {
+	return []string{pontusv1connect.RunnerServiceName, pontusv1connect.ObserverServiceName, pontusv1connect.BuildServiceName}
+}
 
 // Server is a control plane.
 type Server struct {
@@ -56,6 +65,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}
 	m := newMetrics()
 	logs := &logStore{dir: filepath.Join(cfg.DataDir, "logs"), max: int64(cfg.MaxLogMiB) << 20, fsync: cfg.Fsync}
+	if err := os.MkdirAll(logs.dir, 0o700); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("create log directory: %w", err)
+	}
 	results := &resultWriter{dir: cfg.ResultsDir, logs: logs, fsync: cfg.Fsync}
 	d := newDispatcher(cfg, st, logs, results, m, logger)
 	unreported, err := d.load(ctx)
@@ -68,8 +81,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}
 	m.registerLive(d)
 	s := &Server{cfg: cfg, log: logger, st: st, d: d, metrics: m}
-	s.health = grpchealth.NewStaticChecker(
-		pontusv1connect.RunnerServiceName, pontusv1connect.ObserverServiceName, pontusv1connect.BuildServiceName)
+	s.health = grpchealth.NewStaticChecker(servedServices()...)
 	s.handler = s.routes()
 	logger.Info("control plane state loaded", "live_builds", len(d.builds), "runners", len(d.runners), "data_dir", cfg.DataDir)
 	return s, nil
@@ -88,8 +100,15 @@ func (s *Server) routes() http.Handler {
 		connect.WithInterceptors(rpcCounter{s.metrics}),
 	}
 	mux := http.NewServeMux()
+	refused := func(r *http.Request) {
+		// Counted like the RPCs the interceptor sees, for procedures that
+		// exist only, so made-up paths cannot grow the label set.
+		if knownProcedure(r.URL.Path) {
+			s.metrics.rpcs.WithLabelValues(r.URL.Path, connect.CodeUnauthenticated.String()).Inc()
+		}
+	}
 	mount := func(token string, cookieOK bool, path string, h http.Handler, longLived ...string) {
-		h = requireToken(token, cookieOK, h)
+		h = requireToken(token, cookieOK, h, refused)
 		mux.Handle(path, h)
 		for _, proc := range longLived {
 			mux.Handle(proc, noWriteDeadline(h))
@@ -104,17 +123,18 @@ func (s *Server) routes() http.Handler {
 	mount(s.cfg.UserToken, true, path, h,
 		pontusv1connect.BuildServiceWatchBuildsProcedure, pontusv1connect.BuildServiceTailLogProcedure)
 
-	mux.Handle(grpchealth.NewHandler(s.health))
+	hpath, hh := grpchealth.NewHandler(s.health)
+	mux.Handle(hpath, s.endOnShutdown(hh))
 	reflector := grpcreflect.NewStaticReflector(
 		pontusv1connect.RunnerServiceName, pontusv1connect.ObserverServiceName, pontusv1connect.BuildServiceName,
 		grpchealth.HealthV1ServiceName)
 	rpath, rh := grpcreflect.NewHandlerV1(reflector)
-	mux.Handle(rpath, noWriteDeadline(rh))
+	mux.Handle(rpath, s.endOnShutdown(rh))
 	rpath, rh = grpcreflect.NewHandlerV1Alpha(reflector)
-	mux.Handle(rpath, noWriteDeadline(rh))
+	mux.Handle(rpath, s.endOnShutdown(rh))
 
 	metricsHandler := promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
-	mux.Handle("/metrics", requireToken(s.cfg.UserToken, true, metricsHandler))
+	mux.Handle("/metrics", requireToken(s.cfg.UserToken, true, metricsHandler, nil))
 	mux.Handle("/", web.New(builds, web.Options{UserToken: s.cfg.UserToken, Logger: s.log}))
 	return http.MaxBytesHandler(mux, maxBodyBytes)
 }
@@ -126,6 +146,43 @@ func noWriteDeadline(h http.Handler) http.Handler {
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 		h.ServeHTTP(w, r)
 	})
+}
+
+// endOnShutdown serves h's streams (health Watch, reflection sessions)
+// without the write deadline, and ends them when the server shuts down, so
+// an open grpcurl session or a load balancer's watch does not hold the
+// shutdown to its bound.
+func (s *Server) endOnShutdown(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		go func() {
+			select {
+			case <-s.d.shutdown:
+				cancel()
+				// Unblocks a handler waiting for the client's next message.
+				_ = r.Body.Close()
+			case <-ctx.Done():
+			}
+		}()
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// knownProcedure reports whether path is "/<service>/<method>" of a service
+// in the protobuf registry.
+func knownProcedure(path string) bool {
+	svc, method, ok := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	if !ok {
+		return false
+	}
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
+	if err != nil {
+		return false
+	}
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	return ok && sd.Methods().ByName(protoreflect.Name(method)) != nil
 }
 
 // CheckExposure refuses to serve a non-loopback address without tokens
@@ -202,7 +259,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
-	s.health.SetStatus("", grpchealth.StatusNotServing)
+	for _, svc := range append([]string{""}, servedServices()...) {
+		s.health.SetStatus(svc, grpchealth.StatusNotServing)
+	}
 	s.d.close()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -64,8 +64,8 @@ func (s runnerService) Register(ctx context.Context, req *pontusv1.RegisterReque
 		return nil, invalidf("version", "longer than %d bytes", maxVersionLen)
 	}
 	for _, c := range req.Version {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("._+-()/: ", c)) {
-			return nil, invalidf("version", "may hold only letters, digits, spaces and . _ + - ( ) / :, got %q", req.Version)
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("._+-()/:, =@~", c)) {
+			return nil, invalidf("version", "may hold only letters, digits, spaces and . _ + - ( ) / : , = @ ~, got %q", req.Version)
 		}
 	}
 	r, err := s.d.register(ctx, req.Name, req.Labels, req.Capacity, req.Version)
@@ -314,6 +314,10 @@ func (s buildService) WatchBuilds(ctx context.Context, req *pontusv1.WatchBuilds
 	}
 	sub := s.d.subscribe(req.Repo, req.Branch)
 	defer s.d.unsubscribe(sub)
+	// Answer with headers at once, so the client knows it is subscribed.
+	if err := stream.Send(nil); err != nil {
+		return err
+	}
 	for {
 		select {
 		case b := <-sub.ch:
@@ -341,6 +345,9 @@ func (s buildService) TailLog(ctx context.Context, req *pontusv1.TailLogRequest,
 	}
 	b, err := s.d.find(ctx, req.BuildId, req.Commit, req.Repo)
 	if err != nil {
+		return err
+	}
+	if err := stream.Send(nil); err != nil { // headers at once
 		return err
 	}
 	return s.d.tail(ctx, b.Id, req.Offset, req.Follow, stream.Send)

@@ -31,6 +31,7 @@ type SQLite struct {
 	write *sql.DB
 	read  *sql.DB
 	opts  SQLiteOptions
+	stmts [opReported + 1]*sql.Stmt // prepared once, per write kind
 
 	mu      sync.Mutex
 	pending []pendingWrite
@@ -78,6 +79,7 @@ CREATE TABLE IF NOT EXISTS builds (
 	data      BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS builds_commit ON builds(commit_id, id);
+CREATE INDEX IF NOT EXISTS builds_repo_commit ON builds(repo, commit_id, id);
 CREATE INDEX IF NOT EXISTS builds_branch ON builds(branch, id);
 CREATE INDEX IF NOT EXISTS builds_repo ON builds(repo, id);
 CREATE INDEX IF NOT EXISTS builds_status ON builds(status, id);
@@ -94,6 +96,20 @@ CREATE TABLE IF NOT EXISTS cursors (
 	PRIMARY KEY (repo, branch)
 );
 `
+
+// writeSQL is the statement of each write kind.
+var writeSQL = [opReported + 1]string{
+	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data)
+		VALUES (?, ?, ?, ?, ?, ?, 0, ?)
+		ON CONFLICT(id) DO UPDATE SET status = excluded.status, live = excluded.live,
+		reported = 0, data = excluded.data, branch = excluded.branch`,
+	opRunner: `INSERT INTO runners (id, data) VALUES (?, ?)
+		ON CONFLICT(id) DO UPDATE SET data = excluded.data`,
+	opDeleteRunner: `DELETE FROM runners WHERE id = ?`,
+	opCursor: `INSERT INTO cursors (repo, branch, commit_id) VALUES (?, ?, ?)
+		ON CONFLICT(repo, branch) DO UPDATE SET commit_id = excluded.commit_id`,
+	opReported: `UPDATE builds SET reported = 1 WHERE id = ?`,
+}
 
 // OpenSQLite opens (creating if needed) the store at path.
 func OpenSQLite(path string, opts SQLiteOptions) (*SQLite, error) {
@@ -117,13 +133,23 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLite, error) {
 		w.Close()
 		return nil, fmt.Errorf("create store schema in %s: %w", path, err)
 	}
+	s := &SQLite{write: w, opts: opts, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+	for kind, q := range writeSQL {
+		if q == "" {
+			continue
+		}
+		if s.stmts[kind], err = w.Prepare(q); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("prepare store statement: %w", err)
+		}
+	}
 	r, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	r.SetMaxOpenConns(4)
-	s := &SQLite{write: w, read: r, opts: opts, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+	s.read = r
 	go s.writer()
 	return s, nil
 }
@@ -238,26 +264,22 @@ func (s *SQLite) apply(batch []pendingWrite) error {
 	defer tx.Rollback()
 	for _, pw := range batch {
 		o := pw.op
+		if o.kind == 0 {
+			continue
+		}
+		st := tx.Stmt(s.stmts[o.kind])
 		var err error
 		switch o.kind {
-		case 0:
-			continue
 		case opBuild:
-			_, err = tx.Exec(`INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data)
-				VALUES (?, ?, ?, ?, ?, ?, 0, ?)
-				ON CONFLICT(id) DO UPDATE SET status = excluded.status, live = excluded.live,
-				reported = 0, data = excluded.data, branch = excluded.branch`,
-				o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data)
+			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data)
 		case opRunner:
-			_, err = tx.Exec(`INSERT INTO runners (id, data) VALUES (?, ?)
-				ON CONFLICT(id) DO UPDATE SET data = excluded.data`, o.key, o.data)
+			_, err = st.Exec(o.key, o.data)
 		case opDeleteRunner:
-			_, err = tx.Exec(`DELETE FROM runners WHERE id = ?`, o.key)
+			_, err = st.Exec(o.key)
 		case opCursor:
-			_, err = tx.Exec(`INSERT INTO cursors (repo, branch, commit_id) VALUES (?, ?, ?)
-				ON CONFLICT(repo, branch) DO UPDATE SET commit_id = excluded.commit_id`, o.repo, o.branch, o.commit)
+			_, err = st.Exec(o.repo, o.branch, o.commit)
 		case opReported:
-			_, err = tx.Exec(`UPDATE builds SET reported = 1 WHERE id = ?`, o.id)
+			_, err = st.Exec(o.id)
 		}
 		if err != nil {
 			return fmt.Errorf("store write: %w", err)
@@ -408,5 +430,10 @@ func (s *SQLite) Close() error {
 	default:
 	}
 	<-s.stopped
+	for _, st := range s.stmts {
+		if st != nil {
+			st.Close()
+		}
+	}
 	return errors.Join(s.read.Close(), s.write.Close())
 }
