@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"runtime/pprof"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -143,6 +145,19 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	logger, err := f.logs.logger(stderr)
 	if err != nil {
 		return err
+	}
+	// PONTUS_CPUPROFILE=FILE writes a CPU profile of the control plane
+	// (pontus bench uses it to find hot spots).
+	if path := os.Getenv("PONTUS_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("PONTUS_CPUPROFILE: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("PONTUS_CPUPROFILE: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	return serveControlPlane(ctx, cfg.ControlPlane, logger, nil)
 }

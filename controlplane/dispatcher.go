@@ -592,10 +592,13 @@ func (d *dispatcher) finishLocked(lb *liveBuild) *store.Commit {
 	return c
 }
 
-// reportResults writes a finished build's result files and records that
-// they were written. b must no longer be shared with the live state.
-func (d *dispatcher) reportResults(b *pontusv1.Build) {
-	if err := d.results.write(b); err != nil {
+// reportResults queues a finished build's result files for writing. b must
+// no longer be shared with the live state.
+func (d *dispatcher) reportResults(b *pontusv1.Build) { d.results.enqueue(b) }
+
+// resultsWritten records that a build's result files are in place.
+func (d *dispatcher) resultsWritten(b *pontusv1.Build, err error) {
+	if err != nil {
 		d.log.Error("write result files", "build", b.Id, "commit", b.Commit, "err", err)
 		return
 	}

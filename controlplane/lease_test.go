@@ -28,6 +28,8 @@ func newTestDispatcher(t *testing.T, cfg Config) *dispatcher {
 	if _, err := d.load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	d.results.start(d.resultsWritten)
+	t.Cleanup(d.results.stop)
 	return d
 }
 

@@ -17,10 +17,41 @@ import (
 // results_dir/<commit> (the human report) first and
 // results_dir/<commit>.json last, each atomically (temp file + rename), so
 // the .json's presence means both are complete.
+//
+// Files are written by one background goroutine, in the order builds
+// finish, off the path of the RPC that finished them; the store's
+// "reported" flag, set once both files are written, makes a restarted
+// control plane write whatever a crash left unwritten.
 type resultWriter struct {
 	dir   string
 	logs  *logStore
 	fsync bool
+
+	queue chan *pontusv1.Build
+	done  chan struct{}
+}
+
+// start runs the writer; written is called after each build's files are
+// in place.
+func (w *resultWriter) start(written func(*pontusv1.Build, error)) {
+	w.queue = make(chan *pontusv1.Build, 4096)
+	w.done = make(chan struct{})
+	go func() {
+		defer close(w.done)
+		for b := range w.queue {
+			written(b, w.write(b))
+		}
+	}()
+}
+
+// enqueue hands a finished build (no longer shared) to the writer. It
+// blocks only when thousands of builds are waiting.
+func (w *resultWriter) enqueue(b *pontusv1.Build) { w.queue <- b }
+
+// stop writes what is queued and stops the writer.
+func (w *resultWriter) stop() {
+	close(w.queue)
+	<-w.done
 }
 
 func (w *resultWriter) write(b *pontusv1.Build) error {

@@ -76,6 +76,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		st.Close()
 		return nil, fmt.Errorf("load state: %w", err)
 	}
+	results.start(d.resultsWritten)
 	for _, b := range unreported {
 		d.reportResults(b)
 	}
@@ -270,6 +271,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	close(stopTicker)
 	<-tickerDone
+	s.d.results.stop()
 	if err := s.st.Close(); err != nil && serveErr == nil {
 		serveErr = err
 	}
@@ -280,4 +282,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // Close releases the store of a Server that was never served.
-func (s *Server) Close() error { return s.st.Close() }
+func (s *Server) Close() error {
+	s.d.results.stop()
+	return s.st.Close()
+}

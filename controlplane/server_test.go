@@ -204,6 +204,10 @@ func TestJobLifecycleWritesResults(t *testing.T) {
 	if _, err := cp.runners.CompleteJob(ctx, done); err != nil {
 		t.Fatalf("repeat CompleteJob: %v", err)
 	}
+	waitFor(t, "result files", 5*time.Second, func() (bool, string) {
+		_, err := os.Stat(filepath.Join(cp.cfg.ResultsDir, commitA+".json"))
+		return err == nil, fmt.Sprint(err)
+	})
 	human, err := os.ReadFile(filepath.Join(cp.cfg.ResultsDir, commitA))
 	if err != nil {
 		t.Fatal(err)
@@ -292,9 +296,10 @@ func TestLeaseExpiryRequeuesAndFencesStaleAttempt(t *testing.T) {
 	if !strings.Contains(got.Reason, "runner lost") || len(got.Attempts) != 2 {
 		t.Fatalf("final: %s %q attempts=%d", got.Status, got.Reason, len(got.Attempts))
 	}
-	if _, err := os.Stat(filepath.Join(cfg.ResultsDir, commitA+".json")); err != nil {
-		t.Fatalf("no result for runner-lost build: %v", err)
-	}
+	waitFor(t, "result of the runner-lost build", 5*time.Second, func() (bool, string) {
+		_, err := os.Stat(filepath.Join(cfg.ResultsDir, commitA+".json"))
+		return err == nil, fmt.Sprint(err)
+	})
 }
 
 func TestHeartbeatKeepsLeaseAndCarriesCancel(t *testing.T) {
