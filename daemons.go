@@ -9,8 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime/pprof"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 

@@ -12,10 +12,11 @@ import (
 )
 
 // requireToken rejects, before anything is decoded, requests to h that do
-// not carry the role's token. The BuildService also accepts the
-// dashboard's sign-in cookie, so the dashboard's own JavaScript can call it. The error is written in whichever protocol
-// the client speaks (Connect → HTTP 401, gRPC → status 16).
-func requireToken(token string, cookieOK bool, h http.Handler) http.Handler {
+// not carry the role's token, and tells refused (if not nil) about each.
+// The BuildService also accepts the dashboard's sign-in cookie, so the
+// dashboard's own JavaScript can call it. The error is written in whichever
+// protocol the client speaks (Connect → HTTP 401, gRPC → status 16).
+func requireToken(token string, cookieOK bool, h http.Handler, refused func(*http.Request)) http.Handler {
 	if token == "" {
 		return h
 	}
@@ -24,6 +25,9 @@ func requireToken(token string, cookieOK bool, h http.Handler) http.Handler {
 		if tokenOK(r, token, cookieOK) {
 			h.ServeHTTP(w, r)
 			return
+		}
+		if refused != nil {
+			refused(r)
 		}
 		err := connect.NewError(connect.CodeUnauthenticated, errors.New("missing or wrong bearer token for this service"))
 		if ew.IsSupported(r) {
@@ -35,7 +39,8 @@ func requireToken(token string, cookieOK bool, h http.Handler) http.Handler {
 }
 
 func tokenOK(r *http.Request, token string, cookieOK bool) bool {
-	if got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && equal(got, token) {
+	// The scheme is case-insensitive (RFC 9110 §11.1): "bearer" is Bearer.
+	if scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") && equal(got, token) {
 		return true
 	}
 	if cookieOK {

@@ -24,6 +24,19 @@ func fail(field, format string, args ...any) error {
 	return &Error{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
+// ShellMeta are the characters that end a shell command, start a
+// substitution or redirect: ` $ ; & | < >. Branch names, repository names,
+// clone URLs and names never hold them, so a value that reaches a script
+// through CI metadata (as branch names famously do) cannot run anything.
+const ShellMeta = "`$;&|<>"
+
+func shellMeta(field, what, s string) error {
+	if i := strings.IndexAny(s, ShellMeta); i >= 0 {
+		return fail(field, "%s %s contains %q, a shell metacharacter Pontus does not allow", what, quote(s), s[i])
+	}
+	return nil
+}
+
 // quote shows a bad value in an error message, shortened and escaped so it
 // cannot forge log lines.
 func quote(s string) string {
@@ -51,7 +64,8 @@ func CommitID(field, s string) error {
 
 // Branch accepts a branch name as git's check-ref-format does ("main",
 // "release/1.2"), and rejects anything that could be read as an option or a
-// revision expression.
+// revision expression, and the shell metacharacters of [ShellMeta] (which
+// git allows, and which have been used to inject commands into CI scripts).
 func Branch(field, s string) error {
 	return refName(field, s, false)
 }
@@ -84,9 +98,18 @@ func refName(field, s string, glob bool) error {
 			return fail(field, "branch name %s has a component starting with '.'", quote(s))
 		}
 	}
+	if err := shellMeta(field, "branch name", s); err != nil {
+		return err
+	}
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f || r == ' ' || r == '~' || r == '^' || r == ':' || r == '\\' {
 			return fail(field, "branch name %s contains %q, which git does not allow", quote(s), r)
+		}
+		if !unicode.IsPrint(r) {
+			// C1 controls (U+009B is a terminal escape), bidi overrides,
+			// zero-width and non-ASCII spaces: git allows them, but they
+			// make a name that looks like another.
+			return fail(field, "branch name %s contains the non-printable character %U", quote(s), r)
 		}
 		if !glob && (r == '*' || r == '?' || r == '[') {
 			return fail(field, "branch name %s contains %q, which git does not allow", quote(s), r)
@@ -96,8 +119,9 @@ func refName(field, s string, glob bool) error {
 }
 
 // Repo accepts a repository name as observers report it: a local path or a
-// URL git can fetch. It must be printable, at most 1024 bytes, and must not
-// start with '-' (so it can never be read as a git option).
+// URL git can fetch. It must be printable, at most 1024 bytes, must not
+// start with '-' (so it can never be read as a git option) and must not hold
+// a shell metacharacter ([ShellMeta]).
 func Repo(field, s string) error {
 	switch {
 	case s == "":
@@ -114,12 +138,14 @@ func Repo(field, s string) error {
 			return fail(field, "repository %s contains a control or non-printable character", quote(s))
 		}
 	}
-	return nil
+	return shellMeta(field, "repository", s)
 }
 
 // CloneURL accepts where a runner may fetch a repository from: an absolute
 // path, or a file://, http(s)://, ssh:// or git:// URL, or scp-like
-// user@host:path. Transports that run commands (ext::, fd::) are refused.
+// user@host:path, without ".." path elements. Transports that run commands (ext::, fd::, any other
+// scheme:// that git would hand to a remote helper) are refused, and so is a
+// host starting with '-' (ssh://-oProxyCommand=…).
 func CloneURL(field, s string) error {
 	if err := Repo(field, s); err != nil {
 		return err
@@ -127,29 +153,53 @@ func CloneURL(field, s string) error {
 	if strings.ContainsAny(s, " \t") && !strings.HasPrefix(s, "/") {
 		return fail(field, "clone URL %s contains white space", quote(s))
 	}
+	// A ".." path element makes a second name for a repository and reaches
+	// outside the directory the URL seems to name.
+	for _, part := range strings.FieldsFunc(s, func(r rune) bool { return r == '/' || r == ':' }) {
+		if part == ".." {
+			return fail(field, "clone URL %s has a '..' path element", quote(s))
+		}
+	}
 	if strings.HasPrefix(s, "/") {
 		return nil
 	}
 	for _, scheme := range []string{"file://", "http://", "https://", "ssh://", "git://"} {
-		if strings.HasPrefix(s, scheme) {
-			if len(s) == len(scheme) {
+		if rest, ok := strings.CutPrefix(s, scheme); ok {
+			if rest == "" {
 				return fail(field, "clone URL %s has no host or path", quote(s))
+			}
+			if hostStartsWithDash(rest) {
+				return fail(field, "clone URL %s has a host starting with '-'", quote(s))
 			}
 			return nil
 		}
 	}
-	if strings.Contains(s, "::") {
+	if strings.Contains(s, "::") || strings.Contains(s, "://") {
 		return fail(field, "clone URL %s uses a transport Pontus does not allow", quote(s))
 	}
 	// scp-like: [user@]host:path — a colon before any slash.
 	if i := strings.Index(s, ":"); i > 0 && !strings.Contains(s[:i], "/") {
+		if hostStartsWithDash(s[:i]) {
+			return fail(field, "clone URL %s has a host starting with '-'", quote(s))
+		}
 		return nil
 	}
 	return fail(field, "clone URL %s must be an absolute path or a file, http(s), ssh or git URL", quote(s))
 }
 
+// hostStartsWithDash reports whether the host of "[user@]host…" starts
+// with '-', which ssh would read as an option.
+func hostStartsWithDash(s string) bool {
+	if i := strings.LastIndex(s, "@"); i >= 0 {
+		if j := strings.IndexAny(s, "/:"); j < 0 || j > i {
+			s = s[i+1:]
+		}
+	}
+	return strings.HasPrefix(s, "-")
+}
+
 // Label accepts a runner label: 1–63 characters of letters, digits and
-// . _ - : = /, starting with a letter or digit.
+// . _ - : = /, starting with a letter or digit, without "..".
 func Label(field, s string) error {
 	if s == "" || len(s) > 63 {
 		return fail(field, "label must be 1 to 63 characters, got %s", quote(s))
@@ -163,6 +213,9 @@ func Label(field, s string) error {
 		if !alnum && !strings.ContainsRune("._-:=/", rune(c)) {
 			return fail(field, "label %s may hold only letters, digits and . _ - : = /", quote(s))
 		}
+	}
+	if strings.Contains(s, "..") {
+		return fail(field, "label %s contains '..'", quote(s))
 	}
 	return nil
 }
@@ -181,7 +234,7 @@ func Labels(field string, labels []string) error {
 }
 
 // Name accepts a free-form human name (a runner name, a plugin name): 1–128
-// printable characters.
+// printable characters, none of them a shell metacharacter ([ShellMeta]).
 func Name(field, s string) error {
 	if s == "" || len(s) > 128 {
 		return fail(field, "must be 1 to 128 characters, got %d", len(s))
@@ -194,5 +247,5 @@ func Name(field, s string) error {
 			return fail(field, "%s contains a non-printable character", quote(s))
 		}
 	}
-	return nil
+	return shellMeta(field, "name", s)
 }
