@@ -29,6 +29,9 @@ type Config struct {
 	// MaxLogMiB caps each attempt's stored log; beyond it a marker line says
 	// how much was cut.
 	MaxLogMiB int `toml:"max_log_mib"`
+	// MaxQueuedBuilds bounds the queue: reports and triggers that would
+	// exceed it are refused with resource_exhausted (observers retry).
+	MaxQueuedBuilds int `toml:"max_queued_builds"`
 	// Fsync makes every store commit durable against power loss, not only
 	// against a crash of the process.
 	Fsync bool `toml:"fsync"`
@@ -59,6 +62,7 @@ func DefaultConfig() Config {
 		PollTimeout:       30 * time.Second,
 		MaxAttempts:       3,
 		MaxLogMiB:         32,
+		MaxQueuedBuilds:   100000,
 	}
 }
 
@@ -91,6 +95,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxLogMiB < 1 || c.MaxLogMiB > 4096 {
 		bad("max_log_mib", "must be between 1 and 4096, got %d", c.MaxLogMiB)
+	}
+	if c.MaxQueuedBuilds < 1 {
+		bad("max_queued_builds", "must be at least 1, got %d", c.MaxQueuedBuilds)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		bad("tls_cert", "tls_cert and tls_key must be set together")

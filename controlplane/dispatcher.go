@@ -699,6 +699,15 @@ func (d *dispatcher) newBuildLocked(repo, branch, commit, cloneURL string, label
 	return lb, store.Mutation{PutBuild: b}
 }
 
+// roomLocked refuses n more queued builds when the queue is full.
+func (d *dispatcher) roomLocked(n int) error {
+	if len(d.queue)+n > d.cfg.MaxQueuedBuilds {
+		return connect.NewError(connect.CodeResourceExhausted,
+			fmt.Errorf("queue full: %d builds waiting (max_queued_builds is %d); retry later", len(d.queue), d.cfg.MaxQueuedBuilds))
+	}
+	return nil
+}
+
 // report is ReportCommits.
 func (d *dispatcher) report(ctx context.Context, repo, branch, cloneURL string, labels, commits []string) ([]*pontusv1.Build, error) {
 	// reportMu makes check-then-create atomic between reports; it is
@@ -721,6 +730,17 @@ func (d *dispatcher) report(ctx context.Context, repo, branch, cloneURL string, 
 		}
 	}
 	d.mu.Lock()
+	fresh := 0
+	for _, b := range out {
+		if b == nil {
+			fresh++
+		}
+	}
+	if err := d.roomLocked(fresh); err != nil {
+		d.mu.Unlock()
+		d.reportMu.Unlock()
+		return nil, err
+	}
 	var muts []store.Mutation
 	for i, c := range commits {
 		if out[i] != nil {
@@ -843,6 +863,10 @@ func (d *dispatcher) trigger(ctx context.Context, commit, repo, branch string) (
 			fmt.Errorf("commit: no build of commit %s; give repo and branch to build it for the first time", commit))
 	}
 	d.mu.Lock()
+	if err := d.roomLocked(1); err != nil {
+		d.mu.Unlock()
+		return nil, err
+	}
 	lb, m := d.newBuildLocked(repo, branch, commit, cloneURL, labels)
 	c := d.st.Enqueue(m)
 	b := d.viewLocked(lb.b)

@@ -434,3 +434,16 @@ func TestCurlStyleJSON(t *testing.T) {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
 }
+
+func TestQueueIsBounded(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxQueuedBuilds = 2
+	cp := startCP(t, cfg)
+	cp.report(t, "main", nil, commitA, commitB)
+	_, err := cp.observer.ReportCommits(context.Background(), &pontusv1.ReportCommitsRequest{Repo: "/srv/repo", Branch: "main", Commits: []string{commitC}})
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "queue full") {
+		t.Fatalf("third build: %v, want resource_exhausted", err)
+	}
+	// Reporting what is already queued is still fine (idempotent).
+	cp.report(t, "main", nil, commitB)
+}
