@@ -62,6 +62,20 @@ func (c *clientFlags) builds() (pontusv1connect.BuildServiceClient, error) {
 	return pontusv1connect.NewBuildServiceClient(hc, c.url, opts...), nil
 }
 
+// parseBuildRef parses the flags and the one COMMIT or build number
+// argument of a command about one build, and dials the control plane.
+func (c *clientFlags) parseBuildRef(args []string) (pontusv1connect.BuildServiceClient, string, int64, error) {
+	if err := c.fs.Parse(args); err != nil {
+		return nil, "", 0, err
+	}
+	commit, id, err := buildArg(c.fs)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	client, err := c.builds()
+	return client, commit, id, err
+}
+
 // buildArg parses a COMMIT or build id argument.
 func buildArg(fs *flag.FlagSet) (commit string, id int64, err error) {
 	if fs.NArg() != 1 {
@@ -161,14 +175,7 @@ func runShow(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	c := newClientFlags("show", stderr)
 	exitStatus := c.fs.Bool("exit-status", false, "exit 0 if the build passed, 1 if it failed or errored, 3 if it has not finished")
 	repo := c.fs.String("repo", "", "the `repository`, when several are watched")
-	if err := c.fs.Parse(args); err != nil {
-		return err
-	}
-	commit, id, err := buildArg(c.fs)
-	if err != nil {
-		return err
-	}
-	client, err := c.builds()
+	client, commit, id, err := c.parseBuildRef(args)
 	if err != nil {
 		return err
 	}
@@ -248,14 +255,7 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	c := newClientFlags("logs", stderr)
 	follow := c.fs.Bool("f", false, "follow the log until the build ends")
 	repo := c.fs.String("repo", "", "the `repository`, when several are watched")
-	if err := c.fs.Parse(args); err != nil {
-		return err
-	}
-	commit, id, err := buildArg(c.fs)
-	if err != nil {
-		return err
-	}
-	client, err := c.builds()
+	client, commit, id, err := c.parseBuildRef(args)
 	if err != nil {
 		return err
 	}
@@ -340,14 +340,7 @@ func runTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func runCancel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newClientFlags("cancel", stderr)
 	repo := c.fs.String("repo", "", "the `repository`, when several are watched")
-	if err := c.fs.Parse(args); err != nil {
-		return err
-	}
-	commit, id, err := buildArg(c.fs)
-	if err != nil {
-		return err
-	}
-	client, err := c.builds()
+	client, commit, id, err := c.parseBuildRef(args)
 	if err != nil {
 		return err
 	}
