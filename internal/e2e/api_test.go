@@ -116,3 +116,44 @@ func TestExamplesAgainstLiveControlPlane(t *testing.T) {
 	}
 
 }
+
+// The README's five-minute walkthrough, step by step: the demo copied into
+// a new repository, `pontus dev` started inside it with no other flags
+// than a free port, the failing test fixed by a commit.
+func TestWalkthrough(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "demo")
+	cmd := exec.Command("cp", "-r", filepath.Join(Root(), "examples", "demo"), dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	Git(t, dir, "init", "-q", "-b", "main")
+	Git(t, dir, "add", ".")
+	Git(t, dir, "commit", "-qm", "demo: one passing, one failing test")
+	repo := &Repo{Dir: dir}
+	addr := FreeAddr(t)
+	Start(t, "pontus dev", dir, nil, "dev", "--listen", addr)
+	results := filepath.Join(dir, "test_results")
+	if b := WaitResult(t, results, repo.Head(t), 30*time.Second); b.Status != failed {
+		t.Fatalf("demo: %s", b.Status)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "tests", "test_fail.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed := repo.Commit(t, "fix the test", map[string]string{"tests/test_fail.py": strings.Replace(string(data), "1, 2", "2, 2", 1)})
+	if b := WaitResult(t, results, fixed, 30*time.Second); b.Status != passed {
+		t.Fatalf("fixed: %s", b.Status)
+	}
+	human, err := os.ReadFile(filepath.Join(results, fixed))
+	if err != nil || !strings.Contains(string(human), "PASSED") {
+		t.Fatalf("report: %v\n%s", err, human)
+	}
+	out, err := exec.Command(Binary(t), "show", "--controlplane", "http://"+addr, fixed).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "PASSED") {
+		t.Fatalf("pontus show: %v\n%s", err, out)
+	}
+	if status := Git(t, dir, "status", "--porcelain"); status != "" {
+		t.Errorf("the walkthrough left the repository dirty:\n%s", status)
+	}
+}
