@@ -149,7 +149,10 @@ func (d *dispatcher) close() {
 	}
 }
 
-var errShuttingDown = connect.NewError(connect.CodeUnavailable, errors.New("control plane shutting down; retry"))
+// errShuttingDown is what long-polls and streams end with on shutdown.
+func errShuttingDown() error {
+	return connect.NewError(connect.CodeUnavailable, errors.New("control plane shutting down; retry"))
+}
 
 func newRunnerID() string {
 	var b [8]byte
@@ -241,6 +244,14 @@ func (d *dispatcher) unclaimLocked(job *pontusv1.Job) *store.Commit {
 	}
 	b.Attempt--
 	b.Attempts = b.Attempts[:len(b.Attempts)-1]
+	if b.CancelRequested {
+		// Canceled while it was being handed out: it never ran.
+		b.Status, b.Reason, b.FinishedAt, b.ExitCode = statusCanceled, "canceled before it ran", timestamppb.New(d.now()), -1
+		b.RunnerId, b.RunnerName, b.StartedAt = "", "", nil
+		c := d.finishLocked(lb)
+		d.reportResults(b)
+		return c
+	}
 	b.Status = statusQueued
 	b.RunnerId, b.RunnerName = "", ""
 	b.StartedAt, b.LeaseDeadline = nil, nil
@@ -309,7 +320,7 @@ func (d *dispatcher) acquire(ctx context.Context, runnerID string, wait time.Dur
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return nil, errShuttingDown
+		return nil, errShuttingDown()
 	}
 	r, err := d.runnerLocked(runnerID)
 	if err != nil {
@@ -353,7 +364,7 @@ func (d *dispatcher) acquire(ctx context.Context, runnerID string, wait time.Dur
 	}
 	select {
 	case <-d.shutdown:
-		return nil, errShuttingDown
+		return nil, errShuttingDown()
 	default:
 	}
 	return nil, nil
@@ -469,10 +480,18 @@ func (d *dispatcher) appendLog(ctx context.Context, jobID int64, attempt int32, 
 		truncated = nowTruncated
 	}
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	// The lease may have expired (or the build ended) while the file was
+	// written: then this attempt is stale and must not touch the build.
+	if _, err := d.liveJobLocked(jobID, attempt); err != nil || d.builds[jobID] != lb {
+		if err == nil {
+			err = connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("job_id: job %d has finished", jobID))
+		}
+		return 0, err
+	}
 	lb.b.LogSize, lb.b.LogTruncated = size, truncated
 	d.startedLocked(lb)
 	d.notifyLocked(lb)
-	d.mu.Unlock()
 	return size, nil
 }
 
@@ -568,7 +587,10 @@ func (d *dispatcher) complete(ctx context.Context, jobID int64, attempt int32, o
 	}
 	c := d.finishLocked(lb)
 	d.mu.Unlock()
-	if err := c.Wait(ctx); err != nil {
+	// The build is finished in memory: see the write through even if the
+	// caller gives up, so its result files are always written.
+	err = c.Wait(context.WithoutCancel(ctx))
+	if err != nil {
 		return nil, storeErr(err)
 	}
 	d.reportResults(b)
@@ -823,7 +845,12 @@ func (d *dispatcher) find(ctx context.Context, id int64, commit, repo string) (*
 }
 
 // list is ListBuilds: the store's rows with live builds' fresher state.
+// LEASED and RUNNING builds are answered from the live state alone, since
+// the store does not record the move from one to the other.
 func (d *dispatcher) list(ctx context.Context, q store.Query) ([]*pontusv1.Build, error) {
+	if q.Status == statusLeased || q.Status == statusRunning {
+		return d.listLive(q), nil
+	}
 	bs, err := d.st.ListBuilds(ctx, q)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
@@ -841,6 +868,31 @@ func (d *dispatcher) list(ctx context.Context, q store.Query) ([]*pontusv1.Build
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// listLive lists live builds matching q, newest first.
+func (d *dispatcher) listLive(q store.Query) []*pontusv1.Build {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []*pontusv1.Build
+	for _, lb := range d.builds {
+		b := lb.b
+		if b.Status != q.Status || (q.Repo != "" && b.Repo != q.Repo) || (q.Branch != "" && b.Branch != q.Branch) ||
+			(q.Commit != "" && b.Commit != q.Commit) || (q.BeforeID > 0 && b.Id >= q.BeforeID) {
+			continue
+		}
+		out = append(out, b)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Id > out[j].Id })
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	out = out[:min(len(out), limit)]
+	for i, b := range out {
+		out[i] = d.viewLocked(b)
+	}
+	return out
 }
 
 // trigger is TriggerBuild: a new build of a known commit.
@@ -906,7 +958,7 @@ func (d *dispatcher) cancel(ctx context.Context, id int64, commit, repo string) 
 	b = d.viewLocked(lb.b)
 	finished := lb.b.Status == statusCanceled
 	d.mu.Unlock()
-	if err := c.Wait(ctx); err != nil {
+	if err := c.Wait(context.WithoutCancel(ctx)); err != nil {
 		return nil, storeErr(err)
 	}
 	if finished {

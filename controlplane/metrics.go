@@ -3,7 +3,6 @@ package controlplane
 import (
 	"context"
 	"strings"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,7 +81,7 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	builds := map[string]int{"queued": 0, "leased": 0, "running": 0}
 	runners := map[string]int{"idle": 0, "busy": 0, "offline": 0}
 	d.mu.Lock()
-	now := time.Now()
+	now := d.now()
 	for _, lb := range d.builds {
 		builds[statusName(lb.b.Status)]++
 	}

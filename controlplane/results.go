@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pontus-ci/pontus/internal/protofmt"
@@ -27,8 +30,10 @@ type resultWriter struct {
 	logs  *logStore
 	fsync bool
 
-	queue chan *pontusv1.Build
-	done  chan struct{}
+	mu      sync.Mutex
+	stopped bool
+	queue   chan *pontusv1.Build
+	done    chan struct{}
 }
 
 // start runs the writer; written is called after each build's files are
@@ -45,12 +50,25 @@ func (w *resultWriter) start(written func(*pontusv1.Build, error)) {
 }
 
 // enqueue hands a finished build (no longer shared) to the writer. It
-// blocks only when thousands of builds are waiting.
-func (w *resultWriter) enqueue(b *pontusv1.Build) { w.queue <- b }
+// blocks only when thousands of builds are waiting. After stop it does
+// nothing: the store still marks the build unreported, so the next start
+// writes its files.
+func (w *resultWriter) enqueue(b *pontusv1.Build) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.queue <- b
+	}
+}
 
 // stop writes what is queued and stops the writer.
 func (w *resultWriter) stop() {
-	close(w.queue)
+	w.mu.Lock()
+	if !w.stopped {
+		w.stopped = true
+		close(w.queue)
+	}
+	w.mu.Unlock()
 	<-w.done
 }
 
@@ -70,10 +88,33 @@ func (w *resultWriter) write(b *pontusv1.Build) error {
 	if err := os.MkdirAll(w.dir, 0o755); err != nil {
 		return fmt.Errorf("create results directory: %w", err)
 	}
+	if newer := w.writtenID(b.Commit); newer > b.Id {
+		return nil // a newer build of the commit already has the files
+	}
 	if err := w.atomicWrite(b.Commit, humanReport(b, log)); err != nil {
 		return err
 	}
 	return w.atomicWrite(b.Commit+".json", js)
+}
+
+// buildIDPattern finds the build id at the top of a result .json.
+var buildIDPattern = regexp.MustCompile(`^\{\s*"id":\s*"(\d+)"`)
+
+// writtenID returns the build id of the commit's result files, 0 if none.
+func (w *resultWriter) writtenID(commit string) int64 {
+	f, err := os.Open(filepath.Join(w.dir, commit+".json"))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	head := make([]byte, 64)
+	n, _ := f.Read(head)
+	m := buildIDPattern.FindSubmatch(head[:n])
+	if m == nil {
+		return 0
+	}
+	id, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	return id
 }
 
 func (w *resultWriter) atomicWrite(name string, data []byte) error {

@@ -24,7 +24,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/pontus-ci/pontus/controlplane/store"
 	"github.com/pontus-ci/pontus/controlplane/web"
@@ -90,8 +89,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 
 // Handler returns the HTTP handler serving everything.
 func (s *Server) Handler() http.Handler { return s.handler }
-
-func durationProto(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
 
 func (s *Server) routes() http.Handler {
 	opts := []connect.HandlerOption{
@@ -264,13 +261,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.health.SetStatus(svc, grpchealth.StatusNotServing)
 	}
 	s.d.close()
+	// Stop expiring leases first: runners cannot renew them while the
+	// server shuts down, and a restart extends them anyway.
+	close(stopTicker)
+	<-tickerDone
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {
 		srv.Close()
 	}
-	close(stopTicker)
-	<-tickerDone
 	s.d.results.stop()
 	if err := s.st.Close(); err != nil && serveErr == nil {
 		serveErr = err

@@ -362,13 +362,18 @@ func TestPendingReasons(t *testing.T) {
 
 func TestRestartKeepsQueueAndExtendsLeases(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.LeaseDuration = 2 * time.Second
+	cfg.LeaseDuration = time.Second
 	cp := startCP(t, cfg)
 	ctx := context.Background()
 	cp.report(t, "main", nil, commitA, commitB)
 	r := cp.register(t, "r")
 	job := cp.acquire(t, r, time.Second)
+	if _, err := cp.runners.AppendLog(ctx, &pontusv1.AppendLogRequest{JobId: job.JobId, Attempt: 1, Data: []byte("started\n")}); err != nil {
+		t.Fatal(err)
+	}
 	cp.stop()
+	// Down for longer than the lease: the restart must extend it, not expire it.
+	time.Sleep(cfg.LeaseDuration + 500*time.Millisecond)
 
 	cp2 := startCP(t, cfg)
 	// The queued build is still queued, the leased one still leased to r.
@@ -379,6 +384,13 @@ func TestRestartKeepsQueueAndExtendsLeases(t *testing.T) {
 	hb, err := cp2.runners.Heartbeat(ctx, &pontusv1.HeartbeatRequest{RunnerId: r, Leases: []*pontusv1.JobRef{{JobId: job.JobId, Attempt: 1}}})
 	if err != nil || len(hb.Lost) != 0 {
 		t.Fatalf("lease not kept across restart: %v %v", hb, err)
+	}
+	if b := cp2.build(t, job.JobId); b.Status != statusRunning || b.LogSize != int64(len("started\n")) {
+		t.Fatalf("after restart: %s, log size %d", b.Status, b.LogSize)
+	}
+	running, err := cp2.builds.ListBuilds(ctx, &pontusv1.ListBuildsRequest{Status: statusRunning})
+	if err != nil || len(running.Builds) != 1 || running.Builds[0].Id != job.JobId {
+		t.Fatalf("ListBuilds status=RUNNING: %v %v", running, err)
 	}
 	r2 := cp2.register(t, "r2")
 	next := cp2.acquire(t, r2, time.Second)
@@ -446,4 +458,26 @@ func TestQueueIsBounded(t *testing.T) {
 	}
 	// Reporting what is already queued is still fine (idempotent).
 	cp.report(t, "main", nil, commitB)
+}
+
+// A re-run that finished first keeps its result files: an older build of
+// the same commit finishing later does not replace them.
+func TestOlderBuildDoesNotOverwriteNewerResult(t *testing.T) {
+	dir := t.TempDir()
+	w := &resultWriter{dir: dir, logs: &logStore{dir: t.TempDir(), max: 1 << 20}}
+	newer := &pontusv1.Build{Id: 7, Commit: commitA, Status: pontusv1.BuildStatus_BUILD_STATUS_PASSED}
+	older := &pontusv1.Build{Id: 5, Commit: commitA, Status: pontusv1.BuildStatus_BUILD_STATUS_FAILED}
+	if err := w.write(newer); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.write(older); err != nil {
+		t.Fatal(err)
+	}
+	if id := w.writtenID(commitA); id != 7 {
+		t.Fatalf("result files are build %d's, want 7's", id)
+	}
+	human, _ := os.ReadFile(filepath.Join(dir, commitA))
+	if !strings.HasPrefix(string(human), "PASSED") {
+		t.Fatalf("human report replaced: %s", human)
+	}
 }

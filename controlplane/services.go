@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/pontus-ci/pontus/controlplane/store"
 	"github.com/pontus-ci/pontus/internal/validate"
@@ -75,9 +76,9 @@ func (s runnerService) Register(ctx context.Context, req *pontusv1.RegisterReque
 	cfg := s.d.cfg
 	return &pontusv1.RegisterResponse{
 		RunnerId:          r.Id,
-		HeartbeatInterval: durationProto(cfg.HeartbeatInterval),
-		LeaseDuration:     durationProto(cfg.LeaseDuration),
-		PollTimeout:       durationProto(cfg.PollTimeout),
+		HeartbeatInterval: durationpb.New(cfg.HeartbeatInterval),
+		LeaseDuration:     durationpb.New(cfg.LeaseDuration),
+		PollTimeout:       durationpb.New(cfg.PollTimeout),
 	}, nil
 }
 
@@ -331,7 +332,7 @@ func (s buildService) WatchBuilds(ctx context.Context, req *pontusv1.WatchBuilds
 		case <-ctx.Done():
 			return nil
 		case <-s.d.shutdown:
-			return errShuttingDown
+			return errShuttingDown()
 		}
 	}
 }

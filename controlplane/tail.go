@@ -15,6 +15,7 @@ const tailChunk = 256 << 10
 // more until the build ends. A new attempt is announced with reset.
 func (d *dispatcher) tail(ctx context.Context, buildID, offset int64, follow bool, send func(*pontusv1.TailLogResponse) error) error {
 	attempt := int32(-1)
+	var prev *liveBuild // the live build followed so far, if any
 	for {
 		var (
 			cur     int32
@@ -23,11 +24,17 @@ func (d *dispatcher) tail(ctx context.Context, buildID, offset int64, follow boo
 		)
 		d.mu.Lock()
 		lb := d.builds[buildID]
-		if lb != nil {
+		switch {
+		case lb != nil:
 			cur, status, changed = lb.b.Attempt, lb.b.Status, lb.changed
+			prev = lb
+		case prev != nil:
+			// It has just finished: its last state is final, and fresher
+			// than the store until the final write commits.
+			cur, status = prev.b.Attempt, prev.b.Status
 		}
 		d.mu.Unlock()
-		if lb == nil {
+		if lb == nil && prev == nil {
 			b, err := d.st.GetBuild(ctx, buildID)
 			if err != nil {
 				return connect.NewError(connect.CodeInternal, errors.New("store read failed"))
@@ -65,7 +72,7 @@ func (d *dispatcher) tail(ctx context.Context, buildID, offset int64, follow boo
 		case <-ctx.Done():
 			return nil
 		case <-d.shutdown:
-			return errShuttingDown
+			return errShuttingDown()
 		}
 	}
 }

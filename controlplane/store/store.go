@@ -93,9 +93,6 @@ func (c *Commit) Wait(ctx context.Context) error {
 	}
 }
 
-// Done is closed when the commit has finished.
-func (c *Commit) Done() <-chan struct{} { return c.done }
-
 // IsTerminal reports whether a status is final.
 func IsTerminal(s pontusv1.BuildStatus) bool {
 	switch s {
