@@ -21,13 +21,9 @@ type step struct {
 	detected bool
 }
 
-// testStep chooses how to run the tests of the checkout in dir: the
-// configured test command, else what the checkout's files call for. ok is
-// false when there is nothing to run.
-func testStep(testCommand, dir string) (step, bool) {
-	if testCommand != "" {
-		return step{argv: []string{"sh", "-c", testCommand}}, true
-	}
+// detectTests chooses how to run the tests of the checkout in dir from
+// what its files call for. ok is false when there is nothing to run.
+func detectTests(dir string) (step, bool) {
 	tests := filepath.Join(dir, "tests")
 	if hasFile(tests, "*.py") {
 		return step{

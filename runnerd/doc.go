@@ -67,8 +67,9 @@
 // # Stopping
 //
 // Cancelling the context given to Run stops taking jobs; running jobs are
-// canceled (SIGTERM, then SIGKILL) and reported CANCELED with reason "runner
-// shutting down" if the control plane answers within a few seconds.
+// stopped (SIGTERM, then SIGKILL) and not reported: a shutdown says nothing
+// about the build, so its lease runs out and the control plane runs it on
+// another runner.
 //
 // Only one runner may use a Workdir at a time (an flock on Workdir/lock).
 package runnerd

@@ -70,6 +70,12 @@ func (r *Runner) runJob(ctx context.Context, job *pontusv1.Job) {
 		log.Info("job stopped; not reporting it", "why", cause)
 		return
 	}
+	if errors.Is(context.Cause(jobCtx), errShutdown) {
+		// Not a result of the build: leave it unreported, so its lease
+		// runs out and the control plane runs it on another runner.
+		log.Info("job stopped by the runner's shutdown; it will run again elsewhere")
+		return
+	}
 	if res.Status == testrun.Canceled && jobCtx.Err() != nil {
 		res.Reason = causeText(jobCtx)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -84,7 +85,7 @@ func (r *Runner) planSteps(dir string) ([]jobStep, string) {
 	}
 	if testCommand != "" {
 		steps = append(steps, jobStep{name: "tests", native: &step{argv: []string{"sh", "-c", testCommand}}})
-	} else if st, ok := testStep("", dir); ok {
+	} else if st, ok := detectTests(dir); ok {
 		goTests := st.argv[0] == "go"
 		if goTests && r.sandbox != nil && (r.cfg.SandboxGoTests || !r.cfg.Native) {
 			steps = append(steps, jobStep{name: "go-tests", plugin: &plugins.StepConfig{Name: "go-tests", GoTests: true, WorkDir: "tests"}})
@@ -162,7 +163,8 @@ func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, st
 		if len(steps) > 1 {
 			stream.Printf("[pontus: step %d of %d: %s]", i+1, len(steps), s.describe())
 		}
-		res := r.runStep(ctx, job, dir, s, stream)
+		out := stream.Output() // starts this step's output
+		res := r.runStep(ctx, job, dir, s, out)
 		stream.EndOutput()
 		if res.Tests == nil && s.native != nil {
 			res.Tests = junitTests(dir, r.cfg.JUnit)
@@ -195,7 +197,7 @@ func worse(a, b testrun.Status) bool {
 	return slices.Index(rank, a) > slices.Index(rank, b)
 }
 
-func (r *Runner) runStep(ctx context.Context, job *pontusv1.Job, dir string, s jobStep, stream *logStream) testrun.Result {
+func (r *Runner) runStep(ctx context.Context, job *pontusv1.Job, dir string, s jobStep, out io.Writer) testrun.Result {
 	switch {
 	case s.native != nil:
 		if s.native.detected {
@@ -205,16 +207,22 @@ func (r *Runner) runStep(ctx context.Context, job *pontusv1.Job, dir string, s j
 		}
 		return r.exec.Run(ctx, testrun.Spec{
 			Dir: dir, Command: s.native.argv, Env: stepEnv(os.Environ(), job, s.native.env),
-			Output: stream.Output(), Timeout: r.cfg.Timeout, KillGrace: r.cfg.KillGrace,
+			Output: out, Timeout: r.cfg.Timeout, KillGrace: r.cfg.KillGrace,
 		})
 	}
+	// The runner's limits are ceilings: a step (perhaps from an untrusted
+	// repository's .pontus.toml) may ask for less, never more.
 	timeout := r.cfg.Timeout
 	if s.plugin.Timeout > 0 {
-		timeout = s.plugin.Timeout
+		timeout = min(s.plugin.Timeout, r.cfg.Timeout)
+	}
+	plugin := s.plugin.Plugin(dir)
+	if plugin.MemoryLimitMiB == 0 || plugin.MemoryLimitMiB > r.cfg.WASMMemoryLimitMiB {
+		plugin.MemoryLimitMiB = r.cfg.WASMMemoryLimitMiB
 	}
 	spec := testrun.Spec{
-		Dir: dir, Plugin: s.plugin.Plugin(dir), Env: append(s.plugin.EnvList(), ciEnv(job)...),
-		Output: stream.Output(), Timeout: timeout,
+		Dir: dir, Plugin: plugin, Env: append(s.plugin.EnvList(), ciEnv(job)...),
+		Output: out, Timeout: timeout,
 	}
 	if s.plugin.GoTests {
 		return r.sandbox.RunGoTests(ctx, spec, goCacheEnv())

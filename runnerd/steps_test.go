@@ -2,6 +2,8 @@ package runnerd
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/pontus-ci/pontus/internal/testrun"
 	"github.com/pontus-ci/pontus/plugins"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
 // planOnly is a Sandbox for tests of planning, which never runs a step.
@@ -97,5 +100,38 @@ func TestPlanSteps(t *testing.T) {
 				t.Fatalf("steps:\n got  %q\n want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// tapSandbox stands in for the WebAssembly host in a test of how steps
+// combine: it prints a TAP report, as a plugin would.
+type tapSandbox struct{ planOnly }
+
+func (tapSandbox) Run(_ context.Context, spec testrun.Spec) testrun.Result {
+	io.WriteString(spec.Output, "TAP version 14\n1..2\nok 1 - alpha\nnot ok 2 - beta\n")
+	return testrun.Result{Status: testrun.Failed, ExitCode: 1}
+}
+
+// Each step's per-test results come from its own output: a later step that
+// produces none does not count the earlier step's tests again.
+func TestRunStepsKeepsEachStepsTests(t *testing.T) {
+	r := &Runner{cfg: DefaultConfig(), sandbox: tapSandbox{}, exec: NewNative(nil)}
+	stream := newLogStream(func(context.Context, *pontusv1.AppendLogRequest) (*pontusv1.AppendLogResponse, error) {
+		return &pontusv1.AppendLogResponse{}, nil
+	}, jobKey{1, 1}, 1<<20, slog.New(slog.DiscardHandler), func(error) {})
+	steps := []jobStep{
+		{name: "lint", plugin: &plugins.StepConfig{Name: "lint", Module: "/x.wasm"}},
+		{name: "tests", native: &step{argv: []string{"pontus-no-such-tool"}, detected: true}},
+	}
+	res := r.runSteps(context.Background(), &pontusv1.Job{JobId: 1, Attempt: 1}, t.TempDir(), steps, stream)
+	var names []string
+	for _, tc := range res.Tests {
+		names = append(names, tc.Name)
+	}
+	if strings.Join(names, ",") != "lint: beta,lint: alpha" {
+		t.Fatalf("tests %q, want the plugin's two, once, failures first", names)
+	}
+	if res.Status != testrun.Errored || !strings.Contains(res.Reason, "tests: cannot run the tests") {
+		t.Fatalf("status %v reason %q: the missing tool should error the job", res.Status, res.Reason)
 	}
 }

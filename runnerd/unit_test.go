@@ -84,7 +84,6 @@ func TestTestStep(t *testing.T) {
 		files   []string
 		want    []string
 	}{
-		{"make check", []string{"tests/test_a.py"}, []string{"sh", "-c", "make check"}},
 		{"", []string{"tests/test_a.py", "go.mod", "tests/a_test.go"}, []string{"python3", "-m", "unittest", "discover", "-s", "tests", "-v"}},
 		{"", []string{"go.mod", "tests/a_test.go"}, []string{"go", "test", "-v", "./tests/..."}},
 		{"", []string{"tests/a_test.go"}, nil},
@@ -92,7 +91,7 @@ func TestTestStep(t *testing.T) {
 		{"", []string{"test_a.py", "tests/README"}, nil},
 		{"", []string{"tests/sub.py/x"}, nil},
 	} {
-		st, ok := testStep(tc.command, write(t.TempDir(), tc.files...))
+		st, ok := detectTests(write(t.TempDir(), tc.files...))
 		if ok != (tc.want != nil) || !slices.Equal(st.argv, tc.want) {
 			t.Errorf("%q %v: got %v %v, want %v", tc.command, tc.files, st.argv, ok, tc.want)
 		}
