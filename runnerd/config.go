@@ -43,6 +43,11 @@ type Config struct {
 	// OutputLimitMiB caps a job's output; beyond it output is dropped,
 	// counted, and a marker line says so.
 	OutputLimitMiB int `toml:"output_limit_mib"`
+	// AllowedRepositories, when not empty, are the only clone URLs the
+	// runner fetches from (path.Match patterns; "/**" at the end matches
+	// everything below): a stolen observer token cannot point the runner at
+	// other repositories on its host or network.
+	AllowedRepositories []string `toml:"allowed_repositories"`
 	// JUnit are glob patterns, relative to the checkout, of JUnit XML
 	// files the tests leave behind; a leading "**/" matches any depth. When
 	// such files exist, their test cases are the job's per-test results.
@@ -153,6 +158,11 @@ func (c *Config) Validate() error {
 	}
 	if c.OutputLimitMiB < 1 || c.OutputLimitMiB > maxOutputLimitMiB {
 		bad("output_limit_mib", "must be between 1 and %d, got %d", maxOutputLimitMiB, c.OutputLimitMiB)
+	}
+	for i, p := range c.AllowedRepositories {
+		if _, err := path.Match(p, ""); err != nil || p == "" {
+			bad(fmt.Sprintf("allowed_repositories[%d]", i), "%q is not a valid pattern", p)
+		}
 	}
 	for i, p := range c.JUnit {
 		if _, err := path.Match(strings.ReplaceAll(p, "**/", ""), ""); err != nil || p == "" || path.IsAbs(p) || strings.Contains(p, "..") {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -110,7 +111,10 @@ func (r *Runner) execute(ctx context.Context, job *pontusv1.Job, stream *logStre
 	if s := r.session(); s != nil {
 		runnerID = s.id
 	}
-	if err := checkJob(job, cloneURL); err != nil {
+	if err := checkJob(job, cloneURL); err == nil && !allowedRepository(cloneURL, r.cfg.AllowedRepositories) {
+		stream.Printf("[pontus: runner %s (%s), job %d attempt %d]", r.cfg.Name, runnerID, job.GetJobId(), job.GetAttempt())
+		return errored("repository %s is not in this runner's allowed_repositories", cloneURL), nop
+	} else if err != nil {
 		stream.Printf("[pontus: runner %s (%s), job %d attempt %d]", r.cfg.Name, runnerID, job.GetJobId(), job.GetAttempt())
 		return errored("invalid job: %v", err), nop
 	}
@@ -142,6 +146,24 @@ func (r *Runner) execute(ctx context.Context, job *pontusv1.Job, stream *logStre
 	}
 	stream.Printf("[pontus: checked out in %v (%s); running: %s]", roundDuration(time.Since(began)), did, strings.Join(run, "; then "))
 	return r.runSteps(ctx, job, dir, steps, stream), cleanup
+}
+
+// allowedRepository reports whether the runner may fetch from cloneURL: any
+// URL when patterns is empty, else one matching a pattern (path.Match
+// syntax, where "*" stops at "/"; a trailing "/**" matches everything below).
+func allowedRepository(cloneURL string, patterns []string) bool {
+	if len(patterns) == 0 {
+		return true
+	}
+	for _, p := range patterns {
+		if prefix, ok := strings.CutSuffix(p, "/**"); ok && strings.HasPrefix(cloneURL, prefix+"/") {
+			return true
+		}
+		if ok, _ := path.Match(p, cloneURL); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // checkJob validates what of a job reaches git, a path or the environment.

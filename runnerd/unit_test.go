@@ -534,3 +534,22 @@ func TestJUnitReportsInCheckout(t *testing.T) {
 		t.Fatal("no patterns should find nothing")
 	}
 }
+
+func TestAllowedRepository(t *testing.T) {
+	pats := []string{"https://git.example.com/team/*", "/srv/git/**"}
+	for url, want := range map[string]bool{
+		"https://git.example.com/team/app":       true,
+		"https://git.example.com/team/app/extra": false,
+		"https://git.example.com/other/app":      false,
+		"/srv/git/a/b.git":                       true,
+		"/srv/gitx/a":                            false,
+		"/etc":                                   false,
+	} {
+		if got := allowedRepository(url, pats); got != want {
+			t.Errorf("allowedRepository(%q) = %v, want %v", url, got, want)
+		}
+	}
+	if !allowedRepository("/anything", nil) {
+		t.Error("no patterns should allow every repository")
+	}
+}
