@@ -20,7 +20,7 @@ func benchUsage(w io.Writer) {
 		{"dispatch", "saturated jobs/s and hand-out latency at half load, simulated runners"},
 		{"fleet", "control-plane CPU and RSS with N idle runners long-polling"},
 		{"idle", "CPU of an idle control plane, runner and observer"},
-		{"wasm", "warm start of a tiny TAP plugin in the plugins host"},
+		{"wasm", "plugins host: warm start, slowdown of a Go test vs native, host memory"},
 	} {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
@@ -105,7 +105,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	case "wasm":
 		cfg := bench.DefaultWasmConfig()
-		fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "warm runs to time")
+		fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "warm runs of the tiny plugin to time")
+		fs.IntVar(&cfg.FibRuns, "fib-runs", cfg.FibRuns, "runs of the CPU-bound Go test each way, native and in the sandbox (0: skip it and the memory figures; no go command needed)")
 		run = func() (*bench.Result, error) { return bench.Wasm(ctx, cfg, logger) }
 	default:
 		fmt.Fprintf(stderr, "pontus bench: unknown benchmark %q\n\n", name)

@@ -111,10 +111,11 @@ func (r *Runner) execute(ctx context.Context, job *pontusv1.Job, stream *logStre
 	if s := r.session(); s != nil {
 		runnerID = s.id
 	}
-	if err := checkJob(job, cloneURL); err == nil && !allowedRepository(cloneURL, r.cfg.AllowedRepositories) {
-		stream.Printf("[pontus: runner %s (%s), job %d attempt %d]", r.cfg.Name, runnerID, job.GetJobId(), job.GetAttempt())
-		return errored("repository %s is not in this runner's allowed_repositories", cloneURL), nop
-	} else if err != nil {
+	err := checkJob(job, cloneURL)
+	if err == nil && !allowedRepository(cloneURL, r.cfg.AllowedRepositories) {
+		err = fmt.Errorf("repository %s is not in this runner's allowed_repositories", cloneURL)
+	}
+	if err != nil {
 		stream.Printf("[pontus: runner %s (%s), job %d attempt %d]", r.cfg.Name, runnerID, job.GetJobId(), job.GetAttempt())
 		return errored("invalid job: %v", err), nop
 	}

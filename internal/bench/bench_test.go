@@ -134,10 +134,12 @@ func BenchmarkCommitToResult(b *testing.B) {
 	}
 }
 
-// BenchmarkWasmWarmStart is the wasm bench's warm run as a Go benchmark.
+// BenchmarkWasmWarmStart is the wasm bench's warm run as a Go benchmark
+// (without the Go test comparison).
 func BenchmarkWasmWarmStart(b *testing.B) {
 	cfg := DefaultWasmConfig()
 	cfg.Runs = max(b.N, 1)
+	cfg.FibRuns = 0
 	res, err := Wasm(b.Context(), cfg, quietLogger())
 	if err != nil {
 		b.Fatal(err)

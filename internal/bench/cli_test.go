@@ -38,7 +38,7 @@ func TestSubcommands(t *testing.T) {
 		{[]string{"fleet", "--runners", "5", "--duration", "2s"}, []string{"runners", "cp_cpu_cores", "cp_rss_mb"}},
 		{[]string{"idle", "--duration", "1s"}, []string{"total_cpu_cores"}},
 		{[]string{"latency", "--commits", "2"}, []string{"p50_s", "p95_s", "max_s", "floor_s", "overhead_p50_s"}},
-		{[]string{"wasm", "--runs", "5"}, []string{"warm_start_ms"}},
+		{[]string{"wasm", "--runs", "5", "--fib-runs", "2"}, []string{"warm_start_ms", "cold_compile_s", "native_ms", "sandbox_ms", "slowdown_x", "host_rss_mb", "guest_memory_limit_mib"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.args[0], func(t *testing.T) {
@@ -80,6 +80,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"latency", "--python", "no-such-python-anywhere"}, "--python"},
 		{[]string{"idle", "extra"}, "unexpected argument"},
 		{[]string{"wasm", "--runs", "0"}, "--runs"},
+		{[]string{"wasm", "--fib-runs", "-1"}, "--fib-runs"},
 		{[]string{"warp"}, "unknown benchmark"},
 	}
 	for _, tt := range tests {
