@@ -11,7 +11,7 @@
 //   - Fleet: the control plane's CPU and memory with N idle runners
 //     long-polling it; Idle: the CPU of a control plane, a runner and an
 //     observer (three processes) doing nothing.
-//   - Wasm: the warm start of a tiny TAP test plugin in the plugins host.
+//   - Wasm: the warm start of a tiny TAP test plugin, the slowdown of a CPU-heavy Go test in the sandbox against native, and host memory in the plugins host.
 //
 // Each bench returns a Result: a human summary and figures that print as one
 // line of key=value pairs for scripts. Benches that start processes start
