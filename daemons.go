@@ -299,6 +299,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	results, _ := filepath.Abs(cfg.ControlPlane.ResultsDir)
+	if abs, err := filepath.Abs(data); err == nil {
+		data = abs
+	}
 	branches := "its current branch"
 	if len(cfg.Observer.Branches) > 0 {
 		branches = strings.Join(cfg.Observer.Branches, ", ")
