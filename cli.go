@@ -259,6 +259,16 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if *follow {
+		// A long wait says why it waits.
+		res, err := client.GetBuild(ctx, &pontusv1.GetBuildRequest{Commit: commit, BuildId: id, Repo: *repo})
+		if err != nil {
+			return err
+		}
+		if b := res.Build; b.Status == pontusv1.BuildStatus_BUILD_STATUS_QUEUED {
+			fmt.Fprintf(stderr, "--- build %d is queued: %s; waiting for it to start ---\n", b.Id, b.Reason)
+		}
+	}
 	stream, err := client.TailLog(ctx, &pontusv1.TailLogRequest{Commit: commit, BuildId: id, Repo: *repo, Follow: *follow})
 	if err != nil {
 		return err

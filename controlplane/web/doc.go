@@ -6,8 +6,9 @@
 // Pages:
 //
 //	/               recent builds (filters: branch, status, repo, limit, before)
-//	/builds/{id}    one build: header, attempts, per-test results (failures first), live log
-//	/runners        registered runners
+//	/builds/{id}    one build: header with Re-run and Cancel, attempts, per-test results
+//	                (failures first), live log
+//	/runners        registered runners, kept current by polling
 //	/signin         sign-in form (only when a user token is configured)
 //	/badge.svg      status badge of a branch (always public)
 //	/static/…       the embedded CSS, JS and icon (always public)
@@ -17,7 +18,10 @@
 // package: the browser calls the public API on the same origin
 // (WatchBuilds and TailLog as Connect server streams over fetch, ListBuilds
 // and GetBuild as unary JSON), so the dashboard is exactly as capable as any
-// other API client.
+// other API client. Actions go the same way: Re-run is TriggerBuild with the
+// build's commit, repository and branch, then a move to the new build's page;
+// Cancel is CancelBuild. With a user token, the API accepts the sign-in
+// cookie for these calls (see [CookieName]).
 //
 // # Design decisions
 //
@@ -39,6 +43,17 @@
 //     internal and unknown errors the page says only that the control plane
 //     failed and the real error goes to the log, so no internal path or
 //     stack leaks to the browser.
+//   - Re-run is offered for every build, finished or not (re-running a
+//     commit is never harmful: it queues one more build); Cancel only while
+//     the build is queued, leased or running, and it disappears when the
+//     live log reports the end. API errors are shown as text beside the
+//     buttons, which stay disabled while a call is in flight.
+//   - The runners page polls ListRunners every 2 s while the tab is visible
+//     (document.visibilityState), and at once when it becomes visible again:
+//     there is no runner stream in the API, and runner state changes slowly
+//     enough that one small unary call per 2 s is cheaper than a stream. Rows
+//     are keyed by runner id; a row whose only change is its last-seen time
+//     is kept, so it does not flash on every heartbeat.
 //   - The badge reports the newest finished build of the branch, skipping
 //     CANCELED builds (a cancel says nothing about the code): passing,
 //     failing, error (ERROR or TIMED_OUT), running (nothing finished yet but

@@ -69,6 +69,16 @@ func statusLabel(s pontusv1.BuildStatus) string {
 	return strings.ReplaceAll(shortEnum(s.String(), "BUILD_STATUS_"), "_", " ")
 }
 
+// cancelable reports whether CancelBuild can still stop a build in status s.
+func cancelable(s pontusv1.BuildStatus) bool {
+	switch s {
+	case pontusv1.BuildStatus_BUILD_STATUS_QUEUED, pontusv1.BuildStatus_BUILD_STATUS_LEASED,
+		pontusv1.BuildStatus_BUILD_STATUS_RUNNING:
+		return true
+	}
+	return false
+}
+
 func terminal(s pontusv1.BuildStatus) bool {
 	switch s {
 	case pontusv1.BuildStatus_BUILD_STATUS_PASSED, pontusv1.BuildStatus_BUILD_STATUS_FAILED,
@@ -272,6 +282,7 @@ type buildView struct {
 	LogTruncated bool
 	Dropped      int64
 	CancelAsked  bool
+	Cancelable   bool // the page shows a Cancel button (app.js hides it when the build ends)
 }
 
 // outcomeRank orders tests: failures first, passes last (mirrored in app.js).
@@ -343,6 +354,7 @@ func newBuildView(b *pontusv1.Build, now time.Time) buildView {
 		LogTruncated: b.GetLogTruncated(),
 		Dropped:      b.GetOutputDroppedBytes(),
 		CancelAsked:  b.GetCancelRequested() && !terminal(st),
+		Cancelable:   cancelable(st),
 	}
 	v.ShowReason = b.GetReason() != ""
 	if v.Terminal {

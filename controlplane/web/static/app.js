@@ -66,7 +66,8 @@
       method: 'POST', body, headers: {'Content-Type': contentType, 'Connect-Protocol-Version': '1'},
     });
     if (res.status === 401) location.assign('/signin?next=' + encodeURIComponent(location.pathname + location.search));
-    if (!res.ok) throw new Error((await res.json().catch(() => ({}))).message || 'HTTP ' + res.status);
+    const e = res.ok ? null : await res.json().catch(() => ({})); // a Connect error: {code, message}
+    if (e) throw new Error(e.message || e.code || 'HTTP ' + res.status);
     return res;
   }
   const unary = async (method, req) => (await post(method, 'application/json', JSON.stringify(req))).json();
@@ -225,6 +226,7 @@
 
   function buildPage(sec) {
     const id = sec.dataset.id, log = $('log'), state = $('logstate'), text = document.createTextNode('');
+    const msg = $('actmsg'), cancel = $('cancel'), buttons = [$('rerun'), cancel].filter(Boolean);
     log.append(text);
     let offset = 0, dec = new TextDecoder(), shown = sec.dataset.status;
     const renderedTerminal = TERMINAL.has(kind(shown));
@@ -235,13 +237,44 @@
       sec.dataset.status = s;
       $('pill').replaceWith(Object.assign(pill(s), {id: 'pill'}));
       document.title = label(kind(s)) + ' · Build #' + id + ' · Pontus';
+      if (!TERMINAL.has(kind(s))) return;
+      if (cancel) cancel.hidden = true; // nothing left to cancel
+      if (!msg.classList.contains('error')) msg.textContent = '';
     }
+    function setNotes(b) {
+      $('reason').textContent = b.reason || '';
+      $('reason').hidden = !b.reason;
+      $('cancelnote').hidden = !b.cancelRequested || TERMINAL.has(kind(b.status));
+    }
+    // act calls the API with the buttons disabled, showing progress and then
+    // any error beside them; done returns true when the page is going away.
+    async function act(what, method, req, done) {
+      buttons.forEach(b => { b.disabled = true; });
+      msg.className = 'actmsg';
+      msg.textContent = what === 'Cancel' ? 'canceling…' : 'queuing a re-run…';
+      try {
+        if (done((await unary(method, req)).build || {})) return;
+      } catch (e) {
+        msg.className = 'actmsg error';
+        msg.textContent = what + ' failed: ' + e.message;
+      }
+      buttons.forEach(b => { b.disabled = false; });
+    }
+    const d = sec.dataset;
+    $('rerun').addEventListener('click', () => act('Re-run', 'TriggerBuild', {commit: d.commit, repo: d.repo, branch: d.branch}, b => {
+      if (!/^\d+$/.test(b.id || '')) throw new Error('the answer has no build id');
+      return location.assign('/builds/' + b.id), true;
+    }));
+    cancel?.addEventListener('click', () => act('Cancel', 'CancelBuild', {buildId: id}, b => {
+      msg.textContent = b.cancelRequested ? 'cancel requested…' : '';
+      setNotes(b);
+      setStatus(b.status); // a queued build is CANCELED at once
+    }));
     async function refreshBuild() {
       const {build: b} = await unary('GetBuild', {buildId: id});
       const k = kind(b.status), dur = $('f-duration');
       setStatus(b.status);
-      $('reason').textContent = b.reason || '';
-      $('reason').hidden = !b.reason;
+      setNotes(b);
       $('f-runner').textContent = runnerOf(b.runnerName, b.runnerId);
       $('f-attempt').textContent = !b.attempt ? '—' : b.maxAttempts ? b.attempt + ' of ' + b.maxAttempts : String(b.attempt);
       delete dur.dataset.since;
@@ -288,10 +321,48 @@
     });
   }
 
+  // ---- runners: no stream for them, so poll while the page is visible ----
+  function runnerRow(r) {
+    const list = (xs, f) => xs?.length ? xs.flatMap(x => [f(x), ' ']) : ['—'];
+    return el('tr', {'data-id': r.id || ''}, el('td', {}, r.name), el('td', {}, pill(r.state)),
+      el('td', {class: 'num'}, (r.buildIds || []).length + ' / ' + (r.capacity || 0)),
+      el('td', {}, ...list(r.buildIds, b => el('a', {href: '/builds/' + b}, '#' + b))),
+      el('td', {class: 'opt'}, ...list(r.labels, l => el('span', {class: 'chip'}, l))),
+      el('td', {class: 'opt mono'}, r.id), el('td', {class: 'opt'}, r.version),
+      el('td', {class: 'num'}, stamp(r.lastSeen)));
+  }
+  function runnersPage(table) {
+    const tbody = table.tBodies[0], empty = tbody.querySelector('tr.empty');
+    const sig = tr => [...tr.cells].slice(0, 7).map(c => c.textContent).join('\n'); // all but last seen
+    let busy = false;
+    async function poll() {
+      const {runners = []} = await unary('ListRunners', {});
+      const old = new Map([...tbody.querySelectorAll('tr[data-id]')].map(tr => [tr.dataset.id, tr]));
+      tbody.replaceChildren(...runners.map(r => {
+        const tr = runnerRow(r), prev = old.get(tr.dataset.id);
+        if (!prev || sig(prev) !== sig(tr)) return tr.classList.add('changed'), tr;
+        prev.cells[7].replaceWith(tr.cells[7]); // only last seen moved: keep the row
+        return prev;
+      }), empty);
+      empty.hidden = runners.length > 0;
+    }
+    async function update() {
+      if (busy || document.visibilityState !== 'visible') return;
+      busy = true;
+      const ok = await poll().then(() => true, warn('list runners'));
+      busy = false;
+      setLive(!!ok, ok ? 'live' : 'reconnecting…');
+    }
+    document.addEventListener('visibilitychange', update); // catch up at once when shown again
+    setLive(true, 'live');
+    setInterval(update, 2000);
+  }
+
   document.addEventListener('DOMContentLoaded', () => {
-    const table = $('builds'), build = $('build');
+    const table = $('builds'), build = $('build'), runners = $('runners');
     if (table) buildsPage(table);
     if (build) buildPage(build);
+    if (runners) runnersPage(runners);
     tick();
     setInterval(tick, 5000);
   });
