@@ -45,7 +45,7 @@ func newClientFlags(name string, stderr io.Writer) *clientFlags {
 }
 
 func (c *clientFlags) dial() (connect.HTTPClient, []connect.ClientOption, error) {
-	cfg := dial.Config{URL: strings.TrimRight(c.url, "/"), Token: os.Getenv(c.tokenVar), CAFile: c.caFile}
+	cfg := dial.Config{URL: strings.TrimRight(c.url, "/"), Token: strings.TrimSpace(os.Getenv(c.tokenVar)), CAFile: c.caFile}
 	hc, err := dial.HTTPClient(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -65,7 +65,7 @@ func (c *clientFlags) builds() (pontusv1connect.BuildServiceClient, error) {
 // parseBuildRef parses the flags and the one COMMIT or build number
 // argument of a command about one build, and dials the control plane.
 func (c *clientFlags) parseBuildRef(args []string) (pontusv1connect.BuildServiceClient, string, int64, error) {
-	if err := c.fs.Parse(args); err != nil {
+	if err := parseFlags(c.fs, args); err != nil {
 		return nil, "", 0, err
 	}
 	commit, id, err := buildArg(c.fs)
@@ -140,7 +140,7 @@ func runBuilds(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	repo := c.fs.String("repo", "", "only builds of this `repository`")
 	st := c.fs.String("status", "", "only builds in this `status` (queued, running, passed, failed, error, timed_out, canceled)")
 	limit := c.fs.Int("limit", 20, "at most `n` builds")
-	if err := c.fs.Parse(args); err != nil {
+	if err := parseFlags(c.fs, args); err != nil {
 		return err
 	}
 	req := &pontusv1.ListBuildsRequest{Branch: *branch, Repo: *repo, Limit: int32(*limit)}
@@ -294,7 +294,7 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 func runRunners(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newClientFlags("runners", stderr)
-	if err := c.fs.Parse(args); err != nil {
+	if err := parseFlags(c.fs, args); err != nil {
 		return err
 	}
 	client, err := c.builds()
@@ -326,7 +326,7 @@ func runTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	c := newClientFlags("trigger", stderr)
 	repo := c.fs.String("repo", "", "the `repository` (needed for a commit never built before)")
 	branch := c.fs.String("branch", "", "the `branch` (needed for a commit never built before)")
-	if err := c.fs.Parse(args); err != nil {
+	if err := parseFlags(c.fs, args); err != nil {
 		return err
 	}
 	if c.fs.NArg() != 1 {
@@ -371,7 +371,7 @@ func runNotify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	repo := c.fs.String("repo", "", "the `repository` as the observer names it (path or URL)")
 	branch := c.fs.String("branch", "", "the `branch` the commit is on")
 	cloneURL := c.fs.String("clone-url", "", "`URL` runners fetch from, if not the repository")
-	if err := c.fs.Parse(args); err != nil {
+	if err := parseFlags(c.fs, args); err != nil {
 		return err
 	}
 	if *repo == "" || *branch == "" || c.fs.NArg() == 0 {
@@ -385,7 +385,7 @@ func runNotify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	res, err := client.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{
-		Repo: *repo, Branch: *branch, Commits: c.fs.Args(), CloneUrl: *cloneURL,
+		Repo: *repo, Branch: *branch, Commits: c.fs.Args(), CloneUrl: *cloneURL, KeepCursor: true,
 	})
 	if err != nil {
 		return err

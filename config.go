@@ -75,7 +75,8 @@ func token(envVar, file string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read token file: %w", err)
 	}
-	t := strings.TrimSpace(string(data))
+	t, _, _ := strings.Cut(strings.TrimSpace(string(data)), "\n")
+	t = strings.TrimSpace(t)
 	if t == "" {
 		return "", fmt.Errorf("token file %s is empty", file)
 	}

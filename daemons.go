@@ -58,7 +58,7 @@ func newRoleFlags(name string, stderr io.Writer, cp, repo, runnerURL, workdir bo
 }
 
 func (f *roleFlags) parse(args []string) (fileConfig, error) {
-	if err := f.fs.Parse(args); err != nil {
+	if err := parseFlags(f.fs, args); err != nil {
 		return fileConfig{}, err
 	}
 	if f.fs.NArg() > 0 {
@@ -256,81 +256,89 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		logger, _ = (&logFlags{format: f.logs.format, level: "warn"}).logger(stderr)
 	}
 
+	// The control plane has its own context and stops last, so the runner
+	// and observer can still reach it while they stop.
+	cpCtx, cpCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cpCancel()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ready := make(chan net.Addr, 1)
-	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	wg.Add(1)
+	errs := make(chan error, 4)
+	cpDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		errs <- serveControlPlane(ctx, cfg.ControlPlane, logger, ready)
+		defer close(cpDone)
+		errs <- serveControlPlane(cpCtx, cfg.ControlPlane, logger, ready)
 		cancel()
 	}()
+	stopCP := func() {
+		cpCancel()
+		<-cpDone
+	}
 	var addr net.Addr
 	select {
 	case addr = <-ready:
-	case err := <-errs:
-		return err
+	case <-cpDone:
+		return <-errs
 	}
 	url := "http://" + addr.String()
 	cfg.Runner.ControlPlane, cfg.Observer.ControlPlane = url, url
-	cfg.Runner.Token, cfg.Observer.Token = cfg.ControlPlane.RunnerToken, cfg.ControlPlane.ObserverToken
 	if err := f.applyObserver(&cfg.Observer); err != nil {
-		cancel()
-		wg.Wait()
+		stopCP()
 		return err
 	}
+	// The roles use the control plane's own tokens unless the file gave
+	// them others.
+	if cfg.Observer.Token == "" {
+		cfg.Observer.Token = cfg.ControlPlane.ObserverToken
+	}
+	if cfg.Runner.Token == "" {
+		cfg.Runner.Token = cfg.ControlPlane.RunnerToken
+	}
 	if err := cfg.Runner.Validate(); err != nil {
-		cancel()
-		wg.Wait()
+		stopCP()
 		return err
 	}
 	runner, err := runnerd.New(cfg.Runner, logger.With("component", "runner"))
 	if err != nil {
-		cancel()
-		wg.Wait()
+		stopCP()
 		return err
 	}
 	observer, err := observerd.New(cfg.Observer, logger.With("component", "observer"))
 	if err != nil {
-		cancel()
-		wg.Wait()
+		stopCP()
 		return err
 	}
 	results, _ := filepath.Abs(cfg.ControlPlane.ResultsDir)
-	if abs, err := filepath.Abs(data); err == nil {
-		data = abs
+	state := cfg.ControlPlane.DataDir
+	if f.config == "" || f.set("data") {
+		state = data // everything dev writes is below it
 	}
+	state, _ = filepath.Abs(state)
 	branches := "its current branch"
 	if len(cfg.Observer.Branches) > 0 {
 		branches = strings.Join(cfg.Observer.Branches, ", ")
 	}
 	fmt.Fprintf(stdout, "pontus dev: watching %s (%s)\n", cfg.Observer.Repo, branches)
 	fmt.Fprintf(stdout, "  dashboard  %s/\n  API        %s  (try: curl -H 'Content-Type: application/json' --data '{}' %s/pontus.v1.BuildService/ListBuilds)\n", url, url, url)
-	fmt.Fprintf(stdout, "  results    %s/<commit-id>\n  state      %s\n", results, data)
+	fmt.Fprintf(stdout, "  results    %s/<commit-id>\n  state      %s\n", results, state)
+	var roles sync.WaitGroup
 	for _, start := range []func() error{
 		func() error { return runner.Run(ctx) },
 		func() error { return observer.Run(ctx) },
 	} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		roles.Go(func() {
 			if err := start(); err != nil {
 				errs <- err
 				cancel()
 			}
-		}()
+		})
 	}
 	if !*quiet {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			printProgress(ctx, url, cfg.ControlPlane.UserToken, stdout)
-		}()
+		roles.Go(func() { printProgress(ctx, url, cfg.ControlPlane.UserToken, stdout) })
 	}
 	<-ctx.Done()
-	wg.Wait()
+	roles.Wait()
+	stopCP()
 	close(errs)
 	var all []error
 	for err := range errs {

@@ -60,6 +60,17 @@ func commands() []command {
 	}
 }
 
+// parseFlags parses a command's flags. The flag package has already told
+// the user what was wrong, so a bad flag becomes exit status 2 and nothing
+// more is printed.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		return exitError{2}
+	}
+	return err
+}
+
 // exitError carries a specific exit status out of a command.
 type exitError struct{ code int }
 

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pontus-ci/pontus/controlplane/store"
+	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
@@ -731,7 +732,7 @@ func (d *dispatcher) roomLocked(n int) error {
 }
 
 // report is ReportCommits.
-func (d *dispatcher) report(ctx context.Context, repo, branch, cloneURL string, labels, commits []string) ([]*pontusv1.Build, error) {
+func (d *dispatcher) report(ctx context.Context, repo, branch, cloneURL string, labels, commits []string, keepCursor bool) ([]*pontusv1.Build, error) {
 	// reportMu makes check-then-create atomic between reports; it is
 	// released before the durable wait, since the store commits in order.
 	d.reportMu.Lock()
@@ -772,7 +773,7 @@ func (d *dispatcher) report(ctx context.Context, repo, branch, cloneURL string, 
 		muts = append(muts, m)
 		out[i] = lb.b
 	}
-	if len(commits) > 0 {
+	if len(commits) > 0 && !keepCursor {
 		last := commits[len(commits)-1]
 		d.cursors[cursorKey{repo, branch}] = last
 		muts = append(muts, store.Mutation{PutCursor: &store.Cursor{Repo: repo, Branch: branch, Commit: last}})
@@ -913,6 +914,9 @@ func (d *dispatcher) trigger(ctx context.Context, commit, repo, branch string) (
 	} else if repo == "" || branch == "" {
 		return nil, connect.NewError(connect.CodeNotFound,
 			fmt.Errorf("commit: no build of commit %s; give repo and branch to build it for the first time", commit))
+	} else if err := validate.CloneURL("repo", repo); err != nil {
+		// A first build fetches from repo itself.
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	d.mu.Lock()
 	if err := d.roomLocked(1); err != nil {

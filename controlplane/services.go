@@ -224,7 +224,7 @@ func (s observerService) ReportCommits(ctx context.Context, req *pontusv1.Report
 	if err := validate.Labels("labels", req.Labels); err != nil {
 		return nil, invalid(err)
 	}
-	builds, err := s.d.report(ctx, req.Repo, req.Branch, req.CloneUrl, req.Labels, req.Commits)
+	builds, err := s.d.report(ctx, req.Repo, req.Branch, req.CloneUrl, req.Labels, req.Commits, req.KeepCursor)
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +359,7 @@ func (s buildService) TriggerBuild(ctx context.Context, req *pontusv1.TriggerBui
 		return nil, invalid(err)
 	}
 	if req.Repo != "" {
-		if err := validate.CloneURL("repo", req.Repo); err != nil {
+		if err := validate.Repo("repo", req.Repo); err != nil {
 			return nil, invalid(err)
 		}
 	}

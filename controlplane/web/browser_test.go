@@ -1,12 +1,15 @@
 package web_test
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/chromedp/chromedp"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -239,5 +242,188 @@ func TestBrowserSignIn(t *testing.T) {
 	}
 	br.Run(t, chromedp.Click(chromedp.CSS(`form.signout button`)), chromedp.WaitVisible(chromedp.CSS("form.signin")))
 	br.Run(t, chromedp.Navigate(s.url+"/runners"), chromedp.WaitVisible(chromedp.CSS("form.signin")))
+	br.NoExceptions(t)
+}
+
+// shotButtons is the build page with its Re-run and Cancel buttons.
+const shotButtons = "/tmp/pontus-web-buttons.png"
+
+// waitFake waits until cond holds for the fake's recorded calls; on timeout
+// it reports what the fake saw.
+func waitFake(t testing.TB, f *fakeBuilds, what string, cond func(triggers []*pontusv1.TriggerBuildRequest, cancels []*pontusv1.CancelBuildRequest, listings int) bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		tr, cn, ls := f.calls()
+		if cond(tr, cn, ls) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; the fake saw TriggerBuild %v, CancelBuild %v, %d ListRunners", what, tr, cn, ls)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestBrowserBuildActions(t *testing.T) {
+	s := startServer(t, web.Options{})
+	br := browsertest.New(t)
+	b := newBuild(5, "feature/login", running)
+	b.Attempts = []*pontusv1.Attempt{{Number: 1, RunnerName: "runner-one", Status: running, StartedAt: b.StartedAt}}
+	s.fake.put(newBuild(4, "main", passed))
+	s.fake.put(b)
+	s.fake.appendLog(5, "$ go test ./tests/...\n=== RUN   TestAlpha\n")
+
+	br.Run(t, chromedp.Navigate(s.url+"/builds/5"), chromedp.WaitVisible(chromedp.CSS("#cancel")), chromedp.WaitVisible(chromedp.CSS("#rerun")))
+	br.Exec(t, "window.__sameDocument = 5")
+	waitStreams(t, s.fake, 0, 1)
+	br.WaitJS(t, `document.getElementById('log').textContent.includes('TestAlpha')`, `document.getElementById('log').textContent`)
+	br.Screenshot(t, shotButtons)
+
+	// Cancel: both buttons are disabled while the call is in flight.
+	const stateJS = `[document.getElementById('actmsg').className, document.getElementById('actmsg').textContent,
+		document.getElementById('cancel').disabled, document.getElementById('rerun').disabled,
+		document.getElementById('cancel').hidden, document.getElementById('pill').textContent].join(' | ')`
+	release := s.fake.holdActions()
+	br.Run(t, chromedp.Click(chromedp.CSS("#cancel")))
+	br.WaitJS(t, `document.getElementById('cancel').disabled && document.getElementById('rerun').disabled &&
+		document.getElementById('actmsg').textContent === 'canceling…'`, stateJS)
+	waitFake(t, s.fake, "CancelBuild of build 5", func(_ []*pontusv1.TriggerBuildRequest, c []*pontusv1.CancelBuildRequest, _ int) bool {
+		return len(c) == 1 && c[0].GetBuildId() == 5
+	})
+	release()
+
+	// The running build now waits for its runner; the page says so.
+	br.WaitJS(t, `document.getElementById('actmsg').textContent === 'cancel requested…' && !document.getElementById('cancel').disabled`, stateJS)
+	br.WaitJS(t, `!document.getElementById('cancelnote').hidden`, `document.getElementById('cancelnote').outerHTML`)
+	br.WaitJS(t, `document.getElementById('reason').textContent === 'cancel requested; waiting for the runner to stop it'`, `document.getElementById('reason').outerHTML`)
+
+	// The runner stops it: CANCELED arrives live and Cancel goes away.
+	s.fake.appendLog(5, "canceled\n")
+	s.fake.update(5, func(b *pontusv1.Build) {
+		b.Status, b.Reason, b.CancelRequested = canceled, "canceled", false
+		b.FinishedAt, b.Duration, b.ExitCode = timestamppb.Now(), durationpb.New(3*time.Second), -1
+	})
+	br.WaitJS(t, `document.getElementById('pill').classList.contains('s-canceled')`, stateJS)
+	br.WaitJS(t, `document.getElementById('cancel').hidden && document.getElementById('cancelnote').hidden &&
+		document.getElementById('actmsg').textContent === ''`, stateJS)
+	if same := browsertest.Eval[int](t, br, "window.__sameDocument"); same != 5 {
+		t.Fatal("the build page was reloaded; cancel must update it in place")
+	}
+
+	// Re-run of the finished build: a new queued build, and the browser goes
+	// to its page.
+	br.Run(t, chromedp.Click(chromedp.CSS("#rerun")))
+	br.WaitJS(t, `location.pathname === '/builds/6' && document.getElementById('build')?.dataset.id === '6'`, `location.pathname + ' ' + document.getElementById('actmsg')?.textContent`)
+	waitFake(t, s.fake, "TriggerBuild of build 5's commit", func(tr []*pontusv1.TriggerBuildRequest, _ []*pontusv1.CancelBuildRequest, _ int) bool {
+		return len(tr) == 1
+	})
+	tr, _, _ := s.fake.calls()
+	if got := tr[0]; got.GetCommit() != b.GetCommit() || got.GetRepo() != b.GetRepo() || got.GetBranch() != b.GetBranch() {
+		t.Errorf("TriggerBuild got commit %q repo %q branch %q; want %q %q %q",
+			got.GetCommit(), got.GetRepo(), got.GetBranch(), b.GetCommit(), b.GetRepo(), b.GetBranch())
+	}
+	br.WaitJS(t, `document.getElementById('pill').classList.contains('s-queued') && !document.getElementById('cancel').hidden`, stateJS)
+
+	// An API error is shown beside the buttons, which work again after it.
+	s.fake.setErr(connect.NewError(connect.CodeUnavailable, errors.New("store is closing")))
+	br.Run(t, chromedp.Click(chromedp.CSS("#cancel")))
+	br.WaitJS(t, `document.getElementById('actmsg').textContent === 'Cancel failed: store is closing' &&
+		document.getElementById('actmsg').classList.contains('error') && !document.getElementById('cancel').disabled &&
+		!document.getElementById('rerun').disabled`, stateJS)
+	s.fake.setErr(nil)
+
+	// Canceling a queued build ends it at once.
+	br.Run(t, chromedp.Click(chromedp.CSS("#cancel")))
+	br.WaitJS(t, `document.getElementById('pill').classList.contains('s-canceled') && document.getElementById('cancel').hidden`, stateJS)
+	br.WaitJS(t, `document.getElementById('actmsg').textContent === '' && document.getElementById('reason').textContent === 'canceled before it ran'`, stateJS)
+	if _, c, _ := s.fake.calls(); len(c) != 3 || c[2].GetBuildId() != 6 {
+		t.Errorf("CancelBuild calls %v, want the third for build 6", c)
+	}
+	br.NoExceptions(t)
+}
+
+func TestBrowserRunnersLive(t *testing.T) {
+	s := startServer(t, web.Options{})
+	br := browsertest.New(t)
+	now := time.Now()
+	one := &pontusv1.Runner{Id: "r-1", Name: "builder-a", Capacity: 2, Version: "v0.1.0", Labels: []string{"linux"},
+		State: pontusv1.RunnerState_RUNNER_STATE_IDLE, LastSeen: timestamppb.New(now), RegisteredAt: timestamppb.New(now)}
+	s.fake.setRunners([]*pontusv1.Runner{one})
+
+	row := func(id string) string { return fmt.Sprintf(`document.querySelector('#runners tr[data-id="%s"]')`, id) }
+	br.Run(t, chromedp.Navigate(s.url+"/runners"), chromedp.WaitVisible(chromedp.CSS("#runners")))
+	// The first poll comes 2 s after the page: mark the server-rendered row
+	// to see that polls keep a row whose content did not change.
+	br.Exec(t, "window.__sameDocument = 3; "+row("r-1")+".__kept = true")
+	const tableJS = `document.querySelector('#runners tbody').innerText`
+
+	// A runner registers: its row appears without a reload.
+	two := &pontusv1.Runner{Id: "r-2", Name: "builder-b", Capacity: 1, Version: "v0.2.0",
+		State: pontusv1.RunnerState_RUNNER_STATE_BUSY, BuildIds: []int64{7}, LastSeen: timestamppb.New(now)}
+	s.fake.setRunners([]*pontusv1.Runner{one, two})
+	br.WaitJS(t, row("r-2")+`?.querySelector('.pill.s-busy')`, tableJS)
+	text := browsertest.Eval[string](t, br, row("r-2")+`.textContent`)
+	for _, want := range []string{"builder-b", "busy", "1 / 1", "#7", "r-2", "v0.2.0", "just now"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("new runner row %q lacks %q", text, want)
+		}
+	}
+	if href := browsertest.Eval[string](t, br, row("r-2")+`.querySelector('a').getAttribute('href')`); href != "/builds/7" {
+		t.Errorf("current build link %q, want /builds/7", href)
+	}
+
+	if !browsertest.Eval[bool](t, br, `!!`+row("r-1")+`.__kept`) {
+		t.Error("a poll replaced the unchanged server-rendered row; it should keep it")
+	}
+
+	// Its build ends: idle, no current builds.
+	two = proto.CloneOf(two)
+	two.State, two.BuildIds = pontusv1.RunnerState_RUNNER_STATE_IDLE, nil
+	s.fake.setRunners([]*pontusv1.Runner{one, two})
+	br.WaitJS(t, row("r-2")+`?.querySelector('.pill.s-idle') && `+row("r-2")+`.cells[3].textContent === '—'`, tableJS)
+
+	// Only the last-seen time of r-1 moves: the row is kept, its age updated.
+	one = proto.CloneOf(one)
+	one.LastSeen = timestamppb.New(now.Add(-5 * time.Minute))
+	s.fake.setRunners([]*pontusv1.Runner{one, two})
+	br.WaitJS(t, row("r-1")+`?.cells[7].textContent === '5m ago'`, tableJS)
+	if !browsertest.Eval[bool](t, br, `!!`+row("r-1")+`.__kept`) {
+		t.Error("a change of last seen alone replaced the row; it should update in place")
+	}
+
+	// A runner that goes away loses its row; with none, the empty note shows.
+	s.fake.setRunners([]*pontusv1.Runner{two})
+	br.WaitJS(t, `!`+row("r-1")+` && `+row("r-2"), tableJS)
+	s.fake.setRunners(nil)
+	br.WaitJS(t, `!document.querySelector('#runners tr[data-id]') && !document.querySelector('#runners tr.empty').hidden`, tableJS)
+
+	// A hidden page does not poll; shown again, it catches up at once. Hide
+	// it just after a poll, so none is in flight when the runners change.
+	_, _, n := s.fake.calls()
+	waitFake(t, s.fake, "the next ListRunners", func(_ []*pontusv1.TriggerBuildRequest, _ []*pontusv1.CancelBuildRequest, listings int) bool {
+		return listings > n
+	})
+	br.Exec(t, `Object.defineProperty(document, 'visibilityState', {configurable: true, get: () => 'hidden'});
+		document.dispatchEvent(new Event('visibilitychange'))`)
+	_, _, before := s.fake.calls()
+	s.fake.setRunners([]*pontusv1.Runner{one})
+	// An observation window longer than two poll intervals, not a wait for
+	// an event: nothing may happen in it.
+	time.Sleep(4500 * time.Millisecond)
+	if _, _, after := s.fake.calls(); after != before {
+		t.Errorf("the hidden page called ListRunners %d times", after-before)
+	}
+	if browsertest.Eval[bool](t, br, `!!`+row("r-1")) {
+		t.Error("the hidden page updated")
+	}
+	br.Exec(t, `delete document.visibilityState; document.dispatchEvent(new Event('visibilitychange'))`)
+	br.WaitJS(t, row("r-1"), tableJS)
+	if live := browsertest.Eval[string](t, br, `document.getElementById('live').textContent`); live != "live" {
+		t.Errorf("live indicator %q", live)
+	}
+	if same := browsertest.Eval[int](t, br, "window.__sameDocument"); same != 3 {
+		t.Fatal("the runners page was reloaded; it must update in place")
+	}
 	br.NoExceptions(t)
 }

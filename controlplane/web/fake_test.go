@@ -1,11 +1,14 @@
 package web_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pontus-ci/pontus/controlplane/web"
+	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 	"github.com/pontus-ci/pontus/schema/gen/pontus/v1/pontusv1connect"
 )
@@ -32,8 +36,12 @@ type fakeBuilds struct {
 	changed  chan struct{} // closed and replaced on every change
 	watchers map[chan *pontusv1.WatchBuildsResponse]*pontusv1.WatchBuildsRequest
 	tailers  int
-	err      error         // when set, unary calls fail with it
-	kick     chan struct{} // closed to end every open stream, as a network cut would
+	triggers []*pontusv1.TriggerBuildRequest // TriggerBuild calls, in order
+	cancels  []*pontusv1.CancelBuildRequest  // CancelBuild calls, in order
+	listings int                             // ListRunners calls
+	hold     chan struct{}                   // when set, TriggerBuild and CancelBuild wait for it to close
+	err      error                           // when set, unary calls fail with it
+	kick     chan struct{}                   // closed to end every open stream, as a network cut would
 	stop     chan struct{}
 	stopOnce sync.Once
 }
@@ -107,6 +115,10 @@ func (f *fakeBuilds) notifyLocked() {
 func (f *fakeBuilds) put(b *pontusv1.Build) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.putLocked(b)
+}
+
+func (f *fakeBuilds) putLocked(b *pontusv1.Build) {
 	b = proto.CloneOf(b)
 	f.builds[b.GetId()] = b
 	for ch, filter := range f.watchers {
@@ -203,10 +215,149 @@ func (f *fakeBuilds) GetBuild(_ context.Context, req *pontusv1.GetBuildRequest) 
 func (f *fakeBuilds) ListRunners(context.Context, *pontusv1.ListRunnersRequest) (*pontusv1.ListRunnersResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.listings++
 	if f.err != nil {
 		return nil, f.err
 	}
-	return &pontusv1.ListRunnersResponse{Runners: f.runners}, nil
+	out := make([]*pontusv1.Runner, len(f.runners))
+	for i, r := range f.runners {
+		out[i] = proto.CloneOf(r)
+	}
+	return &pontusv1.ListRunnersResponse{Runners: out}, nil
+}
+
+// holdActions makes TriggerBuild and CancelBuild wait until the returned
+// function is called, so a test can see the page while a call is in flight.
+func (f *fakeBuilds) holdActions() (release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan struct{})
+	f.hold = ch
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			f.mu.Lock()
+			f.hold = nil
+			f.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// wait blocks while actions are held.
+func (f *fakeBuilds) wait(ctx context.Context) error {
+	f.mu.Lock()
+	hold := f.hold
+	f.mu.Unlock()
+	if hold == nil {
+		return nil
+	}
+	select {
+	case <-hold:
+		return nil
+	case <-ctx.Done():
+		return connect.NewError(connect.CodeCanceled, ctx.Err())
+	}
+}
+
+// calls returns copies of the TriggerBuild and CancelBuild requests seen and
+// the number of ListRunners calls.
+func (f *fakeBuilds) calls() (triggers []*pontusv1.TriggerBuildRequest, cancels []*pontusv1.CancelBuildRequest, listings int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.triggers {
+		triggers = append(triggers, proto.CloneOf(r))
+	}
+	for _, r := range f.cancels {
+		cancels = append(cancels, proto.CloneOf(r))
+	}
+	return triggers, cancels, f.listings
+}
+
+// TriggerBuild queues a new build of a known commit, as the control plane
+// does: repository and branch default to those of the commit's newest build.
+func (f *fakeBuilds) TriggerBuild(ctx context.Context, req *pontusv1.TriggerBuildRequest) (*pontusv1.TriggerBuildResponse, error) {
+	f.mu.Lock()
+	f.triggers = append(f.triggers, proto.CloneOf(req))
+	f.mu.Unlock()
+	if err := f.wait(ctx); err != nil {
+		return nil, err
+	}
+	for _, err := range []error{
+		validate.CommitID("commit", req.GetCommit()),
+		validateIfSet(validate.Repo, "repo", req.GetRepo()),
+		validateIfSet(validate.Branch, "branch", req.GetBranch()),
+	} {
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, err)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	var prev *pontusv1.Build
+	var next int64 = 1
+	for id, b := range f.builds {
+		next = max(next, id+1)
+		if b.GetCommit() == req.GetCommit() && (req.GetRepo() == "" || b.GetRepo() == req.GetRepo()) && (prev == nil || id > prev.GetId()) {
+			prev = b
+		}
+	}
+	repo, branch := req.GetRepo(), req.GetBranch()
+	if prev != nil {
+		repo, branch = cmp.Or(repo, prev.GetRepo()), cmp.Or(branch, prev.GetBranch())
+	} else if repo == "" || branch == "" {
+		return nil, connect.NewError(connect.CodeNotFound,
+			fmt.Errorf("commit: no build of commit %s; give repo and branch to build it for the first time", req.GetCommit()))
+	}
+	b := &pontusv1.Build{
+		Id: next, Repo: repo, Branch: branch, Commit: req.GetCommit(), Status: pontusv1.BuildStatus_BUILD_STATUS_QUEUED,
+		CreatedAt: timestamppb.Now(), MaxAttempts: 3, Labels: prev.GetLabels(), Reason: "waiting for a runner",
+	}
+	f.putLocked(b)
+	return &pontusv1.TriggerBuildResponse{Build: proto.CloneOf(b)}, nil
+}
+
+func validateIfSet(check func(field, s string) error, field, s string) error {
+	if s == "" {
+		return nil
+	}
+	return check(field, s)
+}
+
+// CancelBuild ends a queued build at once and asks a leased or running
+// one's runner to stop, as the control plane does.
+func (f *fakeBuilds) CancelBuild(ctx context.Context, req *pontusv1.CancelBuildRequest) (*pontusv1.CancelBuildResponse, error) {
+	f.mu.Lock()
+	f.cancels = append(f.cancels, proto.CloneOf(req))
+	f.mu.Unlock()
+	if err := f.wait(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	b, ok := f.builds[req.GetBuildId()]
+	if !ok {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("build_id: no build %d", req.GetBuildId()))
+	}
+	b = proto.CloneOf(b)
+	switch b.GetStatus() {
+	case pontusv1.BuildStatus_BUILD_STATUS_QUEUED:
+		b.Status, b.Reason, b.FinishedAt, b.ExitCode = pontusv1.BuildStatus_BUILD_STATUS_CANCELED, "canceled before it ran", timestamppb.Now(), -1
+	case pontusv1.BuildStatus_BUILD_STATUS_LEASED, pontusv1.BuildStatus_BUILD_STATUS_RUNNING:
+		b.CancelRequested = true
+		b.Reason = "cancel requested; waiting for the runner to stop it"
+	default:
+		return nil, connect.NewError(connect.CodeFailedPrecondition,
+			fmt.Errorf("build %d has already finished (%s)", b.GetId(), strings.ToLower(strings.TrimPrefix(b.GetStatus().String(), "BUILD_STATUS_"))))
+	}
+	f.putLocked(b)
+	return &pontusv1.CancelBuildResponse{Build: proto.CloneOf(b)}, nil
 }
 
 func (f *fakeBuilds) WatchBuilds(ctx context.Context, req *pontusv1.WatchBuildsRequest, stream *connect.ServerStream[pontusv1.WatchBuildsResponse]) error {

@@ -33,6 +33,9 @@ func Env(environ []string) []string {
 		env = append(env, kv)
 	}
 	return append(env,
+		// Never fetch missing objects of a partial clone behind our back:
+		// reads must not write into a repository or reach the network.
+		"GIT_NO_LAZY_FETCH=1",
 		"GIT_TERMINAL_PROMPT=0",
 		"GIT_ASKPASS=true",
 		"GIT_CONFIG_NOSYSTEM=1",

@@ -171,6 +171,12 @@ func CloneURL(field, s string) error {
 			if hostStartsWithDash(rest) {
 				return fail(field, "clone URL %s has a host starting with '-'", quote(s))
 			}
+			if authority, _, _ := strings.Cut(rest, "/"); strings.Contains(authority, "@") &&
+				strings.Contains(authority[:strings.LastIndex(authority, "@")], ":") {
+				// The URL names the repository in logs, results and the
+				// dashboard: a password in it would be published.
+				return fail(field, "clone URL must not carry a password; use a git credential helper on the runners")
+			}
 			return nil
 		}
 	}

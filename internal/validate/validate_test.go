@@ -191,3 +191,17 @@ func TestBranchAgreesWithGit(t *testing.T) {
 		}
 	}
 }
+
+func TestCloneURLRefusesPasswords(t *testing.T) {
+	for _, u := range []string{"https://user:s3cret@git.example.com/a.git", "ssh://git:pw@host/r"} {
+		err := CloneURL("repo", u)
+		if err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("CloneURL(%q) = %v, want a refusal that does not echo the password", u, err)
+		}
+	}
+	for _, u := range []string{"https://user@git.example.com/a.git", "ssh://git@host:22/r", "https://host/a@b"} {
+		if err := CloneURL("repo", u); err != nil {
+			t.Errorf("CloneURL(%q) = %v, want ok", u, err)
+		}
+	}
+}

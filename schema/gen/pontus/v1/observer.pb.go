@@ -31,7 +31,11 @@ type ReportCommitsRequest struct {
 	// (e.g. the watched path is not reachable from other hosts).
 	CloneUrl string `protobuf:"bytes,4,opt,name=clone_url,json=cloneUrl,proto3" json:"clone_url,omitempty"`
 	// Labels a runner must carry to build these commits.
-	Labels        []string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty"`
+	Labels []string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty"`
+	// Set by git hooks (`pontus notify`): build the commits but leave the
+	// branch's cursor alone, since it records what the observer has seen and
+	// a hook's report may skip commits an observer in "every" mode must report.
+	KeepCursor    bool `protobuf:"varint,6,opt,name=keep_cursor,json=keepCursor,proto3" json:"keep_cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -99,6 +103,13 @@ func (x *ReportCommitsRequest) GetLabels() []string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *ReportCommitsRequest) GetKeepCursor() bool {
+	if x != nil {
+		return x.KeepCursor
+	}
+	return false
 }
 
 type ReportCommitsResponse struct {
@@ -247,13 +258,15 @@ var File_pontus_v1_observer_proto protoreflect.FileDescriptor
 
 const file_pontus_v1_observer_proto_rawDesc = "" +
 	"\n" +
-	"\x18pontus/v1/observer.proto\x12\tpontus.v1\x1a\x15pontus/v1/types.proto\"\x91\x01\n" +
+	"\x18pontus/v1/observer.proto\x12\tpontus.v1\x1a\x15pontus/v1/types.proto\"\xb2\x01\n" +
 	"\x14ReportCommitsRequest\x12\x12\n" +
 	"\x04repo\x18\x01 \x01(\tR\x04repo\x12\x16\n" +
 	"\x06branch\x18\x02 \x01(\tR\x06branch\x12\x18\n" +
 	"\acommits\x18\x03 \x03(\tR\acommits\x12\x1b\n" +
 	"\tclone_url\x18\x04 \x01(\tR\bcloneUrl\x12\x16\n" +
-	"\x06labels\x18\x05 \x03(\tR\x06labels\"A\n" +
+	"\x06labels\x18\x05 \x03(\tR\x06labels\x12\x1f\n" +
+	"\vkeep_cursor\x18\x06 \x01(\bR\n" +
+	"keepCursor\"A\n" +
 	"\x15ReportCommitsResponse\x12(\n" +
 	"\x06builds\x18\x01 \x03(\v2\x10.pontus.v1.BuildR\x06builds\">\n" +
 	"\x10GetCursorRequest\x12\x12\n" +

@@ -44,7 +44,7 @@ const (
 // ObserverServiceClient is a client for the pontus.v1.ObserverService service.
 type ObserverServiceClient interface {
 	// ReportCommits records new commits of one branch, oldest first, and moves
-	// the branch's cursor to the last one. It is idempotent: a commit of the
+	// the branch's cursor to the last one (unless keep_cursor). It is idempotent: a commit of the
 	// repository that already has a build gets no second one (use
 	// BuildService/TriggerBuild to re-run), so an observer may resend after a
 	// lost answer. The builds and the cursor are durable before it answers.
@@ -107,7 +107,7 @@ func (c *observerServiceClient) GetCursor(ctx context.Context, req *v1.GetCursor
 // ObserverServiceHandler is an implementation of the pontus.v1.ObserverService service.
 type ObserverServiceHandler interface {
 	// ReportCommits records new commits of one branch, oldest first, and moves
-	// the branch's cursor to the last one. It is idempotent: a commit of the
+	// the branch's cursor to the last one (unless keep_cursor). It is idempotent: a commit of the
 	// repository that already has a build gets no second one (use
 	// BuildService/TriggerBuild to re-run), so an observer may resend after a
 	// lost answer. The builds and the cursor are durable before it answers.
