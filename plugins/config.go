@@ -40,12 +40,49 @@ type HostConfig struct {
 	// OutputLimitMiB caps the stdout+stderr the host keeps and forwards per
 	// run; the rest is counted and dropped. Default 8.
 	OutputLimitMiB int `toml:"output_limit_mib"`
+	// MaxOpenFiles caps the files and directories a run may hold open at
+	// once under /src and /tmp together (each is a file descriptor of the
+	// runner). Further opens fail in the guest with EIO. Default 1024.
+	MaxOpenFiles int `toml:"max_open_files"`
+	// TmpLimitMiB caps the size of what a run keeps in its /tmp: the sum of
+	// the sizes of the files it created there, less what it deleted or
+	// truncated. A write, or a truncate, that would go beyond it fails in
+	// the guest with EIO. Default 256.
+	TmpLimitMiB int `toml:"tmp_limit_mib"`
+	// TmpMaxFiles caps the files and directories a run may have in its
+	// /tmp at once; creating more fails with EIO. Default 10000.
+	TmpMaxFiles int `toml:"tmp_max_files"`
+	// CacheLimitMiB caps the on-disk compilation cache under CacheDir: at
+	// NewHost and at most hourly afterwards, the least recently used
+	// compiled modules are deleted until it fits. Default 2048.
+	CacheLimitMiB int `toml:"cache_limit_mib"`
+	// CacheMaxAge is how long a compiled module unused stays in the
+	// on-disk cache before that pruning deletes it. Default 168h (7 days).
+	CacheMaxAge time.Duration `toml:"cache_max_age"`
 }
 
-// DefaultHostConfig returns the defaults: no disk cache, 512 MiB of guest
-// memory, 8 MiB of output.
+// Bounds of the HostConfig limits.
+const (
+	maxMaxOpenFiles  = 1 << 20
+	maxTmpLimitMiB   = 1 << 20 // 1 TiB
+	maxTmpMaxFiles   = 1 << 24
+	maxCacheLimitMiB = 1 << 24 // 16 TiB
+	minCacheMaxAge   = time.Hour
+)
+
+// DefaultHostConfig returns the defaults: no disk cache (at most 2 GiB and
+// 7 days of it when CacheDir is set), 512 MiB of guest memory, 8 MiB of
+// output, 1024 open files, 256 MiB and 10000 files in /tmp.
 func DefaultHostConfig() HostConfig {
-	return HostConfig{MemoryLimitMiB: 512, OutputLimitMiB: 8}
+	return HostConfig{
+		MemoryLimitMiB: 512,
+		OutputLimitMiB: 8,
+		MaxOpenFiles:   1024,
+		TmpLimitMiB:    256,
+		TmpMaxFiles:    10000,
+		CacheLimitMiB:  2048,
+		CacheMaxAge:    7 * 24 * time.Hour,
+	}
 }
 
 // withDefaults fills the zero fields from DefaultHostConfig.
@@ -56,6 +93,21 @@ func (c HostConfig) withDefaults() HostConfig {
 	}
 	if c.OutputLimitMiB == 0 {
 		c.OutputLimitMiB = d.OutputLimitMiB
+	}
+	if c.MaxOpenFiles == 0 {
+		c.MaxOpenFiles = d.MaxOpenFiles
+	}
+	if c.TmpLimitMiB == 0 {
+		c.TmpLimitMiB = d.TmpLimitMiB
+	}
+	if c.TmpMaxFiles == 0 {
+		c.TmpMaxFiles = d.TmpMaxFiles
+	}
+	if c.CacheLimitMiB == 0 {
+		c.CacheLimitMiB = d.CacheLimitMiB
+	}
+	if c.CacheMaxAge == 0 {
+		c.CacheMaxAge = d.CacheMaxAge
 	}
 	return c
 }
@@ -70,6 +122,22 @@ func (c HostConfig) Validate() error {
 	}
 	if c.OutputLimitMiB < 0 || c.OutputLimitMiB > MaxOutputLimitMiB {
 		return &validate.Error{Field: "output_limit_mib", Reason: fmt.Sprintf("must be between 1 and %d (0 for the default), got %d", MaxOutputLimitMiB, c.OutputLimitMiB)}
+	}
+	for _, l := range []struct {
+		field    string
+		val, max int
+	}{
+		{"max_open_files", c.MaxOpenFiles, maxMaxOpenFiles},
+		{"tmp_limit_mib", c.TmpLimitMiB, maxTmpLimitMiB},
+		{"tmp_max_files", c.TmpMaxFiles, maxTmpMaxFiles},
+		{"cache_limit_mib", c.CacheLimitMiB, maxCacheLimitMiB},
+	} {
+		if l.val < 0 || l.val > l.max {
+			return &validate.Error{Field: l.field, Reason: fmt.Sprintf("must be between 1 and %d (0 for the default), got %d", l.max, l.val)}
+		}
+	}
+	if c.CacheMaxAge != 0 && c.CacheMaxAge < minCacheMaxAge {
+		return &validate.Error{Field: "cache_max_age", Reason: fmt.Sprintf("must be at least %s (0 for the default, 168h), got %s", minCacheMaxAge, c.CacheMaxAge)}
 	}
 	return nil
 }

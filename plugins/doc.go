@@ -2,12 +2,15 @@
 // sandboxed by wazero. It is the runner's WebAssembly executor.
 //
 // A Host compiles each module once (keyed by the sha256 of its bytes, with
-// wazero's on-disk compilation cache under HostConfig.CacheDir) and runs it
-// per job step with:
+// wazero's on-disk compilation cache under HostConfig.CacheDir, pruned by
+// age and size) and runs it per job step with:
 //
 //   - the checkout mounted read-only at /src through an os.Root, so a
 //     symbolic link committed in the repository cannot reach host files;
-//   - a fresh writable /tmp per run that refuses symbolic and hard links;
+//   - a fresh writable /tmp per run that refuses symbolic and hard links,
+//     bounded in size and file count (HostConfig.TmpLimitMiB, TmpMaxFiles);
+//   - at most HostConfig.MaxOpenFiles files open at once over both mounts
+//     (each is a file descriptor of the runner);
 //   - the working directory /src/<workdir> (default /src/tests when it
 //     exists, else /src), passed in PWD;
 //   - only the step's arguments and allow-listed environment, plus PWD,

@@ -12,12 +12,15 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
@@ -32,28 +35,63 @@ const logPlugin = "plugin"
 // errHostClosed is the cause of the contexts of runs Close stops.
 var errHostClosed = errors.New("plugin host closed (runner stopping)")
 
-// maxCompiled is how many compiled modules a Host keeps in memory; the
-// least recently used idle ones are closed beyond it (the on-disk cache
-// still has them).
-const maxCompiled = 32
+const (
+	// maxCompiled is how many compiled modules a Host keeps in memory; the
+	// least recently used idle ones are closed beyond it (the on-disk cache
+	// still has them).
+	maxCompiled = 32
+	// maxRuntimes is how many wazero runtimes (one per memory limit) a Host
+	// keeps; the least recently used idle ones are closed beyond it.
+	maxRuntimes = 8
+	// compileWorkers is how many goroutines compile one module. wazero
+	// checks the context between functions only when compiling with more
+	// than one.
+	compileWorkers = 2
+	// cachePruneEvery is how often, at most, a running Host prunes the
+	// on-disk compilation cache (after a compile, the only time it grows).
+	cachePruneEvery = time.Hour
+)
 
 // Host runs WebAssembly test plugins. It is safe for concurrent use: runs
 // share compiled modules but nothing else.
 type Host struct {
 	cfg    HostConfig
 	logger *slog.Logger
-	cache  wazero.CompilationCache // nil without CacheDir
+	cache  wazero.CompilationCache // on disk under CacheDir, else in memory
+	// ctx is the host's own context, cancelled by Close with errHostClosed:
+	// compiles run under it, not under the context of the run that asked
+	// first, so that one cancelled run does not fail the others waiting for
+	// the same module.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
 
 	maxCompiled int // compiled modules kept; the constant, lowered by tests
+	maxRuntimes int // idle runtimes kept; the constant, lowered by tests
+	// beforeCompile, when set (by tests), is called by each compile before
+	// it starts.
+	beforeCompile func()
 
-	mu       sync.Mutex
-	closed   bool
-	runtimes map[uint32]wazero.Runtime // by memory limit in pages
-	modules  map[moduleKey]*moduleEntry
-	clock    uint64                             // for LRU
-	active   map[uint64]context.CancelCauseFunc // runs in flight, by id
-	nextRun  uint64
-	runs     sync.WaitGroup
+	mu        sync.Mutex
+	closed    bool
+	runtimes  map[uint32]*runtimeEntry // by memory limit in pages
+	modules   map[moduleKey]*moduleEntry
+	clock     uint64                             // for LRU
+	active    map[uint64]context.CancelCauseFunc // runs in flight, by id
+	nextRun   uint64
+	runs      sync.WaitGroup
+	compiles  sync.WaitGroup
+	lastPrune time.Time // of the on-disk cache
+	pruning   bool
+}
+
+// runtimeEntry is the wazero runtime for one memory limit. users counts
+// the runs holding one of its modules and the compiles in progress in it:
+// only a runtime without users is closed.
+type runtimeEntry struct {
+	pages    uint32
+	rt       wazero.Runtime
+	users    int
+	lastUsed uint64
 }
 
 // moduleKey names one compiled module: wazero fixes the memory limit per
@@ -66,6 +104,7 @@ type moduleKey struct {
 
 type moduleEntry struct {
 	ready    chan struct{} // closed when compiled or err is set
+	rt       *runtimeEntry
 	compiled wazero.CompiledModule
 	err      error
 	users    int
@@ -74,7 +113,8 @@ type moduleEntry struct {
 
 // NewHost returns a Host. It creates cfg.CacheDir (0700) when set and
 // refuses one that others can write: the cache holds machine code the host
-// will execute.
+// will execute. It prunes the cache (cfg.CacheMaxAge, cfg.CacheLimitMiB)
+// before returning, and again at most hourly while it runs.
 func NewHost(ctx context.Context, cfg HostConfig, logger *slog.Logger) (*Host, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("plugin host config: %w", err)
@@ -87,7 +127,8 @@ func NewHost(ctx context.Context, cfg HostConfig, logger *slog.Logger) (*Host, e
 		cfg:         cfg,
 		logger:      logger,
 		maxCompiled: maxCompiled,
-		runtimes:    make(map[uint32]wazero.Runtime),
+		maxRuntimes: maxRuntimes,
+		runtimes:    make(map[uint32]*runtimeEntry),
 		modules:     make(map[moduleKey]*moduleEntry),
 		active:      make(map[uint64]context.CancelCauseFunc),
 	}
@@ -96,14 +137,22 @@ func NewHost(ctx context.Context, cfg HostConfig, logger *slog.Logger) (*Host, e
 		if err != nil {
 			return nil, err
 		}
+		h.pruneCache(ctx)
+		h.lastPrune = time.Now()
 		cache, err := wazero.NewCompilationCacheWithDir(dir)
 		if err != nil {
 			return nil, fmt.Errorf("open compilation cache %s: %w", dir, err)
 		}
 		h.cache = cache
+	} else {
+		// Shared by the runtimes, so that a module compiled for one memory
+		// limit is not compiled again for another.
+		h.cache = wazero.NewCompilationCache()
 	}
+	h.ctx, h.cancel = context.WithCancelCause(context.WithoutCancel(ctx))
 	logger.DebugContext(ctx, "plugin host ready", "cache_dir", cfg.CacheDir,
-		"memory_limit_mib", cfg.MemoryLimitMiB, "output_limit_mib", cfg.OutputLimitMiB)
+		"memory_limit_mib", cfg.MemoryLimitMiB, "output_limit_mib", cfg.OutputLimitMiB,
+		"max_open_files", cfg.MaxOpenFiles, "tmp_limit_mib", cfg.TmpLimitMiB)
 	return h, nil
 }
 
@@ -144,10 +193,10 @@ func cacheDir(dir string) (string, error) {
 	return sub, nil
 }
 
-// Close stops the host: runs still in flight are cancelled (they end
-// Canceled, "plugin host closed") and waited for until ctx is done, then
-// compiled modules are released. Runs started after Close end Errored. It
-// is idempotent.
+// Close stops the host: runs and compiles still in flight are cancelled
+// (runs end Canceled, "plugin host closed") and waited for until ctx is
+// done, then the runtimes and compiled modules are released. Runs started
+// after Close end Errored. It is idempotent.
 func (h *Host) Close(ctx context.Context) error {
 	h.mu.Lock()
 	if h.closed {
@@ -155,6 +204,7 @@ func (h *Host) Close(ctx context.Context) error {
 		return nil
 	}
 	h.closed = true
+	h.cancel(errHostClosed)
 	for _, cancel := range h.active {
 		cancel(errHostClosed)
 	}
@@ -164,6 +214,7 @@ func (h *Host) Close(ctx context.Context) error {
 	stopped := make(chan struct{})
 	go func() {
 		h.runs.Wait()
+		h.compiles.Wait()
 		close(stopped)
 	}()
 	select {
@@ -177,24 +228,22 @@ func (h *Host) Close(ctx context.Context) error {
 	h.runtimes = nil
 	h.modules = nil
 	h.mu.Unlock()
-	for _, rt := range runtimes {
-		if err := rt.Close(ctx); err != nil {
+	for _, re := range runtimes {
+		if err := re.rt.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("close wazero runtime: %w", err))
 		}
 	}
-	if h.cache != nil {
-		if err := h.cache.Close(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("close compilation cache: %w", err))
-		}
+	if err := h.cache.Close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("close compilation cache: %w", err))
 	}
 	return errors.Join(errs...)
 }
 
 // runtimeLocked returns the runtime for a memory limit, creating it (with
 // WASI) on first use. h.mu must be held.
-func (h *Host) runtimeLocked(ctx context.Context, pages uint32) (wazero.Runtime, error) {
-	if rt, ok := h.runtimes[pages]; ok {
-		return rt, nil
+func (h *Host) runtimeLocked(pages uint32) (*runtimeEntry, error) {
+	if re, ok := h.runtimes[pages]; ok {
+		return re, nil
 	}
 	rc := wazero.NewRuntimeConfig().
 		WithMemoryLimitPages(pages).
@@ -203,73 +252,93 @@ func (h *Host) runtimeLocked(ctx context.Context, pages uint32) (wazero.Runtime,
 		// guest's (notes/wasm.md §2b).
 		WithMemoryCapacityFromMax(true).
 		// The only way to stop a guest in a CPU loop at the deadline.
-		WithCloseOnContextDone(true)
-	if h.cache != nil {
-		rc = rc.WithCompilationCache(h.cache)
-	}
-	rt := wazero.NewRuntimeWithConfig(ctx, rc)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
-		_ = rt.Close(ctx)
+		WithCloseOnContextDone(true).
+		WithCompilationCache(h.cache)
+	rt := wazero.NewRuntimeWithConfig(h.ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(h.ctx, rt); err != nil {
+		_ = rt.Close(h.ctx)
 		return nil, fmt.Errorf("instantiate WASI: %w", err)
 	}
-	h.runtimes[pages] = rt
-	return rt, nil
+	re := &runtimeEntry{pages: pages, rt: rt}
+	h.runtimes[pages] = re
+	return re, nil
 }
 
 // acquire returns the compiled module for (pages, wasm), compiling it once
-// however many runs ask at the same time. Call release when done with it.
-func (h *Host) acquire(ctx context.Context, pages uint32, hash [sha256.Size]byte, wasm []byte) (*moduleEntry, wazero.Runtime, bool, error) {
+// however many runs ask at the same time. The compile runs under the
+// host's context; a caller whose ctx ends stops waiting for it, the
+// others keep waiting. Call release when done with it.
+func (h *Host) acquire(ctx context.Context, pages uint32, hash [sha256.Size]byte, wasm []byte) (*moduleEntry, bool, error) {
 	key := moduleKey{pages: pages, hash: hash}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return nil, nil, false, errors.New("plugin host is closed")
+		return nil, false, errors.New("plugin host is closed")
 	}
-	rt, err := h.runtimeLocked(ctx, pages)
+	re, err := h.runtimeLocked(pages)
 	if err != nil {
 		h.mu.Unlock()
-		return nil, nil, false, err
+		return nil, false, err
 	}
+	h.clock++
 	e, cached := h.modules[key]
 	if !cached {
-		e = &moduleEntry{ready: make(chan struct{})}
+		e = &moduleEntry{ready: make(chan struct{}), rt: re}
 		h.modules[key] = e
+		re.users++ // for the compile
+		h.compiles.Add(1)
+		go h.compile(key, e, wasm)
 	}
 	e.users++
-	h.clock++
 	e.lastUsed = h.clock
+	re.users++
+	re.lastUsed = h.clock
+	h.evictRuntimesLocked()
 	h.mu.Unlock()
 
-	if !cached {
-		cm, err := compile(ctx, rt, wasm)
-		h.mu.Lock() // release reads e.compiled under the lock
-		e.compiled, e.err = cm, err
-		if err != nil && h.modules[key] == e {
-			// Do not remember failures: the next run retries.
-			delete(h.modules, key)
-		}
-		h.mu.Unlock()
-		close(e.ready)
-	}
 	select {
 	case <-e.ready:
 	case <-ctx.Done():
 		h.release(key, e)
-		return nil, nil, cached, ctx.Err()
+		return nil, cached, ctx.Err()
 	}
 	if e.err != nil {
 		h.release(key, e)
-		return nil, nil, cached, e.err
+		return nil, cached, e.err
 	}
-	return e, rt, cached, nil
+	return e, cached, nil
+}
+
+// compile compiles e's module under the host's context (so only Close
+// cancels it), then prunes the on-disk cache if it is time.
+func (h *Host) compile(key moduleKey, e *moduleEntry, wasm []byte) {
+	defer h.compiles.Done()
+	if h.beforeCompile != nil {
+		h.beforeCompile()
+	}
+	cm, err := compileModule(experimental.WithCompilationWorkers(h.ctx, compileWorkers), e.rt.rt, wasm)
+	h.mu.Lock()
+	e.compiled, e.err = cm, err
+	if err != nil && h.modules[key] == e {
+		// Do not remember failures: the next run retries.
+		delete(h.modules, key)
+	}
+	e.rt.users--
+	h.evictRuntimesLocked()
+	h.mu.Unlock()
+	close(e.ready)
+	if err == nil {
+		h.maybePruneCache()
+	}
 }
 
 // release drops a use of e and closes the least recently used idle
-// modules beyond maxCompiled.
+// modules beyond maxCompiled and idle runtimes beyond maxRuntimes.
 func (h *Host) release(key moduleKey, e *moduleEntry) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e.users--
+	e.rt.users--
 	if h.closed {
 		return
 	}
@@ -282,15 +351,49 @@ func (h *Host) release(key moduleKey, e *moduleEntry) {
 			}
 		}
 		if old == nil {
-			return
+			break
 		}
 		delete(h.modules, oldKey)
-		_ = old.compiled.Close(context.Background())
+		_ = old.compiled.Close(h.ctx)
+	}
+	h.evictRuntimesLocked()
+}
+
+// evictRuntimesLocked closes the least recently used runtimes nobody uses
+// beyond maxRuntimes, with their compiled modules. h.mu must be held.
+func (h *Host) evictRuntimesLocked() {
+	if h.closed {
+		return
+	}
+	for len(h.runtimes) > h.maxRuntimes {
+		var old *runtimeEntry
+		for _, re := range h.runtimes {
+			if re.users == 0 && (old == nil || re.lastUsed < old.lastUsed) {
+				old = re
+			}
+		}
+		if old == nil {
+			return
+		}
+		for k, m := range h.modules {
+			if k.pages == old.pages {
+				delete(h.modules, k)
+				if m.compiled != nil {
+					// The compilation cache is shared: without this the
+					// engine would keep the machine code.
+					_ = m.compiled.Close(h.ctx)
+				}
+			}
+		}
+		delete(h.runtimes, old.pages)
+		if err := old.rt.Close(h.ctx); err != nil {
+			h.logger.WarnContext(h.ctx, "close idle wazero runtime", "memory_limit_mib", old.pages/16, "err", err)
+		}
 	}
 }
 
-// compile compiles wasm and checks it is a WASI command module.
-func compile(ctx context.Context, rt wazero.Runtime, wasm []byte) (wazero.CompiledModule, error) {
+// compileModule compiles wasm and checks it is a WASI command module.
+func compileModule(ctx context.Context, rt wazero.Runtime, wasm []byte) (wazero.CompiledModule, error) {
 	cm, err := rt.CompileModule(ctx, wasm)
 	if err != nil {
 		return nil, fmt.Errorf("compile module: %w", err)
@@ -514,7 +617,7 @@ func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 	}()
 
 	compileStart := time.Now()
-	entry, rt, cached, err := h.acquire(ctx, pages, hash, wasm)
+	entry, cached, err := h.acquire(ctx, pages, hash, wasm)
 	if err != nil {
 		if ctx.Err() != nil {
 			return testrun.Result{Status: testrun.Canceled, ExitCode: -1, Reason: "canceled before the plugin started: " + context.Cause(ctx).Error()}
@@ -532,10 +635,13 @@ func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 
 	// The checkout, read-only through an os.Root: a symbolic link in the
 	// repository that leads out of it fails to open instead of reaching a
-	// host file (wazero's own dir mounts follow it).
+	// host file (wazero's own dir mounts follow it). Both mounts count the
+	// files the guest holds open (each is a file descriptor of the runner,
+	// and wazero's file table is unbounded), and /tmp what it keeps there.
+	lim := newSandboxLimits(h.cfg.MaxOpenFiles, int64(h.cfg.TmpLimitMiB)<<20, h.cfg.TmpMaxFiles)
 	fsc := wazero.NewFSConfig().(sysfs.FSConfig).
-		WithSysFSMount(&sysfs.ReadFS{FS: &sysfs.AdaptFS{FS: root.FS()}}, "/src").(sysfs.FSConfig).
-		WithSysFSMount(noLinkFS{sysfs.DirFS(scratch)}, "/tmp")
+		WithSysFSMount(srcFS{&sysfs.ReadFS{FS: &sysfs.AdaptFS{FS: root.FS()}}, lim}, "/src").(sysfs.FSConfig).
+		WithSysFSMount(scratchFS{sysfs.DirFS(scratch), lim}, "/tmp")
 	mc := wazero.NewModuleConfig().
 		WithName(""). // anonymous: many runs of one module at once
 		WithStartFunctions().
@@ -552,25 +658,35 @@ func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 		mc = mc.WithEnv(kv[0], kv[1])
 	}
 
-	mod, err := rt.InstantiateModule(withGuestMemory(runCtx), entry.compiled, mc)
+	mod, err := entry.rt.rt.InstantiateModule(withGuestMemory(runCtx), entry.compiled, mc)
 	if err != nil {
 		if runCtx.Err() != nil {
-			return h.finish(ctx, runCtx, spec, w, logger, err, 0, limitMiB, started)
+			return h.finish(ctx, runCtx, spec, w, logger, err, 0, limitMiB, started, lim)
 		}
 		return h.refuse(w, fmt.Sprintf("instantiate plugin %s: %v", name, err))
 	}
 	runStart := time.Now()
 	_, callErr := mod.ExportedFunction("_start").Call(runCtx)
-	var memBytes uint64
-	if m := mod.Memory(); m != nil {
-		memBytes = uint64(m.Size())
-	}
+	memBytes := memorySize(mod)
 	_ = mod.Close(context.WithoutCancel(ctx))
-	res := h.finish(ctx, runCtx, spec, w, logger, callErr, memBytes, limitMiB, started)
+	res := h.finish(ctx, runCtx, spec, w, logger, callErr, memBytes, limitMiB, started, lim)
 	logger.InfoContext(ctx, "plugin finished", "status", res.Status.String(), "exit_code", res.ExitCode,
 		"reason", res.Reason, "reused_compiled", cached, "compile", compileTime, "run", time.Since(runStart),
 		"memory_mib", memBytes>>20, "tests", len(res.Tests))
 	return res
+}
+
+// memorySize returns the size of a module's memory, 0 for a module without
+// one: wazero then returns a nil *MemoryInstance in a non-nil api.Memory.
+func memorySize(mod api.Module) uint64 {
+	m := mod.Memory()
+	if m == nil {
+		return 0
+	}
+	if v := reflect.ValueOf(m); v.Kind() == reflect.Pointer && v.IsNil() {
+		return 0
+	}
+	return uint64(m.Size())
 }
 
 // refuse ends a run that could not start.
@@ -579,9 +695,10 @@ func (h *Host) refuse(w *capWriter, reason string) testrun.Result {
 	return testrun.Result{Status: testrun.Errored, ExitCode: -1, Reason: reason}
 }
 
-// finish classifies the end of a run, notes it in the output and parses
-// the per-test results.
-func (h *Host) finish(ctx, runCtx context.Context, spec testrun.Spec, w *capWriter, logger *slog.Logger, callErr error, memBytes uint64, limitMiB int, started time.Time) testrun.Result {
+// finish classifies the end of a run, notes it (and the sandbox limits the
+// guest reached) in the output and the reason, and parses the per-test
+// results.
+func (h *Host) finish(ctx, runCtx context.Context, spec testrun.Spec, w *capWriter, logger *slog.Logger, callErr error, memBytes uint64, limitMiB int, started time.Time, lim *sandboxLimits) testrun.Result {
 	kept, dropped, tail := w.result()
 	res := classify(ctx, runCtx, callErr, tail, memBytes, uint64(limitMiB)<<20, spec.Timeout, time.Since(started))
 	switch {
@@ -590,8 +707,11 @@ func (h *Host) finish(ctx, runCtx context.Context, spec testrun.Spec, w *capWrit
 	case res.Status != testrun.Passed && res.Status != testrun.Failed:
 		w.marker("plugin %s", res.Reason)
 	}
+	notes := lim.notes()
 	if dropped > 0 {
-		note := fmt.Sprintf("output capped at %s: %s dropped", formatBytes(int64(h.cfg.OutputLimitMiB)<<20), formatBytes(dropped))
+		notes = append(notes, fmt.Sprintf("output capped at %s: %s dropped", formatBytes(int64(h.cfg.OutputLimitMiB)<<20), formatBytes(dropped)))
+	}
+	for _, note := range notes {
 		w.marker("%s", note)
 		if res.Reason == "" {
 			res.Reason = note
@@ -609,9 +729,10 @@ func (h *Host) finish(ctx, runCtx context.Context, spec testrun.Spec, w *capWrit
 // classify maps how _start returned to a testrun.Result (without Tests).
 //
 //   - nil or exit code 0: Passed;
-//   - deadline or cancellation (wazero's exit codes 0xefffffff and
-//     0xffffffff, or the contexts): TimedOut, or Canceled when the caller
-//     cancelled or Close stopped the run;
+//   - runCtx done (wazero then reports exit code 0xefffffff or 0xffffffff,
+//     or a trap): TimedOut, or Canceled when the caller cancelled or Close
+//     stopped the run. Those exit codes from a guest that called proc_exit
+//     with them itself, before the deadline, are just exit codes: Failed;
 //   - exit 2 with "out of memory" at the end of the output (the Go runtime's
 //     fatal error), or a trap while the memory is at its cap: Errored "out of
 //     memory";
@@ -640,7 +761,7 @@ func classify(ctx, runCtx context.Context, callErr error, tail []byte, memBytes,
 	if errors.As(callErr, &exit) {
 		code := exit.ExitCode()
 		switch {
-		case code == sys.ExitCodeDeadlineExceeded || code == sys.ExitCodeContextCanceled:
+		case (code == sys.ExitCodeDeadlineExceeded || code == sys.ExitCodeContextCanceled) && runCtx.Err() != nil:
 			return stopped()
 		case code == 0:
 			return testrun.Result{Status: testrun.Passed, ExitCode: 0}

@@ -203,6 +203,11 @@ func TestExitCodes(t *testing.T) {
 	if res.Status != testrun.Failed || res.ExitCode != 3 {
 		t.Errorf("exit 3: status %v exit %d (%q), want failed 3:\n%s", res.Status, res.ExitCode, res.Reason, out)
 	}
+	// wazero's exit code for a deadline, from a guest that is not late.
+	res, out = runPlugin(t, host(t), dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"exit", "4026531839"}}, 30*time.Second)
+	if res.Status != testrun.Failed || res.ExitCode != 0xefffffff {
+		t.Errorf("exit 0xefffffff: status %v exit %#x (%q), want failed 0xefffffff:\n%s", res.Status, res.ExitCode, res.Reason, out)
+	}
 }
 
 func TestTimeouts(t *testing.T) {

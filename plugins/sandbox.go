@@ -7,22 +7,7 @@ import (
 	"io"
 	"sync"
 	"time"
-
-	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 )
-
-// noLinkFS is a writable file system that refuses to create symbolic and
-// hard links. wazero's directory mounts follow links on the host, so a
-// guest allowed to create "x -> ../../../etc/passwd" in its scratch
-// directory could read through it (wazero issue #2321); without links, every
-// path stays inside the directory (wazero cleans and validates the paths the
-// guest passes).
-type noLinkFS struct {
-	experimentalsys.FS
-}
-
-func (noLinkFS) Symlink(string, string) experimentalsys.Errno { return experimentalsys.EPERM }
-func (noLinkFS) Link(string, string) experimentalsys.Errno    { return experimentalsys.EPERM }
 
 // sleeper returns a nanosleep for the guest that wakes early when ctx is
 // done. wazero's WithSysNanosleep calls time.Sleep, which no deadline

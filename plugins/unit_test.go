@@ -48,6 +48,10 @@ func TestClassify(t *testing.T) {
 			testrun.Result{Status: testrun.TimedOut, ExitCode: -1, Reason: "timed out after 2s"}},
 		{"canceled exit code", canceled, canceled, sys.NewExitError(sys.ExitCodeContextCanceled), "", 0,
 			testrun.Result{Status: testrun.Canceled, ExitCode: -1, Reason: "canceled"}},
+		{"guest exits with the deadline's code itself", live, live, sys.NewExitError(sys.ExitCodeDeadlineExceeded), "", 0,
+			testrun.Result{Status: testrun.Failed, ExitCode: int(sys.ExitCodeDeadlineExceeded)}},
+		{"guest exits with the cancellation's code itself", live, live, sys.NewExitError(sys.ExitCodeContextCanceled), "", 0,
+			testrun.Result{Status: testrun.Failed, ExitCode: int(sys.ExitCodeContextCanceled)}},
 		{"host closed", hostClosed, hostClosed, sys.NewExitError(sys.ExitCodeContextCanceled), "", 0,
 			testrun.Result{Status: testrun.Canceled, ExitCode: -1, Reason: "plugin host closed (runner stopping)"}},
 		{"trap", live, live, trap, "", 1 << 20, testrun.Result{Status: testrun.Errored, ExitCode: -1, Reason: "crashed: wasm error: unreachable"}},
@@ -218,6 +222,11 @@ func TestHostConfig(t *testing.T) {
 		"cache_dir":        {CacheDir: "relative"},
 		"memory_limit_mib": {MemoryLimitMiB: 4097},
 		"output_limit_mib": {OutputLimitMiB: -1},
+		"max_open_files":   {MaxOpenFiles: -1},
+		"tmp_limit_mib":    {TmpLimitMiB: 1<<20 + 1},
+		"tmp_max_files":    {TmpMaxFiles: -5},
+		"cache_limit_mib":  {CacheLimitMiB: -1},
+		"cache_max_age":    {CacheMaxAge: time.Minute},
 	} {
 		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), field+": ") {
 			t.Errorf("%+v: %v, want an error naming %s", c, err, field)

@@ -103,6 +103,59 @@ func main() {
 			os.Stdout.Write(chunk[:k])
 			n -= k
 		}
+	case "openmany": // open path up to n times, keeping the files open
+		n, _ := strconv.Atoi(arg(2))
+		var files []*os.File
+		var openErr error
+		for range n {
+			f, err := os.Open(arg(1))
+			if err != nil {
+				openErr = err
+				break
+			}
+			files = append(files, f)
+		}
+		for _, f := range files {
+			f.Close()
+		}
+		_, reopenErr := os.ReadFile(arg(1)) // with the files closed again
+		report(fmt.Sprintf("opened=%d err=%v reopen=%v", len(files), openErr, reopenErr), nil)
+	case "tmpfill": // fill /tmp in 1 MiB writes, then truncate, remove, write again
+		chunk := make([]byte, 1<<20)
+		f, err := os.Create("/tmp/fill")
+		if err != nil {
+			report("", err)
+			return
+		}
+		written, werr := 0, error(nil)
+		for written < 64 { // at most 64 MiB
+			if _, werr = f.Write(chunk); werr != nil {
+				break
+			}
+			written++
+		}
+		_, pwErr := f.WriteAt([]byte("x"), 1<<40)
+		f.Close()
+		truncErr := os.Truncate("/tmp/fill", 1<<40)
+		os.Remove("/tmp/fill")
+		againErr := os.WriteFile("/tmp/again", chunk, 0o644)
+		report(fmt.Sprintf("written=%dMiB err=%v pwrite=%v truncate=%v again=%v", written, werr, pwErr, truncErr, againErr), nil)
+	case "mkmany": // create files in /tmp/d until n or an error, then remove one and create again
+		n, _ := strconv.Atoi(arg(1))
+		if err := os.Mkdir("/tmp/d", 0o755); err != nil {
+			report("", err)
+			return
+		}
+		created, cerr := 0, error(nil)
+		for created < n {
+			if cerr = os.WriteFile(fmt.Sprintf("/tmp/d/%d", created), nil, 0o644); cerr != nil {
+				break
+			}
+			created++
+		}
+		os.Remove("/tmp/d/0")
+		againErr := os.Mkdir("/tmp/d/again", 0o755)
+		report(fmt.Sprintf("created=%d err=%v again=%v", created, cerr, againErr), nil)
 	case "exit":
 		code, _ := strconv.Atoi(arg(1))
 		fmt.Println("exiting with", code)
