@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pontus-ci/pontus/internal/syncbuf"
 	"github.com/pontus-ci/pontus/internal/testrun"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
@@ -56,7 +57,7 @@ func goRepo(t testing.TB, sub string) string {
 func TestRunGoTests(t *testing.T) {
 	t.Parallel()
 	dir := goRepo(t, "")
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	res := host(t).RunGoTests(context.Background(), testrun.Spec{
 		Dir: dir, Plugin: &testrun.Plugin{Name: "calc tests", WorkDir: "."}, Output: &out, Timeout: 2 * time.Minute,
 	}, goCacheEnv(t))
@@ -87,7 +88,7 @@ func TestRunGoTestsBuildFailure(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "broken_test.go"), []byte("package calc\n\nfunc TestBroken(t *testing.T) { undefinedThing() }\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	res := host(t).RunGoTests(context.Background(), testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{}, Output: &out, Timeout: 2 * time.Minute}, goCacheEnv(t))
 	if res.Status != testrun.Failed || !strings.HasPrefix(res.Reason, "build failed") {
 		t.Fatalf("status %v (%q), want failed \"build failed\":\n%s", res.Status, res.Reason, out.String())

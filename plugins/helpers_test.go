@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pontus-ci/pontus/internal/syncbuf"
 	"github.com/pontus-ci/pontus/internal/testrun"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
@@ -174,25 +175,6 @@ func checkout(t testing.TB, files map[string]string) string {
 	return dir
 }
 
-// lockedBuffer is an io.Writer safe for the host's writes and the test's
-// reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // runPlugin runs a module in dir and returns the result and the output. It
 // fails the test if Run does not return within a minute, reporting the
 // output seen so far.
@@ -203,7 +185,7 @@ func runPlugin(t testing.TB, h *Host, dir string, p *testrun.Plugin, timeout tim
 
 func runPluginCtx(t testing.TB, ctx context.Context, h *Host, dir string, p *testrun.Plugin, timeout time.Duration, env ...string) (testrun.Result, string) {
 	t.Helper()
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	done := make(chan testrun.Result, 1)
 	go func() {
 		done <- h.Run(ctx, testrun.Spec{Dir: dir, Plugin: p, Env: env, Output: &out, Timeout: timeout})

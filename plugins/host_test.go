@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pontus-ci/pontus/internal/syncbuf"
 	"github.com/pontus-ci/pontus/internal/testrun"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
@@ -231,7 +232,7 @@ func TestTimeouts(t *testing.T) {
 		t.Parallel()
 		dir := checkout(t, nil)
 		ctx, cancel := context.WithCancel(context.Background())
-		var out lockedBuffer
+		var out syncbuf.Buffer
 		done := make(chan testrun.Result, 1)
 		go func() {
 			done <- host(t).Run(ctx, testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"sleep"}}, Output: &out, Timeout: time.Hour})
@@ -349,7 +350,7 @@ func TestRefusedModules(t *testing.T) {
 		{"no plugin", nil, []string{"not a plugin step"}},
 	}
 	for _, c := range cases {
-		var out lockedBuffer
+		var out syncbuf.Buffer
 		res := host(t).Run(context.Background(), testrun.Spec{Dir: dir, Plugin: c.plugin, Output: &out, Timeout: time.Minute})
 		if res.Status != testrun.Errored || res.ExitCode != -1 {
 			t.Errorf("%s: status %v exit %d (%q), want errored", c.name, res.Status, res.ExitCode, res.Reason)
@@ -379,7 +380,7 @@ func TestConcurrentRuns(t *testing.T) {
 	errs := make(chan error, 8)
 	for i := range 8 {
 		wg.Go(func() {
-			var out lockedBuffer
+			var out syncbuf.Buffer
 			res := h.Run(context.Background(), testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{Name: fmt.Sprint("run", i), Module: guest(t, "tapdemo")}, Output: &out, Timeout: time.Minute})
 			if res.Status != testrun.Passed || len(res.Tests) != 2 {
 				errs <- fmt.Errorf("run %d: status %v (%q), %d tests:\n%s", i, res.Status, res.Reason, len(res.Tests), out.String())
@@ -399,7 +400,7 @@ func TestConcurrentRuns(t *testing.T) {
 	}
 	// Close stops a guest that is still running: it ends Canceled.
 	running := make(chan testrun.Result, 1)
-	var sleepOut lockedBuffer
+	var sleepOut syncbuf.Buffer
 	go func() {
 		running <- h.Run(context.Background(), testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"sleep"}}, Output: &sleepOut, Timeout: time.Hour})
 	}()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/pontus-ci/pontus/internal/syncbuf"
 	"github.com/pontus-ci/pontus/internal/testrun"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
@@ -91,7 +92,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 		"README.md":  "# demo\n",
 		"src/app.go": "package app\n\n// FIX" + "ME: handle errors\nfunc f() {}\n",
 	})
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	res := host(t).Run(t.Context(), testrun.Spec{Dir: dir, Plugin: step.Plugin(dir), Env: step.EnvList(), Output: &out, Timeout: time.Minute})
 	if res.Status != testrun.Failed {
 		t.Fatalf("status %v (%q), want failed:\n%s", res.Status, res.Reason, out.String())

@@ -1,40 +1,21 @@
 package runnerd
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/pontus-ci/pontus/internal/syncbuf"
 	"github.com/pontus-ci/pontus/internal/testrun"
 )
 
-// syncBuffer is a bytes.Buffer safe for the executor's writer goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func runNative(t *testing.T, ctx context.Context, script string, timeout time.Duration) (testrun.Result, string) {
 	t.Helper()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	res := NewNative(nil).Run(ctx, testrun.Spec{
 		Dir:       t.TempDir(),
 		Command:   []string{"sh", "-c", script},

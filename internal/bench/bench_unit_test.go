@@ -9,13 +9,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/pontus-ci/pontus/internal/e2e"
+	"github.com/pontus-ci/pontus/internal/syncbuf"
 )
 
 func TestPercentile(t *testing.T) {
@@ -246,7 +246,7 @@ func TestCanceledBenchCleansUp(t *testing.T) {
 	fl.Binary, fl.Runners, fl.Duration, fl.Settle, fl.TempDir = bin, 2, time.Minute, 0, tmp
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
-	progress := &syncBuffer{}
+	progress := &syncbuf.Buffer{}
 	go func() {
 		_, err := Fleet(ctx, fl, slog.New(slog.NewTextHandler(progress, nil)))
 		errc <- err
@@ -276,23 +276,6 @@ func TestCanceledBenchCleansUp(t *testing.T) {
 			}
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // childPids lists this process's children from /proc.
