@@ -39,6 +39,7 @@ func newRoleFlags(name string, stderr io.Writer, cp, repo, runnerURL, workdir bo
 	f.fs.SetOutput(stderr)
 	f.fs.StringVar(&f.config, "config", "", "`file` to read (pontus.toml); flags override its keys")
 	if cp {
+		f.fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback listen address without tokens")
 		f.fs.StringVar(&f.listen, "listen", "", "`address` to serve on (default 127.0.0.1:8888)")
 		f.fs.StringVar(&f.data, "data", "", "state `directory`")
 		f.fs.StringVar(&f.results, "results", "", "results `directory` (default ./test_results)")
@@ -134,7 +135,6 @@ func (f *roleFlags) applyObserver(c *observerd.Config) error {
 
 func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newRoleFlags("controlplane", stderr, true, false, false, false)
-	f.fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback listen address without tokens")
 	cfg, err := f.parse(args)
 	if err != nil {
 		return err
