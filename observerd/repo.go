@@ -19,6 +19,10 @@ import (
 const (
 	// fetchTimeout bounds one fetch of a remote repository.
 	fetchTimeout = 2 * time.Minute
+	// firstFetchTimeout bounds the first fetch into an empty mirror, which
+	// downloads the whole history: a killed fetch keeps nothing, so a
+	// large repository must be given the time to arrive once.
+	firstFetchTimeout = time.Hour
 	// gitTimeout bounds one local plumbing call.
 	gitTimeout = 30 * time.Second
 	// mirrorRefspec mirrors branches only: no tags, no pull-request refs.
@@ -221,7 +225,11 @@ func openRemote(ctx context.Context, dataDir, url string) (*repository, error) {
 // fetch brings the mirror up to date with the remote, pruning deleted
 // branches.
 func (r *repository) fetch(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	timeout := fetchTimeout
+	if out, err := runGit(ctx, r.gitDir, "for-each-ref", "--count=1", "--format=%(refname)", "refs/heads/"); err == nil && strings.TrimSpace(out) == "" {
+		timeout = firstFetchTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if _, err := runGit(ctx, r.gitDir, "fetch", "--prune", "--no-tags", "--quiet", "origin"); err != nil {
 		return fmt.Errorf("fetch %s: %w", r.url, err)
