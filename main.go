@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/pontus-ci/pontus/plugins"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -53,6 +55,7 @@ func commands() []command {
 		{"cancel", "cancel a build", runCancel},
 		{"notify", "report a commit at once (for git hooks)", runNotify},
 		{"bench", "measure latency, dispatch throughput, fleet cost", runBench},
+		{plugins.GuestCommand, "", runWasmGuest}, // hidden: a plugin host's guest process
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "pontus", version)
 			return nil
@@ -79,6 +82,9 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: pontus <command> [flags]\n\nCommands:")
 	for _, c := range commands() {
+		if c.summary == "" {
+			continue // hidden
+		}
 		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'pontus <command> -h' for a command's flags.")

@@ -14,9 +14,16 @@ import (
 
 // BenchmarkWarmStart measures one run of a small TAP plugin whose compiled
 // module is already in the host: instantiate, Go runtime start, two tests,
-// teardown.
+// teardown; with IsolationProcess also starting the guest process and
+// loading the module from the on-disk cache in it.
 func BenchmarkWarmStart(b *testing.B) {
-	h := newHost(b, HostConfig{})
+	for _, isolation := range []string{IsolationInProcess, IsolationProcess} {
+		b.Run(isolation, func(b *testing.B) { benchmarkWarmStart(b, isolation) })
+	}
+}
+
+func benchmarkWarmStart(b *testing.B, isolation string) {
+	h := newHost(b, HostConfig{Isolation: isolation})
 	dir := checkout(b, map[string]string{"tests/hello.txt": "hello\n"})
 	spec := testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{Module: guest(b, "tapdemo")}, Output: io.Discard, Timeout: time.Minute}
 	if res := h.Run(context.Background(), spec); res.Status != testrun.Passed {
@@ -51,10 +58,17 @@ func BenchmarkColdCompile(b *testing.B) {
 }
 
 // BenchmarkGoTestCPU runs the CPU-heavy TestFib (Fib(FIB_N=32)) of
-// testdata/gomod natively and in the sandbox and reports both times and
-// their ratio ("slowdown"), each minus the same binary's run with the test
-// skipped (process or instance start, Go runtime init).
+// testdata/gomod natively and in the sandbox, in each isolation mode, and
+// reports both times and their ratio ("slowdown"), each minus the same
+// binary's run with the test skipped (process or instance start, Go
+// runtime init).
 func BenchmarkGoTestCPU(b *testing.B) {
+	for _, isolation := range []string{IsolationInProcess, IsolationProcess} {
+		b.Run(isolation, func(b *testing.B) { benchmarkGoTestCPU(b, isolation) })
+	}
+}
+
+func benchmarkGoTestCPU(b *testing.B, isolation string) {
 	const fibN = "32"
 	dir := goRepo(b, "")
 	native := filepath.Join(b.TempDir(), "calc.test")
@@ -67,7 +81,7 @@ func BenchmarkGoTestCPU(b *testing.B) {
 	if err := CompileGoTests(context.Background(), dir, ".", wasm, goCacheEnv(b)); err != nil {
 		b.Fatal(err)
 	}
-	h := newHost(b, HostConfig{})
+	h := newHost(b, HostConfig{Isolation: isolation})
 
 	runNative := func(env ...string) time.Duration {
 		cmd := exec.Command(native, "-test.run=^TestFib$", "-test.v")

@@ -56,9 +56,13 @@ func goRepo(t testing.TB, sub string) string {
 
 func TestRunGoTests(t *testing.T) {
 	t.Parallel()
+	testRunGoTests(t, host(t))
+}
+
+func testRunGoTests(t *testing.T, h *Host) {
 	dir := goRepo(t, "")
 	var out syncbuf.Buffer
-	res := host(t).RunGoTests(context.Background(), testrun.Spec{
+	res := h.RunGoTests(context.Background(), testrun.Spec{
 		Dir: dir, Plugin: &testrun.Plugin{Name: "calc tests", WorkDir: "."}, Output: &out, Timeout: 2 * time.Minute,
 	}, goCacheEnv(t))
 	if res.Status != testrun.Failed || res.ExitCode != 1 {

@@ -47,6 +47,11 @@ var guestPackages = []string{
 }
 
 func TestMain(m *testing.M) {
+	// A Host with IsolationProcess re-executes this test binary as its
+	// guest process.
+	if os.Getenv(GuestEnv) == "1" {
+		os.Exit(GuestMain(context.Background(), os.Stdin, os.Stdout, os.Stderr, os.NewFile(guestFD, "guest-result")))
+	}
 	dir, err := os.MkdirTemp("", "pontus-plugins-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -2,7 +2,6 @@ package plugins
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -14,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,7 +21,6 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
-	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
@@ -58,6 +57,9 @@ type Host struct {
 	cfg    HostConfig
 	logger *slog.Logger
 	cache  wazero.CompilationCache // on disk under CacheDir, else in memory
+	// cacheSub is the wazero-version subdirectory of CacheDir the cache
+	// lives in ("" without CacheDir); guest processes open it too.
+	cacheSub string
 	// ctx is the host's own context, cancelled by Close with errHostClosed:
 	// compiles run under it, not under the context of the run that asked
 	// first, so that one cancelled run does not fail the others waiting for
@@ -70,6 +72,9 @@ type Host struct {
 	// beforeCompile, when set (by tests), is called by each compile before
 	// it starts.
 	beforeCompile func()
+	// onGuestStart, when set (by tests), is called with the pid of each
+	// guest process (IsolationProcess) once it has started.
+	onGuestStart func(pid int)
 
 	mu        sync.Mutex
 	closed    bool
@@ -144,13 +149,14 @@ func NewHost(ctx context.Context, cfg HostConfig, logger *slog.Logger) (*Host, e
 			return nil, fmt.Errorf("open compilation cache %s: %w", dir, err)
 		}
 		h.cache = cache
+		h.cacheSub = dir
 	} else {
 		// Shared by the runtimes, so that a module compiled for one memory
 		// limit is not compiled again for another.
 		h.cache = wazero.NewCompilationCache()
 	}
 	h.ctx, h.cancel = context.WithCancelCause(context.WithoutCancel(ctx))
-	logger.DebugContext(ctx, "plugin host ready", "cache_dir", cfg.CacheDir,
+	logger.DebugContext(ctx, "plugin host ready", "isolation", cfg.Isolation, "cache_dir", cfg.CacheDir,
 		"memory_limit_mib", cfg.MemoryLimitMiB, "output_limit_mib", cfg.OutputLimitMiB,
 		"max_open_files", cfg.MaxOpenFiles, "tmp_limit_mib", cfg.TmpLimitMiB)
 	return h, nil
@@ -245,23 +251,40 @@ func (h *Host) runtimeLocked(pages uint32) (*runtimeEntry, error) {
 	if re, ok := h.runtimes[pages]; ok {
 		return re, nil
 	}
+	// In-process runs need close-on-context-done to stop a CPU-bound
+	// guest at its deadline. With process isolation the host's runtimes
+	// only compile (filling the on-disk cache the guest processes load
+	// from), so they must use the guest processes' setting, which is part
+	// of wazero's cache key.
+	rt, err := newRuntime(h.ctx, pages, h.cfg.Isolation != IsolationProcess, h.cache)
+	if err != nil {
+		return nil, err
+	}
+	re := &runtimeEntry{pages: pages, rt: rt}
+	h.runtimes[pages] = re
+	return re, nil
+}
+
+// newRuntime returns a wazero runtime with WASI for guests capped at pages
+// of linear memory. closeOnDone is wazero's WithCloseOnContextDone: the
+// only way to stop a guest in a CPU loop from inside the process, at a cost
+// of ~7x in guest CPU (notes/wasm.md); process isolation turns it off and
+// kills the process instead.
+func newRuntime(ctx context.Context, pages uint32, closeOnDone bool, cache wazero.CompilationCache) (wazero.Runtime, error) {
 	rc := wazero.NewRuntimeConfig().
 		WithMemoryLimitPages(pages).
 		// Reserve the whole limit up front: without it a growing guest
 		// makes the host copy its memory, and host RSS reached 3-4x the
 		// guest's (notes/wasm.md §2b).
 		WithMemoryCapacityFromMax(true).
-		// The only way to stop a guest in a CPU loop at the deadline.
-		WithCloseOnContextDone(true).
-		WithCompilationCache(h.cache)
-	rt := wazero.NewRuntimeWithConfig(h.ctx, rc)
-	if _, err := wasi_snapshot_preview1.Instantiate(h.ctx, rt); err != nil {
-		_ = rt.Close(h.ctx)
+		WithCloseOnContextDone(closeOnDone).
+		WithCompilationCache(cache)
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		_ = rt.Close(ctx)
 		return nil, fmt.Errorf("instantiate WASI: %w", err)
 	}
-	re := &runtimeEntry{pages: pages, rt: rt}
-	h.runtimes[pages] = re
-	return re, nil
+	return rt, nil
 }
 
 // acquire returns the compiled module for (pages, wasm), compiling it once
@@ -633,46 +656,35 @@ func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 	}
 	defer cancel()
 
-	// The checkout, read-only through an os.Root: a symbolic link in the
-	// repository that leads out of it fails to open instead of reaching a
-	// host file (wazero's own dir mounts follow it). Both mounts count the
-	// files the guest holds open (each is a file descriptor of the runner,
-	// and wazero's file table is unbounded), and /tmp what it keeps there.
-	lim := newSandboxLimits(h.cfg.MaxOpenFiles, int64(h.cfg.TmpLimitMiB)<<20, h.cfg.TmpMaxFiles)
-	fsc := wazero.NewFSConfig().(sysfs.FSConfig).
-		WithSysFSMount(srcFS{&sysfs.ReadFS{FS: &sysfs.AdaptFS{FS: root.FS()}}, lim}, "/src").(sysfs.FSConfig).
-		WithSysFSMount(scratchFS{sysfs.DirFS(scratch), lim}, "/tmp")
-	mc := wazero.NewModuleConfig().
-		WithName(""). // anonymous: many runs of one module at once
-		WithStartFunctions().
-		WithArgs(append([]string{name}, spec.Plugin.Args...)...).
-		WithStdin(strings.NewReader("")).
-		WithStdout(w).
-		WithStderr(w).
-		WithSysWalltime().
-		WithSysNanotime().
-		WithNanosleep(sleeper(runCtx)).
-		WithRandSource(rand.Reader).
-		WithFSConfig(fsc)
-	for _, kv := range h.guestEnv(ctx, spec.Env, pwd, limitMiB) {
-		mc = mc.WithEnv(kv[0], kv[1])
-	}
-
-	mod, err := entry.rt.rt.InstantiateModule(withGuestMemory(runCtx), entry.compiled, mc)
-	if err != nil {
-		if runCtx.Err() != nil {
-			return h.finish(ctx, runCtx, spec, w, logger, err, 0, limitMiB, started, lim)
-		}
-		return h.refuse(w, fmt.Sprintf("instantiate plugin %s: %v", name, err))
+	sb := sandboxSpec{
+		Name:          name,
+		Args:          spec.Plugin.Args,
+		Env:           h.guestEnv(ctx, spec.Env, pwd, limitMiB),
+		Scratch:       scratch,
+		MaxOpenFiles:  h.cfg.MaxOpenFiles,
+		TmpLimitBytes: int64(h.cfg.TmpLimitMiB) << 20,
+		TmpMaxFiles:   h.cfg.TmpMaxFiles,
 	}
 	runStart := time.Now()
-	_, callErr := mod.ExportedFunction("_start").Call(runCtx)
-	memBytes := memorySize(mod)
-	_ = mod.Close(context.WithoutCancel(ctx))
-	res := h.finish(ctx, runCtx, spec, w, logger, callErr, memBytes, limitMiB, started, lim)
+	var g guestOutcome
+	if h.cfg.Isolation == IsolationProcess {
+		g = h.runProcess(runCtx, logger, guestRequest{
+			Dir: spec.Dir, Module: spec.Plugin.Module, SHA256: hex.EncodeToString(hash[:]),
+			MemoryLimitPages: pages, CacheDir: h.cacheSub, Sandbox: sb,
+		}, w)
+	} else {
+		g = runSandboxed(runCtx, entry.rt.rt, entry.compiled, root, sb, w)
+	}
+	if g.setupErr != nil {
+		if runCtx.Err() != nil {
+			return h.finish(ctx, runCtx, spec, w, logger, g.setupErr, 0, limitMiB, started, g.notes)
+		}
+		return h.refuse(w, fmt.Sprintf("plugin %s: %v", name, g.setupErr))
+	}
+	res := h.finish(ctx, runCtx, spec, w, logger, g.callErr, g.memBytes, limitMiB, started, g.notes)
 	logger.InfoContext(ctx, "plugin finished", "status", res.Status.String(), "exit_code", res.ExitCode,
-		"reason", res.Reason, "reused_compiled", cached, "compile", compileTime, "run", time.Since(runStart),
-		"memory_mib", memBytes>>20, "tests", len(res.Tests))
+		"reason", res.Reason, "isolation", h.cfg.Isolation, "reused_compiled", cached, "compile", compileTime,
+		"load", g.load, "run", time.Since(runStart), "memory_mib", g.memBytes>>20, "tests", len(res.Tests))
 	return res
 }
 
@@ -698,7 +710,7 @@ func (h *Host) refuse(w *capWriter, reason string) testrun.Result {
 // finish classifies the end of a run, notes it (and the sandbox limits the
 // guest reached) in the output and the reason, and parses the per-test
 // results.
-func (h *Host) finish(ctx, runCtx context.Context, spec testrun.Spec, w *capWriter, logger *slog.Logger, callErr error, memBytes uint64, limitMiB int, started time.Time, lim *sandboxLimits) testrun.Result {
+func (h *Host) finish(ctx, runCtx context.Context, spec testrun.Spec, w *capWriter, logger *slog.Logger, callErr error, memBytes uint64, limitMiB int, started time.Time, limitNotes []string) testrun.Result {
 	kept, dropped, tail := w.result()
 	res := classify(ctx, runCtx, callErr, tail, memBytes, uint64(limitMiB)<<20, spec.Timeout, time.Since(started))
 	switch {
@@ -707,7 +719,7 @@ func (h *Host) finish(ctx, runCtx context.Context, spec testrun.Spec, w *capWrit
 	case res.Status != testrun.Passed && res.Status != testrun.Failed:
 		w.marker("plugin %s", res.Reason)
 	}
-	notes := lim.notes()
+	notes := slices.Clone(limitNotes)
 	if dropped > 0 {
 		notes = append(notes, fmt.Sprintf("output capped at %s: %s dropped", formatBytes(int64(h.cfg.OutputLimitMiB)<<20), formatBytes(dropped)))
 	}

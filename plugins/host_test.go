@@ -20,10 +20,14 @@ import (
 
 func TestTAPPlugin(t *testing.T) {
 	t.Parallel()
+	testTAPPlugin(t, host(t))
+}
+
+func testTAPPlugin(t *testing.T, h *Host) {
 	dir := checkout(t, map[string]string{"tests/hello.txt": "hello\n"})
 	module := guest(t, "tapdemo")
 
-	res, out := runPlugin(t, host(t), dir, &testrun.Plugin{Name: "tapdemo", Module: module}, 30*time.Second)
+	res, out := runPlugin(t, h, dir, &testrun.Plugin{Name: "tapdemo", Module: module}, 30*time.Second)
 	if res.Status != testrun.Passed || res.ExitCode != 0 {
 		t.Fatalf("passing plugin: status %v exit %d (%q), want passed exit 0:\n%s", res.Status, res.ExitCode, res.Reason, out)
 	}
@@ -35,7 +39,7 @@ func TestTAPPlugin(t *testing.T) {
 		t.Errorf("passing plugin: tests = %v, want %v\n%s", got, want, out)
 	}
 
-	res, out = runPlugin(t, host(t), dir, &testrun.Plugin{Name: "tapdemo", Module: module, Args: []string{"fail"}}, 30*time.Second)
+	res, out = runPlugin(t, h, dir, &testrun.Plugin{Name: "tapdemo", Module: module, Args: []string{"fail"}}, 30*time.Second)
 	if res.Status != testrun.Failed || res.ExitCode != 1 {
 		t.Fatalf("failing plugin: status %v exit %d (%q), want failed exit 1:\n%s", res.Status, res.ExitCode, res.Reason, out)
 	}
@@ -89,6 +93,10 @@ func TestWorkDir(t *testing.T) {
 // checkout with malicious symbolic links committed in it.
 func TestSandboxEscapes(t *testing.T) {
 	t.Parallel()
+	testSandboxEscapes(t, host(t))
+}
+
+func testSandboxEscapes(t *testing.T, h *Host) {
 	dir := checkout(t, map[string]string{"tests/hello.txt": "hello\n"})
 	for link, target := range map[string]string{
 		"evil_abs":        "/etc/passwd",
@@ -145,7 +153,7 @@ func TestSandboxEscapes(t *testing.T) {
 		{"dial by name", []string{"dial", "example.com:80"}, false, ""},
 	}
 	for _, c := range cases {
-		r, res, out := probe(t, host(t), dir, c.args...)
+		r, res, out := probe(t, h, dir, c.args...)
 		switch {
 		case c.ok && !strings.HasPrefix(r, "ok"), !c.ok && !strings.HasPrefix(r, "err"):
 			t.Errorf("%s: RESULT %s; want ok=%v (status %v)", c.name, r, c.ok, res.Status)
@@ -306,8 +314,12 @@ func procStatusKiB(t testing.TB, key string) int64 {
 
 func TestOutputCap(t *testing.T) {
 	t.Parallel()
+	testOutputCap(t, IsolationInProcess)
+}
+
+func testOutputCap(t *testing.T, isolation string) {
 	const total = 100_000_000
-	h := newHost(t, HostConfig{OutputLimitMiB: 1})
+	h := newHost(t, HostConfig{OutputLimitMiB: 1, Isolation: isolation})
 	dir := checkout(t, nil)
 	out := &countingWriter{max: 2 << 20}
 	res := h.Run(context.Background(), testrun.Spec{

@@ -3,10 +3,16 @@ package plugins
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental/sysfs"
 )
 
 // sleeper returns a nanosleep for the guest that wakes early when ctx is
@@ -104,4 +110,76 @@ func outputOrDiscard(w io.Writer) io.Writer {
 		return io.Discard
 	}
 	return w
+}
+
+// sandboxSpec is what one run's sandbox is built from. The same value
+// drives an in-process run and, as JSON, a guest process.
+type sandboxSpec struct {
+	Name          string      `json:"name"` // argv[0]
+	Args          []string    `json:"args"`
+	Env           [][2]string `json:"env"`     // final: guestEnv's output
+	Scratch       string      `json:"scratch"` // host directory mounted at /tmp
+	MaxOpenFiles  int         `json:"max_open_files"`
+	TmpLimitBytes int64       `json:"tmp_limit_bytes"`
+	TmpMaxFiles   int         `json:"tmp_max_files"`
+}
+
+// guestOutcome is how a run's guest ended, in either isolation mode.
+type guestOutcome struct {
+	// setupErr means the guest never started (instantiation, or a guest
+	// process that could not load the module); callErr is _start's error.
+	setupErr error
+	callErr  error
+	memBytes uint64        // guest linear memory at the end
+	notes    []string      // sandbox limits the guest reached
+	load     time.Duration // loading the compiled module (guest process only)
+}
+
+// sandboxModuleConfig builds the module configuration of one run, for both
+// isolation modes:
+//
+//   - the checkout, read-only through root (an os.Root): a symbolic link in
+//     the repository that leads out of it fails to open instead of reaching
+//     a host file (wazero's own dir mounts follow it), at /src;
+//   - s.Scratch as /tmp, refusing links, with its size and file limits;
+//   - both mounts counting the files the guest holds open (each is a file
+//     descriptor of the host, and wazero's file table is unbounded);
+//   - argv, exactly s.Env as the environment (nothing inherited), empty
+//     stdin, stdout and stderr to out;
+//   - real clocks, crypto/rand, and a sleep that wakes when ctx is done.
+func sandboxModuleConfig(ctx context.Context, root *os.Root, s sandboxSpec, out io.Writer) (wazero.ModuleConfig, *sandboxLimits) {
+	lim := newSandboxLimits(s.MaxOpenFiles, s.TmpLimitBytes, s.TmpMaxFiles)
+	fsc := wazero.NewFSConfig().(sysfs.FSConfig).
+		WithSysFSMount(srcFS{&sysfs.ReadFS{FS: &sysfs.AdaptFS{FS: root.FS()}}, lim}, "/src").(sysfs.FSConfig).
+		WithSysFSMount(scratchFS{sysfs.DirFS(s.Scratch), lim}, "/tmp")
+	mc := wazero.NewModuleConfig().
+		WithName(""). // anonymous: many runs of one module at once
+		WithStartFunctions().
+		WithArgs(append([]string{s.Name}, s.Args...)...).
+		WithStdin(strings.NewReader("")).
+		WithStdout(out).
+		WithStderr(out).
+		WithSysWalltime().
+		WithSysNanotime().
+		WithNanosleep(sleeper(ctx)).
+		WithRandSource(rand.Reader).
+		WithFSConfig(fsc)
+	for _, kv := range s.Env {
+		mc = mc.WithEnv(kv[0], kv[1])
+	}
+	return mc, lim
+}
+
+// runSandboxed instantiates cm in rt with the sandbox s and runs its
+// _start under ctx. Both isolation modes run guests through it.
+func runSandboxed(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModule, root *os.Root, s sandboxSpec, out io.Writer) guestOutcome {
+	mc, lim := sandboxModuleConfig(ctx, root, s, out)
+	mod, err := rt.InstantiateModule(withGuestMemory(ctx), cm, mc)
+	if err != nil {
+		return guestOutcome{setupErr: fmt.Errorf("instantiate: %w", err), notes: lim.notes()}
+	}
+	_, callErr := mod.ExportedFunction("_start").Call(ctx)
+	memBytes := memorySize(mod)
+	_ = mod.Close(context.WithoutCancel(ctx))
+	return guestOutcome{callErr: callErr, memBytes: memBytes, notes: lim.notes()}
 }

@@ -164,6 +164,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			CacheDir:       filepath.Join(r.cfg.Workdir, "wazero"),
 			MemoryLimitMiB: r.cfg.WASMMemoryLimitMiB,
 			OutputLimitMiB: r.cfg.OutputLimitMiB,
+			Isolation:      r.cfg.WASMIsolation,
 		}, r.logger.With("component", "wasm"))
 		if err != nil {
 			return fmt.Errorf("start the WebAssembly host: %w", err)

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pontus-ci/pontus/internal/dial"
+	"github.com/pontus-ci/pontus/plugins"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
@@ -476,7 +477,7 @@ allow_repo_config = true
 	want := Config{ControlPlane: "https://ci.example.com", TokenFile: "/etc/pontus/runner.token", Workdir: "/var/lib/pontus",
 		Name: "build-1", Labels: []string{"linux", "pool=big"}, Capacity: 4, TestCommand: "make test",
 		Timeout: 15 * time.Minute, KillGrace: 10 * time.Second, OutputLimitMiB: 16, JUnit: []string{"reports/*.xml"}, AllowRepoConfig: true,
-		Native: true, WASM: true, WASMMemoryLimitMiB: DefaultWASMMemoryLimitMiB}
+		Native: true, WASM: true, WASMMemoryLimitMiB: DefaultWASMMemoryLimitMiB, WASMIsolation: plugins.IsolationInProcess}
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("decoded config (-want +got):\n%s", diff)
 	}

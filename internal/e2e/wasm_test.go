@@ -42,8 +42,9 @@ func secretsPlugin(t *testing.T) []byte {
 
 // A repository asks (in its .pontus.toml) for a WebAssembly plugin step and
 // its builds require the "wasm" label: only the runner that runs plugins
-// takes them — here a sandbox-only runner (native = false) — and the
-// plugin's TAP results become the build's per-test results.
+// takes them — here a sandbox-only runner (native = false) running each
+// guest in its own process — and the plugin's TAP results become the
+// build's per-test results.
 func TestPluginStepRoutedToWasmRunner(t *testing.T) {
 	t.Parallel()
 	wasm := secretsPlugin(t)
@@ -86,7 +87,7 @@ func TestPluginStepRoutedToWasmRunner(t *testing.T) {
 
 	sandboxCfg := filepath.Join(c.dir, "sandbox.toml")
 	if err := os.WriteFile(sandboxCfg, []byte(strings.Replace(string(cfg), "allow_repo_config = true\n",
-		"allow_repo_config = true\nnative = false\nname = \"sandbox\"\n", 1)), 0o644); err != nil {
+		"allow_repo_config = true\nnative = false\nwasm_isolation = \"process\"\nname = \"sandbox\"\n", 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	Start(t, "sandbox runner", c.dir, nil, "runnerd", "--config", sandboxCfg, "--workdir", filepath.Join(c.dir, "sandbox"))
