@@ -490,9 +490,16 @@ func (d *dispatcher) appendLog(ctx context.Context, jobID int64, attempt int32, 
 		}
 		return 0, err
 	}
+	cut := truncated && !lb.b.LogTruncated
 	lb.b.LogSize, lb.b.LogTruncated = size, truncated
 	d.startedLocked(lb)
 	d.notifyLocked(lb)
+	if cut {
+		// Remember the cut across a restart (the file then holds the
+		// marker, and its size is no longer the log's size). Once per
+		// attempt, so no cost on the hot path.
+		d.st.Enqueue(store.Mutation{PutBuild: lb.b})
+	}
 	return size, nil
 }
 
