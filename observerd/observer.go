@@ -243,13 +243,17 @@ func (s *session) cycle(ctx context.Context) error {
 			continue
 		}
 		var ce *connect.Error
-		if ctx.Err() == nil && errors.As(err, &ce) && !dial.Retryable(err) {
+		if ctx.Err() == nil && (!errors.As(err, &ce) || !dial.Retryable(err)) {
 			// The control plane refused this branch (a bad token, a
-			// branch or label it does not accept): retrying at once
-			// cannot help, and must not hold up the other branches. Try
-			// again when the branch moves, or after a poll interval.
-			s.logger.Error("control plane refused the report; will retry", logBranch, b, logCommit, head,
-				"in", s.o.cfg.PollInterval, logErr, err)
+			// branch or label it does not accept), or git failed on it
+			// (a damaged ref): retrying at once cannot help, and must not
+			// hold up the other branches. Try again when the branch
+			// moves, or after a poll interval.
+			msg := "control plane refused the report; will retry"
+			if ce == nil {
+				msg = "git failed on the branch; will retry"
+			}
+			s.logger.Error(msg, logBranch, b, logCommit, head, "in", s.o.cfg.PollInterval, logErr, err)
 			if s.refused == nil {
 				s.refused = make(map[string]refusal)
 			}
@@ -257,9 +261,8 @@ func (s *session) cycle(ctx context.Context) error {
 			delete(s.cursors, b)
 			continue
 		}
-		// The control plane is unreachable, or git failed: no use trying
-		// the other branches now. Start again from the control plane's
-		// cursors.
+		// The control plane is unreachable: no use trying the other
+		// branches now. Start again from the control plane's cursors.
 		clear(s.cursors)
 		return fmt.Errorf("branch %s: %w", b, err)
 	}
