@@ -104,12 +104,18 @@ func TestExamplesAgainstLiveControlPlane(t *testing.T) {
 		t.Error("pontus show --exit-status of a failed build exited 0")
 	}
 	// The curl script last: it triggers a re-run.
-	cmd = exec.CommandContext(ctx, "sh", filepath.Join(Root(), "examples", "curl.sh"), d.url, head)
+	cmd = exec.CommandContext(ctx, "sh", filepath.Join(Root(), "examples", "curl.sh"), d.url, head, repo.Dir, "main")
 	out, err = cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("examples/curl.sh: %v\n%s", err, out)
 	}
-	for _, want := range []string{"== BuildService/ListBuilds", head, "== BuildService/TriggerBuild", `SERVING_STATUS_SERVING`} {
+	// The re-run is canceled at once if still queued, else on its runner's
+	// next heartbeat.
+	if !strings.Contains(string(out), "BUILD_STATUS_CANCELED") && !strings.Contains(string(out), `"cancelRequested":true`) {
+		t.Errorf("curl.sh's CancelBuild did not cancel the re-run:\n%s", out)
+	}
+	for _, want := range []string{"== BuildService/ListBuilds", head, "== BuildService/TriggerBuild",
+		"== BuildService/CancelBuild", "== ObserverService/ReportCommits", `SERVING_STATUS_SERVING`} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("curl.sh output lacks %q:\n%s", want, out)
 		}
