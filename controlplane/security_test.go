@@ -898,14 +898,15 @@ func TestTokenMatrix(t *testing.T) {
 		}
 	}
 
-	// The dashboard: without the user's sign-in cookie, a redirect to the
-	// sign-in page and no build data; with it, the page.
+	// The dashboard: without the user's token (the sign-in cookie, or a
+	// bearer header as the API takes it), a redirect to the sign-in page
+	// and no build data; with it, the page.
 	cp.report(t, "main", nil, commitA) // observer token: set above by serveCP
 	for _, c := range creds {
 		a := get("/")(c.header)
-		if c.role == "user" && c.cookie {
+		if c.role == "user" {
 			if a.status != http.StatusOK {
-				t.Errorf("dashboard with the user cookie: %s", a)
+				t.Errorf("dashboard with %s: %s", c.name, a)
 			}
 			continue
 		}

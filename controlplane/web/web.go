@@ -125,10 +125,15 @@ func (h *handler) authorized(r *http.Request) bool {
 	for _, c := range r.CookiesNamed(CookieName) {
 		ok |= subtle.ConstantTimeCompare([]byte(c.Value), h.token)
 	}
+	// Scripts and curl may send the token as the API takes it.
+	if scheme, tok, found := strings.Cut(r.Header.Get("Authorization"), " "); found && strings.EqualFold(scheme, "Bearer") {
+		ok |= subtle.ConstantTimeCompare([]byte(tok), h.token)
+	}
 	return ok == 1
 }
 
-// auth protects a page with the user token's cookie.
+// auth protects a page with the user token: the sign-in cookie, or a
+// bearer header.
 func (h *handler) auth(page http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h.authorized(r) {

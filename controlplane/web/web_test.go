@@ -438,6 +438,12 @@ func TestSignIn(t *testing.T) {
 			t.Errorf("GET %s redirects to %q", path, loc)
 		}
 	}
+	// Scripts may send the token as a bearer header instead of the cookie.
+	for hdr, want := range map[string]int{"Bearer " + token: http.StatusOK, "Bearer nope": http.StatusSeeOther, token: http.StatusSeeOther} {
+		req := newReq("GET", "/builds/1", nil)
+		req.Header.Set("Authorization", hdr)
+		wantStatus(t, do(t, c, req), want)
+	}
 	// Public: the badge, static files, the sign-in form.
 	for _, path := range []string{"/badge.svg?branch=main", "/static/app.js", "/static/style.css", "/signin"} {
 		wantStatus(t, do(t, c, newReq("GET", path, nil)), http.StatusOK)
