@@ -124,7 +124,7 @@ func (f *roleFlags) applyObserver(c *observerd.Config) error {
 		c.ControlPlane = f.cpURL
 	}
 	if f.set("repo") {
-		c.Repo = f.repo
+		c.Repo, c.Repos = f.repo, nil // --repo names the one repository
 	}
 	var err error
 	if c.Token, err = token("PONTUS_OBSERVER_TOKEN", c.TokenFile); err != nil {
@@ -216,11 +216,39 @@ func runObserver(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	o, err := observerd.New(cfg.Observer, logger.With("component", "observer"))
+	run, err := newObservers(cfg.Observer, logger)
 	if err != nil {
 		return err
 	}
-	return o.Run(ctx)
+	return run(ctx)
+}
+
+// newObservers makes one Observer per watched repository and returns a
+// function that runs them all until ctx ends or one fails.
+func newObservers(cfg observerd.Config, logger *slog.Logger) (func(context.Context) error, error) {
+	var observers []*observerd.Observer
+	for _, c := range cfg.PerRepo() {
+		o, err := observerd.New(c, logger.With("component", "observer"))
+		if err != nil {
+			return nil, err
+		}
+		observers = append(observers, o)
+	}
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		errs := make([]error, len(observers))
+		var wg sync.WaitGroup
+		for i, o := range observers {
+			wg.Go(func() {
+				if errs[i] = o.Run(ctx); errs[i] != nil {
+					cancel()
+				}
+			})
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	}, nil
 }
 
 // runDev runs all three roles in one process with zero configuration.
@@ -303,7 +331,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		stopCP()
 		return err
 	}
-	observer, err := observerd.New(cfg.Observer, logger.With("component", "observer"))
+	runObservers, err := newObservers(cfg.Observer, logger)
 	if err != nil {
 		stopCP()
 		return err
@@ -318,13 +346,17 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(cfg.Observer.Branches) > 0 {
 		branches = strings.Join(cfg.Observer.Branches, ", ")
 	}
-	fmt.Fprintf(stdout, "pontus dev: watching %s (%s)\n", cfg.Observer.Repo, branches)
+	watching := cfg.Observer.Repo
+	if len(cfg.Observer.Repos) > 0 {
+		watching = strings.Join(cfg.Observer.Repos, ", ")
+	}
+	fmt.Fprintf(stdout, "pontus dev: watching %s (%s)\n", watching, branches)
 	fmt.Fprintf(stdout, "  dashboard  %s/\n  API        %s  (try: curl -H 'Content-Type: application/json' --data '{}' %s/pontus.v1.BuildService/ListBuilds)\n", url, url, url)
 	fmt.Fprintf(stdout, "  results    %s/<commit-id>\n  state      %s\n", results, state)
 	var roles sync.WaitGroup
 	for _, start := range []func() error{
 		func() error { return runner.Run(ctx) },
-		func() error { return observer.Run(ctx) },
+		func() error { return runObservers(ctx) },
 	} {
 		roles.Go(func() {
 			if err := start(); err != nil {

@@ -34,6 +34,9 @@ type Config struct {
 	CAFile string `toml:"ca_file"`
 	// Repo is the watched repository: a local path or any URL git can fetch.
 	Repo string `toml:"repo"`
+	// Repos, when set, replaces Repo: several repositories watched with
+	// the same settings, each by its own Observer (see PerRepo).
+	Repos []string `toml:"repos"`
 	// Branches are branch names or path.Match globs ("release/*") matched
 	// against short branch names. Empty means the repository's current
 	// branch (HEAD's branch; for a remote, the remote HEAD).
@@ -75,8 +78,18 @@ func (c *Config) Validate() error {
 	if err := dial.CheckURL(c.ControlPlane); err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
-	if err := validate.Repo("repo", c.Repo); err != nil {
-		return err
+	if len(c.Repos) == 0 {
+		if err := validate.Repo("repo", c.Repo); err != nil {
+			return err
+		}
+	}
+	for i, r := range c.Repos {
+		if err := validate.Repo(fmt.Sprintf("repos[%d]", i), r); err != nil {
+			return err
+		}
+	}
+	if len(c.Repos) > 1 && c.CloneURL != "" {
+		return fmt.Errorf("clone_url: names one repository; it cannot be used with several repos")
 	}
 	for i, b := range c.Branches {
 		field := fmt.Sprintf("branches[%d]", i)
@@ -110,4 +123,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("data_dir: must be set to watch the remote repository %q", c.Repo)
 	}
 	return nil
+}
+
+// PerRepo returns one configuration per watched repository: c itself when
+// it names one repository, else a copy of c for each of Repos.
+func (c Config) PerRepo() []Config {
+	if len(c.Repos) == 0 {
+		return []Config{c}
+	}
+	out := make([]Config, len(c.Repos))
+	for i, r := range c.Repos {
+		out[i] = c
+		out[i].Repo, out[i].Repos = r, nil
+	}
+	return out
 }

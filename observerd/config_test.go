@@ -114,3 +114,26 @@ func TestIsRemote(t *testing.T) {
 		}
 	}
 }
+
+func TestPerRepo(t *testing.T) {
+	c := DefaultConfig()
+	if got := c.PerRepo(); len(got) != 1 || got[0].Repo != c.Repo {
+		t.Fatalf("one repo: %+v", got)
+	}
+	c.Repos = []string{"/srv/a", "https://git.example.com/b.git"}
+	got := c.PerRepo()
+	if len(got) != 2 || got[0].Repo != "/srv/a" || got[1].Repo != "https://git.example.com/b.git" || got[0].Repos != nil {
+		t.Fatalf("two repos: %+v", got)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("two repos: %v", err)
+	}
+	c.CloneURL = "/srv/a"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "clone_url") {
+		t.Fatalf("clone_url with several repos: %v", err)
+	}
+	c.CloneURL, c.Repos = "", []string{"-oops"}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "repos[0]") {
+		t.Fatalf("bad repo: %v", err)
+	}
+}

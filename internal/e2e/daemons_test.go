@@ -238,3 +238,33 @@ func TestObserverRestartMissesNothing(t *testing.T) {
 		}
 	}
 }
+
+// One observer process watches several repositories (`repos`), each built
+// on its own.
+func TestObserverWatchesSeveralRepositories(t *testing.T) {
+	t.Parallel()
+	a := NewRepo(t, map[string]string{"tests/test_a.py": pyTest("test_a", "pass")})
+	b := NewRepo(t, map[string]string{"tests/test_b.py": pyTest("test_b", "self.fail('b fails')")})
+	c := newCluster(t, a, "head", "")
+	cfg, err := os.ReadFile(c.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = []byte(strings.Replace(string(cfg), "[observer]\n", fmt.Sprintf("[observer]\nrepos = [%q, %q]\n", a.Dir, b.Dir), 1))
+	if err := os.WriteFile(c.config, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.startCP(t)
+	c.startRunner(t, "a")
+	c.startObserver(t)
+	if r := WaitResult(t, c.results, a.Head(t), 30*time.Second); r.Status != passed || r.Repo != a.Dir {
+		t.Fatalf("repo a: %s %s", r.Status, r.Repo)
+	}
+	if r := WaitResult(t, c.results, b.Head(t), 30*time.Second); r.Status != failed || r.Repo != b.Dir {
+		t.Fatalf("repo b: %s %s", r.Status, r.Repo)
+	}
+	next := b.Commit(t, "fix b", map[string]string{"tests/test_b.py": pyTest("test_b", "pass")})
+	if r := WaitResult(t, c.results, next, 30*time.Second); r.Status != passed {
+		t.Fatalf("repo b after the fix: %s", r.Status)
+	}
+}
