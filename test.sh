@@ -4,5 +4,5 @@
 # under -race and is exercised without it.
 set -euo pipefail
 cd "$(dirname "$0")"
-go test -race -count=1 $(go list ./... | grep -v -e /internal/e2e$ -e /controlplane/store$) "$@"
-go test -count=1 ./internal/e2e/ ./controlplane/store/ "$@"
+go test -race -count=1 -timeout 30m $(go list ./... | grep -v -e /internal/e2e$ -e /controlplane/store$) "$@"
+go test -count=1 -timeout 30m ./internal/e2e/ ./controlplane/store/ "$@"
