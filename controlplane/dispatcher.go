@@ -51,7 +51,8 @@ type dispatcher struct {
 
 	mu       sync.Mutex
 	builds   map[int64]*liveBuild
-	queue    []int64 // ids of QUEUED builds, ascending
+	byCommit map[string][]*liveBuild // live builds of each commit, so reports need no scan
+	queue    []int64                 // ids of QUEUED builds, ascending
 	runners  map[string]*runnerState
 	waiters  []*waiter
 	cursors  map[cursorKey]string
@@ -93,6 +94,7 @@ func newDispatcher(cfg Config, st store.Store, logs *logStore, results *resultWr
 	return &dispatcher{
 		cfg: cfg, st: st, logs: logs, results: results, log: logger, metrics: m, now: time.Now,
 		builds:   map[int64]*liveBuild{},
+		byCommit: map[string][]*liveBuild{},
 		runners:  map[string]*runnerState{},
 		cursors:  map[cursorKey]string{},
 		subs:     map[*subscriber]struct{}{},
@@ -118,7 +120,7 @@ func (d *dispatcher) load(ctx context.Context) (unreported []*pontusv1.Build, er
 	}
 	for _, b := range st.Live {
 		lb := &liveBuild{b: b, changed: make(chan struct{})}
-		d.builds[b.Id] = lb
+		d.addLiveLocked(lb)
 		switch b.Status {
 		case statusQueued:
 			d.queue = append(d.queue, b.Id)
@@ -614,7 +616,7 @@ func (d *dispatcher) finishLocked(lb *liveBuild) *store.Commit {
 		delete(r.leases, b.Id)
 	}
 	d.removeFromQueueLocked(b.Id)
-	delete(d.builds, b.Id)
+	d.removeLiveLocked(lb)
 	d.touchLocked(lb)
 	d.metrics.finished(b)
 	c := d.st.Enqueue(store.Mutation{PutBuild: b})
@@ -723,7 +725,7 @@ func (d *dispatcher) newBuildLocked(repo, branch, commit, cloneURL string, label
 	}
 	d.nextID++
 	lb := &liveBuild{b: b, changed: make(chan struct{})}
-	d.builds[b.Id] = lb
+	d.addLiveLocked(lb)
 	d.insertQueueLocked(b.Id)
 	d.touchLocked(lb)
 	return lb, store.Mutation{PutBuild: b}
@@ -798,12 +800,30 @@ func (d *dispatcher) report(ctx context.Context, repo, branch, cloneURL string, 
 	return out, nil
 }
 
+// addLiveLocked and removeLiveLocked keep the live set and its commit index
+// together.
+func (d *dispatcher) addLiveLocked(lb *liveBuild) {
+	d.builds[lb.b.Id] = lb
+	d.byCommit[lb.b.Commit] = append(d.byCommit[lb.b.Commit], lb)
+}
+
+func (d *dispatcher) removeLiveLocked(lb *liveBuild) {
+	delete(d.builds, lb.b.Id)
+	rest := slices.DeleteFunc(d.byCommit[lb.b.Commit], func(x *liveBuild) bool { return x == lb })
+	if len(rest) == 0 {
+		delete(d.byCommit, lb.b.Commit)
+	} else {
+		d.byCommit[lb.b.Commit] = rest
+	}
+}
+
+// liveByCommit returns the newest live build of commit (in repo, if given).
 func (d *dispatcher) liveByCommit(repo, commit string) *pontusv1.Build {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var best *pontusv1.Build
-	for _, lb := range d.builds {
-		if lb.b.Commit == commit && (repo == "" || lb.b.Repo == repo) && (best == nil || lb.b.Id > best.Id) {
+	for _, lb := range d.byCommit[commit] {
+		if (repo == "" || lb.b.Repo == repo) && (best == nil || lb.b.Id > best.Id) {
 			best = lb.b
 		}
 	}

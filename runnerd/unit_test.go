@@ -81,20 +81,19 @@ func TestTestStep(t *testing.T) {
 		return dir
 	}
 	for _, tc := range []struct {
-		command string
-		files   []string
-		want    []string
+		files []string
+		want  []string
 	}{
-		{"", []string{"tests/test_a.py", "go.mod", "tests/a_test.go"}, []string{"python3", "-m", "unittest", "discover", "-s", "tests", "-v"}},
-		{"", []string{"go.mod", "tests/a_test.go"}, []string{"go", "test", "-v", "./tests/..."}},
-		{"", []string{"tests/a_test.go"}, nil},
-		{"", []string{"go.mod", "tests/a.go"}, nil},
-		{"", []string{"test_a.py", "tests/README"}, nil},
-		{"", []string{"tests/sub.py/x"}, nil},
+		{[]string{"tests/test_a.py", "go.mod", "tests/a_test.go"}, []string{"python3", "-m", "unittest", "discover", "-s", "tests", "-v"}},
+		{[]string{"go.mod", "tests/a_test.go"}, []string{"go", "test", "-v", "./tests/..."}},
+		{[]string{"tests/a_test.go"}, nil},
+		{[]string{"go.mod", "tests/a.go"}, nil},
+		{[]string{"test_a.py", "tests/README"}, nil},
+		{[]string{"tests/sub.py/x"}, nil},
 	} {
 		st, ok := detectTests(write(t.TempDir(), tc.files...))
 		if ok != (tc.want != nil) || !slices.Equal(st.argv, tc.want) {
-			t.Errorf("%q %v: got %v %v, want %v", tc.command, tc.files, st.argv, ok, tc.want)
+			t.Errorf("%v: got %v %v, want %v", tc.files, st.argv, ok, tc.want)
 		}
 	}
 }
