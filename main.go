@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/pontus-ci/pontus/plugins"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -55,7 +54,6 @@ func commands() []command {
 		{"cancel", "cancel a build", runCancel},
 		{"notify", "report a commit at once (for git hooks)", runNotify},
 		{"bench", "measure latency, dispatch throughput, fleet cost", runBench},
-		{plugins.GuestCommand, "", runWasmGuest}, // hidden: a plugin host's guest process
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "pontus", version)
 			return nil

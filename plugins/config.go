@@ -59,16 +59,15 @@ type HostConfig struct {
 	// CacheMaxAge is how long a compiled module unused stays in the
 	// on-disk cache before that pruning deletes it. Default 168h (7 days).
 	CacheMaxAge time.Duration `toml:"cache_max_age"`
-	// Isolation is where guests run: "inprocess" (the default; "" means
-	// it) in the host's process, where stopping a CPU-bound guest at its
-	// deadline needs wazero's close-on-context-done and costs guest CPU
-	// ~7x; or "process", one child process per run (the host's executable
-	// re-run as GuestCommand) loading the module from the on-disk cache,
-	// killed at the deadline: guest CPU at close to wazero's full speed
-	// and the runner isolated from the guest by the OS, for a few tens of
-	// ms more start-up per run. "process" needs CacheDir and a Unix
-	// system, and the executable must route GuestCommand/GuestEnv to
-	// GuestMain.
+	// Isolation is where guests run: "process" (the default on Unix
+	// systems; "" means the default) in warm worker processes of the host
+	// (its executable re-run as GuestCommand), one run at a time each,
+	// killed at the run's deadline: guest CPU at wazero's full speed and
+	// the runner isolated from the guest by the OS; or "inprocess" (the
+	// default elsewhere), in the host's process, where stopping a
+	// CPU-bound guest at its deadline needs wazero's close-on-context-done
+	// and costs guest CPU ~7x. Workers load compiled modules from CacheDir
+	// (a private temporary directory when it is empty).
 	Isolation string `toml:"isolation"`
 }
 
@@ -84,7 +83,7 @@ const (
 // DefaultHostConfig returns the defaults: no disk cache (at most 2 GiB and
 // 7 days of it when CacheDir is set), 512 MiB of guest memory, 8 MiB of
 // output, 1024 open files, 256 MiB and 10000 files in /tmp, guests run in
-// the host's process.
+// worker processes (in the host's process where that is unavailable).
 func DefaultHostConfig() HostConfig {
 	return HostConfig{
 		MemoryLimitMiB: 512,
@@ -94,7 +93,7 @@ func DefaultHostConfig() HostConfig {
 		TmpMaxFiles:    10000,
 		CacheLimitMiB:  2048,
 		CacheMaxAge:    7 * 24 * time.Hour,
-		Isolation:      IsolationInProcess,
+		Isolation:      defaultIsolation(),
 	}
 }
 
@@ -158,11 +157,8 @@ func (c HostConfig) Validate() error {
 		if !processIsolation {
 			return &validate.Error{Field: "isolation", Reason: fmt.Sprintf("%q needs a Unix system", c.Isolation)}
 		}
-		if c.CacheDir == "" {
-			return &validate.Error{Field: "isolation", Reason: fmt.Sprintf("%q needs cache_dir: guest processes load compiled modules from it", c.Isolation)}
-		}
 	default:
-		return &validate.Error{Field: "isolation", Reason: fmt.Sprintf("must be %q or %q, got %q", IsolationInProcess, IsolationProcess, c.Isolation)}
+		return &validate.Error{Field: "isolation", Reason: fmt.Sprintf("must be %q or %q, got %q", IsolationProcess, IsolationInProcess, c.Isolation)}
 	}
 	if c.CacheMaxAge != 0 && c.CacheMaxAge < minCacheMaxAge {
 		return &validate.Error{Field: "cache_max_age", Reason: fmt.Sprintf("must be at least %s (0 for the default, 168h), got %s", minCacheMaxAge, c.CacheMaxAge)}

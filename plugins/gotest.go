@@ -219,7 +219,7 @@ func inside(root, p string) bool {
 	return err == nil && (rel == "." || filepath.IsLocal(rel))
 }
 
-// GoTestArgs are the arguments Host.RunGoTests gives a Go test binary:
+// GoTestArgs are the arguments Host.Run gives a Go test binary:
 // verbose output in the framing test2json reads (-test.v=test2json), a
 // panic if a test calls os.Exit(0), and the test binary's own timeout a
 // little before the host's, so a hung test ends with the testing package's
@@ -289,9 +289,47 @@ func (h *Host) RunGoTests(ctx context.Context, spec testrun.Spec, cacheEnv []str
 		// The build counts against the step's time.
 		spec.Timeout = max(time.Second, spec.Timeout-time.Since(started))
 	}
-	run.Args = append(GoTestArgs(spec.Timeout), spec.Plugin.Args...)
 	spec.Plugin = &run
-	return h.Run(ctx, spec)
+	return h.Run(ctx, spec) // recognises the test binary: GoTestArgs
+}
+
+// goTestModInfo is the sentinel the go command puts before a binary's
+// module information (cmd/go's modload.infoStart), which the linker stores
+// in the data segment as a string: "path\t<main package path>\n...".
+// A test binary's main package path ends in ".test".
+const goTestModInfo = "0w\xaf\x0c\x92t\x08\x02A\xe1\xc1\x07\xe6\xd6\x18\xe6path\t"
+
+// isGoTestModule reports whether wasm is a Go test binary (built with
+// go test -c): its module information names a main package "<pkg>.test",
+// and it holds the testing package's entry point, testing.MainStart, in
+// its function names.
+func isGoTestModule(wasm []byte) bool {
+	i := bytes.Index(wasm, []byte(goTestModInfo))
+	if i < 0 {
+		return false
+	}
+	path, _, ok := bytes.Cut(wasm[i+len(goTestModInfo):min(len(wasm), i+len(goTestModInfo)+4096)], []byte("\n"))
+	return ok && bytes.HasSuffix(path, []byte(".test")) && bytes.Contains(wasm, []byte("testing.MainStart"))
+}
+
+// goTestRunArgs returns the arguments of a run of a Go test binary:
+// GoTestArgs(timeout), less the flags args sets itself, then args.
+func goTestRunArgs(args []string, timeout time.Duration) []string {
+	given := map[string]bool{}
+	for _, a := range args {
+		if name, ok := strings.CutPrefix(a, "-"); ok {
+			name, _, _ = strings.Cut(strings.TrimPrefix(name, "-"), "=")
+			given[name] = true
+		}
+	}
+	var out []string
+	for _, a := range GoTestArgs(timeout) {
+		name, _, _ := strings.Cut(strings.TrimPrefix(a, "-"), "=")
+		if !given[name] {
+			out = append(out, a)
+		}
+	}
+	return append(out, args...)
 }
 
 // FindTestModules lists the ready-made test modules a repository ships:

@@ -56,7 +56,7 @@ func goRepo(t testing.TB, sub string) string {
 
 func TestRunGoTests(t *testing.T) {
 	t.Parallel()
-	testRunGoTests(t, host(t))
+	forModes(t, func(t *testing.T, mode string) { testRunGoTests(t, modeHost(t, mode)) })
 }
 
 func testRunGoTests(t *testing.T, h *Host) {

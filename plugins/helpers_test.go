@@ -32,10 +32,12 @@ var (
 
 	sharedCacheDir string
 
-	sharedHostOnce sync.Once
-	sharedHost     *Host
-	sharedHostErr  error
+	sharedHostsMu sync.Mutex
+	sharedHosts   = map[string]*Host{} // by isolation mode
 )
+
+// modes are the isolation modes every probe and limit test runs in.
+var modes = []string{IsolationProcess, IsolationInProcess}
 
 // guestPackages are built into guestsDir under their last path element.
 var guestPackages = []string{
@@ -48,10 +50,7 @@ var guestPackages = []string{
 
 func TestMain(m *testing.M) {
 	// A Host with IsolationProcess re-executes this test binary as its
-	// guest process.
-	if os.Getenv(GuestEnv) == "1" {
-		os.Exit(GuestMain(context.Background(), os.Stdin, os.Stdout, os.Stderr, os.NewFile(guestFD, "guest-result")))
-	}
+	// worker processes: the package's init serves them before TestMain.
 	dir, err := os.MkdirTemp("", "pontus-plugins-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -60,8 +59,8 @@ func TestMain(m *testing.M) {
 	sharedCacheDir = testCacheDir(dir)
 	guestsDir = filepath.Join(dir, "guests")
 	code := m.Run()
-	if sharedHost != nil {
-		_ = sharedHost.Close(context.Background())
+	for _, h := range sharedHosts {
+		_ = h.Close(context.Background())
 	}
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
@@ -125,16 +124,39 @@ func guest(t testing.TB, name string) string {
 	return filepath.Join(guestsDir, name)
 }
 
-// host returns the Host shared by the tests that need no special limits.
+// host returns the Host with the default configuration shared by the
+// tests that need no special limits.
 func host(t testing.TB) *Host {
 	t.Helper()
-	sharedHostOnce.Do(func() {
-		sharedHost, sharedHostErr = NewHost(context.Background(), HostConfig{CacheDir: sharedCacheDir}, testLogger(t))
-	})
-	if sharedHostErr != nil {
-		t.Fatal(sharedHostErr)
+	return modeHost(t, DefaultHostConfig().Isolation)
+}
+
+// modeHost returns the Host shared by the tests that need no special
+// limits, in one isolation mode.
+func modeHost(t testing.TB, mode string) *Host {
+	t.Helper()
+	sharedHostsMu.Lock()
+	defer sharedHostsMu.Unlock()
+	if h := sharedHosts[mode]; h != nil {
+		return h
 	}
-	return sharedHost
+	h, err := NewHost(context.Background(), HostConfig{CacheDir: sharedCacheDir, Isolation: mode}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sharedHosts[mode] = h
+	return h
+}
+
+// forModes runs test once per isolation mode, as parallel subtests.
+func forModes(t *testing.T, test func(t *testing.T, mode string)) {
+	t.Helper()
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			test(t, mode)
+		})
+	}
 }
 
 // newHost returns a Host of its own, sharing the on-disk cache, closed at

@@ -73,8 +73,17 @@ type Host struct {
 	// it starts.
 	beforeCompile func()
 	// onGuestStart, when set (by tests), is called with the pid of each
-	// guest process (IsolationProcess) once it has started.
+	// worker process (IsolationProcess) once it has started.
 	onGuestStart func(pid int)
+	// The warm-worker limits: the constants, lowered by tests.
+	maxIdlePerModule  int
+	maxIdleWorkers    int
+	workerIdleTimeout time.Duration
+	maxWorkerRuns     int
+	asHeadroom        int64 // addressSpaceHeadroom
+	// tmpCache is the temporary compilation cache of a process-isolated
+	// host without CacheDir, removed by Close.
+	tmpCache string
 
 	mu        sync.Mutex
 	closed    bool
@@ -87,6 +96,8 @@ type Host struct {
 	compiles  sync.WaitGroup
 	lastPrune time.Time // of the on-disk cache
 	pruning   bool
+	idle      map[moduleKey][]*worker // warm workers waiting for a run, oldest first
+	idleCount int
 }
 
 // runtimeEntry is the wazero runtime for one memory limit. users counts
@@ -129,13 +140,29 @@ func NewHost(ctx context.Context, cfg HostConfig, logger *slog.Logger) (*Host, e
 		logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Host{
-		cfg:         cfg,
-		logger:      logger,
-		maxCompiled: maxCompiled,
-		maxRuntimes: maxRuntimes,
-		runtimes:    make(map[uint32]*runtimeEntry),
-		modules:     make(map[moduleKey]*moduleEntry),
-		active:      make(map[uint64]context.CancelCauseFunc),
+		cfg:               cfg,
+		logger:            logger,
+		maxCompiled:       maxCompiled,
+		maxRuntimes:       maxRuntimes,
+		maxIdlePerModule:  maxIdlePerModule,
+		maxIdleWorkers:    maxIdleWorkers,
+		workerIdleTimeout: workerIdleTimeout,
+		maxWorkerRuns:     maxWorkerRuns,
+		asHeadroom:        addressSpaceHeadroom,
+		runtimes:          make(map[uint32]*runtimeEntry),
+		modules:           make(map[moduleKey]*moduleEntry),
+		active:            make(map[uint64]context.CancelCauseFunc),
+	}
+	if cfg.CacheDir == "" && cfg.Isolation == IsolationProcess {
+		// Workers load compiled modules from disk: without a configured
+		// cache, use a private one for the host's lifetime.
+		tmp, err := os.MkdirTemp("", "pontus-wasm-cache-")
+		if err != nil {
+			return nil, fmt.Errorf("create a compilation cache dir for worker processes: %w", err)
+		}
+		h.tmpCache = tmp
+		cfg.CacheDir = tmp
+		h.cfg.CacheDir = tmp
 	}
 	if cfg.CacheDir != "" {
 		dir, err := cacheDir(cfg.CacheDir)
@@ -229,6 +256,9 @@ func (h *Host) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("wait for plugin runs to stop: %w", context.Cause(ctx)))
 	}
 
+	if err := h.closeWorkers(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	h.mu.Lock()
 	runtimes := h.runtimes
 	h.runtimes = nil
@@ -241,6 +271,11 @@ func (h *Host) Close(ctx context.Context) error {
 	}
 	if err := h.cache.Close(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("close compilation cache: %w", err))
+	}
+	if h.tmpCache != "" {
+		if err := os.RemoveAll(h.tmpCache); err != nil {
+			errs = append(errs, fmt.Errorf("remove compilation cache: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -377,6 +412,7 @@ func (h *Host) release(key moduleKey, e *moduleEntry) {
 			break
 		}
 		delete(h.modules, oldKey)
+		h.dropWorkersLocked(oldKey)
 		_ = old.compiled.Close(h.ctx)
 	}
 	h.evictRuntimesLocked()
@@ -401,6 +437,7 @@ func (h *Host) evictRuntimesLocked() {
 		for k, m := range h.modules {
 			if k.pages == old.pages {
 				delete(h.modules, k)
+				h.dropWorkersLocked(k)
 				if m.compiled != nil {
 					// The compilation cache is shared: without this the
 					// engine would keep the machine code.
@@ -415,9 +452,10 @@ func (h *Host) evictRuntimesLocked() {
 	}
 }
 
-// compileModule compiles wasm and checks it is a WASI command module.
+// compileModule compiles wasm, its tables bounded (boundTables), and
+// checks it is a WASI command module.
 func compileModule(ctx context.Context, rt wazero.Runtime, wasm []byte) (wazero.CompiledModule, error) {
-	cm, err := rt.CompileModule(ctx, wasm)
+	cm, err := rt.CompileModule(ctx, boundTables(wasm))
 	if err != nil {
 		return nil, fmt.Errorf("compile module: %w", err)
 	}
@@ -553,6 +591,11 @@ func (h *Host) guestEnv(ctx context.Context, env []string, pwd string, limitMiB 
 // per-test results parsed from its output. It satisfies the runner's
 // executor interface.
 //
+// A Go test binary (GOOS=wasip1 go test -c; see isGoTestModule) is
+// recognised from its bytes and run with GoTestArgs(spec.Timeout) before
+// spec.Plugin.Args, less the flags those args set themselves, so each test
+// and subtest is reported by name.
+//
 // spec.Timeout bounds the guest's run; compiling a module the host has not
 // seen (seconds, once per module) does not count against it, but ctx
 // bounds everything. Problems before the guest starts (no plugin, an
@@ -615,8 +658,13 @@ func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 		return h.refuse(w, err.Error())
 	}
 	hash := sha256.Sum256(wasm)
-	if err := checkImports(wasm); err != nil {
+	if err := checkWasm(wasm); err != nil {
 		return h.refuse(w, fmt.Sprintf("plugin %s: %v", name, err))
+	}
+	args := spec.Plugin.Args
+	goTest := isGoTestModule(wasm)
+	if goTest {
+		args = goTestRunArgs(args, spec.Timeout)
 	}
 	root, err := os.OpenRoot(spec.Dir)
 	if err != nil {
@@ -658,7 +706,7 @@ func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 
 	sb := sandboxSpec{
 		Name:          name,
-		Args:          spec.Plugin.Args,
+		Args:          args,
 		Env:           h.guestEnv(ctx, spec.Env, pwd, limitMiB),
 		Scratch:       scratch,
 		MaxOpenFiles:  h.cfg.MaxOpenFiles,
@@ -667,24 +715,36 @@ func (h *Host) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 	}
 	runStart := time.Now()
 	var g guestOutcome
+	var wk *worker
 	if h.cfg.Isolation == IsolationProcess {
-		g = h.runProcess(runCtx, logger, guestRequest{
+		load := workerLoad{
 			Dir: spec.Dir, Module: spec.Plugin.Module, SHA256: hex.EncodeToString(hash[:]),
-			MemoryLimitPages: pages, CacheDir: h.cacheSub, Sandbox: sb,
-		}, w)
+			MemoryLimitPages: pages, CacheDir: h.cacheSub, AddressSpaceHeadroom: h.asHeadroom,
+		}
+		g, wk = h.runInWorker(runCtx, moduleKey{pages: pages, hash: hash}, load, workerRun{Dir: spec.Dir, Sandbox: sb}, w)
 	} else {
 		g = runSandboxed(runCtx, entry.rt.rt, entry.compiled, root, sb, w)
 	}
-	if g.setupErr != nil {
-		if runCtx.Err() != nil {
-			return h.finish(ctx, runCtx, spec, w, logger, g.setupErr, 0, limitMiB, started, g.notes)
-		}
-		return h.refuse(w, fmt.Sprintf("plugin %s: %v", name, g.setupErr))
+	var res testrun.Result
+	switch {
+	case g.setupErr == nil:
+		res = h.finish(ctx, runCtx, spec, w, logger, g.callErr, g.memBytes, limitMiB, started, g.notes)
+	case runCtx.Err() != nil:
+		res = h.finish(ctx, runCtx, spec, w, logger, g.setupErr, 0, limitMiB, started, g.notes)
+	default:
+		res = h.refuse(w, fmt.Sprintf("plugin %s: %v", name, g.setupErr))
 	}
-	res := h.finish(ctx, runCtx, spec, w, logger, g.callErr, g.memBytes, limitMiB, started, g.notes)
-	logger.InfoContext(ctx, "plugin finished", "status", res.Status.String(), "exit_code", res.ExitCode,
-		"reason", res.Reason, "isolation", h.cfg.Isolation, "reused_compiled", cached, "compile", compileTime,
-		"load", g.load, "run", time.Since(runStart), "memory_mib", g.memBytes>>20, "tests", len(res.Tests))
+	attrs := []any{"status", res.Status.String(), "exit_code", res.ExitCode, "reason", res.Reason,
+		"isolation", h.cfg.Isolation, "reused_compiled", cached, "compile", compileTime, "load", g.load,
+		"run", time.Since(runStart), "memory_mib", g.memBytes >> 20, "tests", len(res.Tests), "go_test", goTest}
+	if wk != nil {
+		// A worker is used again only after a run that ended on its own,
+		// within every limit.
+		clean := g.setupErr == nil && res.Reason == "" && (res.Status == testrun.Passed || res.Status == testrun.Failed)
+		attrs = append(attrs, "worker_pid", wk.pid, "worker_runs", wk.runs+1, "worker_kept", clean)
+		h.putWorker(wk, clean)
+	}
+	logger.InfoContext(ctx, "plugin finished", attrs...)
 	return res
 }
 

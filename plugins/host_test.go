@@ -20,7 +20,7 @@ import (
 
 func TestTAPPlugin(t *testing.T) {
 	t.Parallel()
-	testTAPPlugin(t, host(t))
+	forModes(t, func(t *testing.T, mode string) { testTAPPlugin(t, modeHost(t, mode)) })
 }
 
 func testTAPPlugin(t *testing.T, h *Host) {
@@ -93,7 +93,7 @@ func TestWorkDir(t *testing.T) {
 // checkout with malicious symbolic links committed in it.
 func TestSandboxEscapes(t *testing.T) {
 	t.Parallel()
-	testSandboxEscapes(t, host(t))
+	forModes(t, func(t *testing.T, mode string) { testSandboxEscapes(t, modeHost(t, mode)) })
 }
 
 func testSandboxEscapes(t *testing.T, h *Host) {
@@ -185,8 +185,14 @@ func testSandboxEscapes(t *testing.T, h *Host) {
 func TestEnvironment(t *testing.T) {
 	t.Setenv("PONTUS_RUNNER_TOKEN", "host-secret-token")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "host-aws-secret")
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { testEnvironment(t, modeHost(t, mode)) })
+	}
+}
+
+func testEnvironment(t *testing.T, h *Host) {
 	dir := checkout(t, nil)
-	res, out := runPlugin(t, host(t), dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"env"}, MemoryLimitMiB: 100},
+	res, out := runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"env"}, MemoryLimitMiB: 100},
 		30*time.Second, "CI=true", "PONTUS_COMMIT=abc", "PONTUS_RUNNER_TOKEN=leaked-through-spec", "PWD=/elsewhere", "MALFORMED")
 	if res.Status != testrun.Passed {
 		t.Fatalf("status %v (%q):\n%s", res.Status, res.Reason, out)
@@ -207,63 +213,103 @@ func TestEnvironment(t *testing.T) {
 
 func TestExitCodes(t *testing.T) {
 	t.Parallel()
+	forModes(t, testExitCodes)
+}
+
+func testExitCodes(t *testing.T, mode string) {
+	h := modeHost(t, mode)
 	dir := checkout(t, nil)
-	res, out := runPlugin(t, host(t), dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"exit", "3"}}, 30*time.Second)
+	res, out := runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"exit", "3"}}, 30*time.Second)
 	if res.Status != testrun.Failed || res.ExitCode != 3 {
 		t.Errorf("exit 3: status %v exit %d (%q), want failed 3:\n%s", res.Status, res.ExitCode, res.Reason, out)
 	}
 	// wazero's exit code for a deadline, from a guest that is not late.
-	res, out = runPlugin(t, host(t), dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"exit", "4026531839"}}, 30*time.Second)
+	res, out = runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"exit", "4026531839"}}, 30*time.Second)
 	if res.Status != testrun.Failed || res.ExitCode != 0xefffffff {
 		t.Errorf("exit 0xefffffff: status %v exit %#x (%q), want failed 0xefffffff:\n%s", res.Status, res.ExitCode, res.Reason, out)
 	}
 }
 
+// TestTimeouts stops a spinning and a sleeping guest at their deadline, and
+// a sleeping one on cancel and on the host's Close; in process mode the
+// guest's worker process and its group must be gone when Run returns.
 func TestTimeouts(t *testing.T) {
 	t.Parallel()
+	forModes(t, testTimeouts)
+}
+
+func testTimeouts(t *testing.T, mode string) {
 	for _, action := range []string{"loop", "sleep"} {
 		t.Run(action, func(t *testing.T) {
 			t.Parallel()
+			h, pids := pidHost(t, HostConfig{Isolation: mode})
 			dir := checkout(t, nil)
 			start := time.Now()
-			res, out := runPlugin(t, host(t), dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{action}}, 2*time.Second)
+			res, out := runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{action}}, 2*time.Second)
 			if res.Status != testrun.TimedOut || res.ExitCode != -1 || res.Reason != "timed out after 2s" {
 				t.Fatalf("status %v exit %d (%q), want timed out:\n%s", res.Status, res.ExitCode, res.Reason, out)
 			}
 			if !strings.Contains(out, "[pontus] plugin timed out after 2s") {
 				t.Errorf("output lacks the timeout marker:\n%s", out)
 			}
+			checkGone(t, mode, pids, 1)
 			t.Logf("%s stopped after %s (timeout 2s, compile included)", action, time.Since(start).Round(time.Millisecond))
 		})
 	}
 	t.Run("canceled", func(t *testing.T) {
 		t.Parallel()
+		h, pids := pidHost(t, HostConfig{Isolation: mode})
 		dir := checkout(t, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		var out syncbuf.Buffer
 		done := make(chan testrun.Result, 1)
 		go func() {
-			done <- host(t).Run(ctx, testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"sleep"}}, Output: &out, Timeout: time.Hour})
+			done <- h.Run(ctx, testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"sleep"}}, Output: &out, Timeout: time.Hour})
 		}()
 		waitFor(t, "the guest to start sleeping", func() bool { return strings.Contains(out.String(), "sleeping") })
 		cancel()
 		select {
 		case res := <-done:
-			if res.Status != testrun.Canceled {
+			if res.Status != testrun.Canceled || res.Reason != "canceled" {
 				t.Errorf("status %v (%q), want canceled:\n%s", res.Status, res.Reason, out.String())
 			}
 		case <-time.After(time.Minute):
 			t.Fatalf("Run did not return a minute after cancel; output:\n%s", out.String())
 		}
+		checkGone(t, mode, pids, 1)
+	})
+	t.Run("host closed", func(t *testing.T) {
+		t.Parallel()
+		h, pids := pidHost(t, HostConfig{Isolation: mode})
+		dir := checkout(t, nil)
+		var out syncbuf.Buffer
+		done := make(chan testrun.Result, 1)
+		go func() {
+			done <- h.Run(context.Background(), testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"sleep"}}, Output: &out, Timeout: time.Hour})
+		}()
+		waitFor(t, "the guest to start sleeping", func() bool { return strings.Contains(out.String(), "sleeping") })
+		if err := h.Close(context.Background()); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		res := <-done
+		if res.Status != testrun.Canceled || res.Reason != errHostClosed.Error() {
+			t.Errorf("status %v (%q), want canceled %q:\n%s", res.Status, res.Reason, errHostClosed, out.String())
+		}
+		checkGone(t, mode, pids, 1)
 	})
 }
 
 // TestMemoryHog is not parallel so that the host's peak RSS it measures is
 // its own.
 func TestMemoryHog(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { testMemoryHog(t, modeHost(t, mode)) })
+	}
+}
+
+func testMemoryHog(t *testing.T, h *Host) {
 	const limitMiB = 128
 	dir := checkout(t, nil)
-	h := host(t)
 	// Warm the compile for this limit first, so the RSS measured is the
 	// run's, not the compiler's.
 	if res, out := runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"exit", "0"}, MemoryLimitMiB: limitMiB}, 30*time.Second); res.Status != testrun.Passed {
@@ -314,7 +360,7 @@ func procStatusKiB(t testing.TB, key string) int64 {
 
 func TestOutputCap(t *testing.T) {
 	t.Parallel()
-	testOutputCap(t, IsolationInProcess)
+	forModes(t, testOutputCap)
 }
 
 func testOutputCap(t *testing.T, isolation string) {

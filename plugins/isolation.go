@@ -1,18 +1,20 @@
 package plugins
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -21,72 +23,123 @@ import (
 
 // Isolation modes (HostConfig.Isolation).
 const (
-	// IsolationInProcess runs guests in the host's own process, with
-	// wazero's close-on-context-done to stop them at their deadline. The
-	// default.
-	IsolationInProcess = "inprocess"
-	// IsolationProcess runs each guest in a child process (the host's own
-	// executable re-executed as GuestCommand), with close-on-context-done
-	// off, and kills the child's process group at the deadline.
+	// IsolationProcess runs guests in warm worker processes of the host
+	// (its own executable re-executed as GuestCommand), one run at a time
+	// each, with close-on-context-done off, and kills a worker's process
+	// group when its run's deadline passes or the run is cancelled. The
+	// default on Unix systems.
 	IsolationProcess = "process"
+	// IsolationInProcess runs guests in the host's own process, with
+	// wazero's close-on-context-done to stop them at their deadline (guest
+	// CPU ~7x slower). The default where process isolation is unavailable.
+	IsolationInProcess = "inprocess"
 )
 
-// The guest process protocol. A Host in IsolationProcess mode runs
+// defaultIsolation is DefaultHostConfig's isolation.
+func defaultIsolation() string {
+	if processIsolation {
+		return IsolationProcess
+	}
+	return IsolationInProcess
+}
+
+// The worker process protocol. A Host in IsolationProcess mode starts
 //
 //	<os.Executable()> __wasm-guest        (environment: only PONTUS_WASM_GUEST=1)
 //
-// with the run's description as one JSON object on stdin, the guest's
-// stdout and stderr both going to the child's stdout, the child's own
-// diagnostics to its stderr, and file descriptor 3 (the first of
-// exec.Cmd.ExtraFiles) for the result: one JSON object written when the
-// guest has ended. The child's exit status is 0 when that result describes
-// a guest run (whatever the guest's own exit code), 3 when the guest could
-// not be started (the result's "error" says why), 2 for an unreadable run
-// description and 1 when the result could not be written. A child killed
-// or dying without a result is a crash, unless the host killed it for the
-// deadline or a cancellation.
+// in a process group of its own, with a parent-death SIGKILL on Linux. Any
+// program that imports this package becomes a worker when started that
+// way: the package's init function recognises the argument and the
+// variable together, serves as a worker and exits, before the program's
+// main (or a test binary's tests) runs.
 //
-// The executable must route the request to GuestMain: the pontus binary
-// has the hidden subcommand GuestCommand, and a test binary (or any other
-// program embedding this package that sets IsolationProcess) must call
-// GuestMain from its main or TestMain when the environment variable
-// GuestEnv is "1".
+// The host writes JSON values on the worker's stdin: first a workerLoad
+// (the module to load from the on-disk compilation cache, its memory cap),
+// then one workerRun per run (checkout, arguments, final environment,
+// scratch directory, limits). The worker answers on its stdout with
+// frames, each a kind byte, a big-endian uint32 length and the payload:
+// frameLoaded once (JSON workerLoaded), then per run any number of
+// frameOutput (the guest's stdout and stderr, in order) and one
+// frameReport (JSON guestReport). Its stderr carries its own diagnostics
+// (a Go runtime "out of memory" among them). It exits 0 when its stdin
+// ends, 2 on a bad request, 3 when the module could not be loaded.
 const (
-	// GuestCommand is the first argument of a guest process.
+	// GuestCommand is the first argument of a worker process.
 	GuestCommand = "__wasm-guest"
-	// GuestEnv is set to "1" in a guest process's (otherwise empty)
+	// GuestEnv is set to "1" in a worker process's (otherwise empty)
 	// environment.
 	GuestEnv = "PONTUS_WASM_GUEST"
 )
 
+// Frame kinds, worker to host.
 const (
-	// guestFD is the file descriptor of a guest process's result.
-	guestFD = 3
-	// maxGuestRequest bounds the run description a guest process reads.
-	maxGuestRequest = 4 << 20
-	// maxGuestReport bounds the result the host reads; maxTrapText the
-	// trap message (with wazero's wasm stack trace) in it.
-	maxGuestReport = 256 << 10
-	maxTrapText    = 64 << 10
-	// maxGuestStderr is how much of a guest process's own stderr the host
-	// keeps for its diagnostics.
-	maxGuestStderr = 16 << 10
-	// guestWaitDelay bounds the wait for the child's output pipes once it
-	// has exited or been killed.
-	guestWaitDelay = 5 * time.Second
+	frameLoaded = 'L'
+	frameOutput = 'O'
+	frameReport = 'R'
 )
 
-// guestRequest is the run description a guest process reads on stdin.
-type guestRequest struct {
-	Dir              string      `json:"dir"`    // checkout, mounted at /src
-	Module           string      `json:"module"` // absolute path, read like readModule
-	SHA256           string      `json:"sha256"` // of the module the host compiled
-	MemoryLimitPages uint32      `json:"memory_limit_pages"`
-	CacheDir         string      `json:"cache_dir"` // wazero's cache directory itself
-	Sandbox          sandboxSpec `json:"sandbox"`
+// Warm workers: how many are kept, and for how long.
+const (
+	// maxIdlePerModule is how many idle workers are kept per compiled
+	// module (module and memory cap); more run at once when runs of one
+	// module overlap, and the extra ones are killed when they finish.
+	maxIdlePerModule = 2
+	// maxIdleWorkers is how many idle workers a Host keeps in all; the
+	// least recently used are killed beyond it.
+	maxIdleWorkers = 8
+	// workerIdleTimeout is how long an idle worker is kept.
+	workerIdleTimeout = 10 * time.Minute
+	// maxWorkerRuns is how many runs one worker serves before it is
+	// retired, bounding whatever a long-lived process accumulates.
+	maxWorkerRuns = 1000
+	// addressSpaceHeadroom is what a worker may map beyond what it maps
+	// once loaded plus the guest's memory cap: one run's wazero instance
+	// state, Go heap growth, output buffers (Linux, RLIMIT_AS).
+	addressSpaceHeadroom = 256 << 20
+)
+
+const (
+	// maxFrame bounds a frame the host reads; outputChunk is the largest
+	// output frame a worker writes; maxTrapText bounds the trap message
+	// (with wazero's wasm stack trace) in a report.
+	maxFrame    = 1 << 20
+	outputChunk = 64 << 10
+	maxTrapText = 64 << 10
+	// maxWorkerStderr is how much of a worker's own stderr the host keeps
+	// for its diagnostics.
+	maxWorkerStderr = 16 << 10
+	// workerWaitDelay bounds the wait for a killed worker's pipes.
+	workerWaitDelay = 5 * time.Second
+)
+
+// workerLoad is the first request a worker reads: the module to load.
+type workerLoad struct {
+	Dir              string `json:"dir"`    // checkout of the run that started the worker
+	Module           string `json:"module"` // absolute path, read like readModule
+	SHA256           string `json:"sha256"` // of the module the host compiled
+	MemoryLimitPages uint32 `json:"memory_limit_pages"`
+	CacheDir         string `json:"cache_dir"` // wazero's cache directory itself
+	// AddressSpaceHeadroom is added to the worker's mapped size once
+	// loaded and the memory cap to make its RLIMIT_AS; 0 sets none (tests
+	// make it negative).
+	AddressSpaceHeadroom int64 `json:"address_space_headroom"`
 }
 
-// guestReport is the result a guest process writes on guestFD.
+// workerLoaded is the worker's answer to workerLoad.
+type workerLoaded struct {
+	Error  string  `json:"error,omitempty"`
+	LoadMS float64 `json:"load_ms"`
+	// AddressSpaceLimit is the RLIMIT_AS the worker set, 0 for none.
+	AddressSpaceLimit int64 `json:"address_space_limit,omitempty"`
+}
+
+// workerRun is one run's request.
+type workerRun struct {
+	Dir     string      `json:"dir"` // checkout, mounted at /src
+	Sandbox sandboxSpec `json:"sandbox"`
+}
+
+// guestReport is how a run ended, as a worker reports it.
 type guestReport struct {
 	// Error is set when the guest did not start; the rest is then empty.
 	Error string `json:"error,omitempty"`
@@ -98,140 +151,444 @@ type guestReport struct {
 	Trap     string   `json:"trap,omitempty"`
 	MemBytes uint64   `json:"mem_bytes"`
 	Notes    []string `json:"notes,omitempty"`
-	// LoadMS is how long loading the compiled module took.
-	LoadMS float64 `json:"load_ms"`
 }
 
-// errGuestStopped is what a guest process killed for its deadline or a
+// errGuestStopped is what a worker killed for its run's deadline or a
 // cancellation reports; classify turns it into TimedOut or Canceled.
 var errGuestStopped = errors.New("guest process killed")
 
-// runProcess runs one guest in a child process (IsolationProcess): req
-// on its stdin, its stdout copied into w, and its process group killed
-// when runCtx is done.
-func (h *Host) runProcess(runCtx context.Context, logger *slog.Logger, req guestRequest, w io.Writer) guestOutcome {
+func init() {
+	if len(os.Args) == 2 && os.Args[1] == GuestCommand && os.Getenv(GuestEnv) == "1" {
+		os.Exit(workerMain(context.Background(), os.Stdin, os.Stdout, os.Stderr))
+	}
+}
+
+// worker is one worker process as the host sees it.
+type worker struct {
+	key     moduleKey
+	pid     int
+	stdin   *os.File
+	enc     *json.Encoder
+	stderr  *capWriter
+	loaded  chan []byte   // the frameLoaded payload
+	report  chan []byte   // a frameReport payload
+	dead    chan struct{} // closed when the frame stream has ended
+	exited  chan struct{} // closed when the process has been waited for
+	waitErr error         // set before exited is closed
+	limit   int64         // RLIMIT_AS it set
+	load    time.Duration // loading the module took
+
+	mu  sync.Mutex
+	out io.Writer // the current run's output
+
+	// Guarded by the host's mu.
+	runs     int
+	lastUsed time.Time
+	idle     *time.Timer // while idle: drops it after workerIdleTimeout
+}
+
+// kill kills the worker's process group (it was started with Setpgid).
+func (w *worker) kill() {
+	_ = killGroup(w.pid)
+}
+
+func (w *worker) setOutput(out io.Writer) {
+	w.mu.Lock()
+	w.out = out
+	w.mu.Unlock()
+}
+
+// readFrames reads the worker's frames until its stdout ends, then closes
+// dead. A malformed frame kills the worker.
+func (w *worker) readFrames(r io.ReadCloser) {
+	defer close(w.dead)
+	defer r.Close()
+	br := bufio.NewReaderSize(r, outputChunk+5)
+	var hdr [5]byte
+	var buf []byte
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return
+		}
+		n := binary.BigEndian.Uint32(hdr[1:])
+		if n > maxFrame {
+			w.kill()
+			return
+		}
+		if cap(buf) < int(n) {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return
+		}
+		switch hdr[0] {
+		case frameOutput:
+			w.mu.Lock()
+			out := w.out
+			w.mu.Unlock()
+			_, _ = out.Write(buf)
+		case frameLoaded, frameReport:
+			ch := w.loaded
+			if hdr[0] == frameReport {
+				ch = w.report
+			}
+			select {
+			case ch <- append([]byte(nil), buf...):
+			default: // not asked for: a broken worker
+				w.kill()
+				return
+			}
+		default:
+			w.kill()
+			return
+		}
+	}
+}
+
+// failure describes a worker that ended without a report: its exit status
+// and the line of its stderr that says why ("out of memory" when the Go
+// runtime ran out of address space).
+func (w *worker) failure() string {
+	select {
+	case <-w.exited:
+	case <-time.After(workerWaitDelay):
+	}
+	msg := "ended without a result"
+	if w.waitErr != nil {
+		msg = w.waitErr.Error()
+	}
+	stderr, _, _ := w.stderr.result()
+	if l := firstLineWith(stderr, "out of memory"); l != "" {
+		msg += ": " + strings.TrimPrefix(l, "runtime: ")
+	} else if l := firstLine(string(stderr)); l != "" {
+		msg += ": " + l
+	}
+	return msg
+}
+
+// startWorker starts a worker for key and waits until it has loaded the
+// module (or ctx ends, which kills it).
+func (h *Host) startWorker(ctx context.Context, key moduleKey, load workerLoad) (*worker, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return guestOutcome{setupErr: fmt.Errorf("find the host executable to run the guest process: %w", err)}
+		return nil, fmt.Errorf("find the host executable to start a worker process: %w", err)
 	}
-	body, err := json.Marshal(req)
+	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
-		return guestOutcome{setupErr: fmt.Errorf("encode guest process request: %w", err)}
+		return nil, fmt.Errorf("create worker pipe: %w", err)
 	}
-	resultR, resultW, err := os.Pipe()
+	stdoutR, stdoutW, err := os.Pipe()
 	if err != nil {
-		return guestOutcome{setupErr: fmt.Errorf("create guest result pipe: %w", err)}
+		stdinR.Close()
+		stdinW.Close()
+		return nil, fmt.Errorf("create worker pipe: %w", err)
 	}
-	defer resultR.Close()
-	stderr := &capWriter{dst: io.Discard, limit: maxGuestStderr}
-
-	cmd := exec.CommandContext(runCtx, exe, GuestCommand)
+	w := &worker{
+		key:    key,
+		stdin:  stdinW,
+		enc:    json.NewEncoder(stdinW),
+		stderr: &capWriter{dst: io.Discard, limit: maxWorkerStderr},
+		loaded: make(chan []byte, 1),
+		report: make(chan []byte, 1),
+		dead:   make(chan struct{}),
+		exited: make(chan struct{}),
+		out:    io.Discard,
+	}
+	cmd := exec.Command(exe, GuestCommand)
 	cmd.Env = []string{GuestEnv + "=1"}
-	cmd.Dir = req.Sandbox.Scratch
-	cmd.Stdin = bytes.NewReader(body)
-	cmd.Stdout = w
-	cmd.Stderr = stderr
-	cmd.ExtraFiles = []*os.File{resultW} // fd 3 == guestFD
+	cmd.Dir = "/"
+	cmd.Stdin = stdinR
+	cmd.Stdout = stdoutW
+	cmd.Stderr = w.stderr
 	cmd.SysProcAttr = guestProcAttr()
-	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
-	cmd.WaitDelay = guestWaitDelay
-	start := time.Now()
+	cmd.WaitDelay = workerWaitDelay
 	err = cmd.Start()
-	resultW.Close()
+	stdinR.Close()
+	stdoutW.Close()
 	if err != nil {
-		return guestOutcome{setupErr: fmt.Errorf("start guest process %s: %w", exe, err)}
+		stdinW.Close()
+		stdoutR.Close()
+		return nil, fmt.Errorf("start worker process %s: %w", exe, err)
 	}
+	w.pid = cmd.Process.Pid
 	if h.onGuestStart != nil {
-		h.onGuestStart(cmd.Process.Pid)
+		h.onGuestStart(w.pid)
 	}
-	reportc := make(chan []byte, 1)
+	go w.readFrames(stdoutR)
 	go func() {
-		b, _ := io.ReadAll(io.LimitReader(resultR, maxGuestReport))
-		_, _ = io.Copy(io.Discard, resultR) // never block the child
-		reportc <- b
+		w.waitErr = cmd.Wait()
+		w.stdin.Close()
+		close(w.exited)
 	}()
-	waitErr := cmd.Wait()
-	raw := <-reportc
-	childErr, _, _ := stderr.result()
 
-	var rep guestReport
-	if len(raw) == 0 || json.Unmarshal(raw, &rep) != nil {
-		if runCtx.Err() != nil {
-			return guestOutcome{callErr: errGuestStopped}
-		}
-		logger.WarnContext(runCtx, "guest process ended without a result", "err", waitErr,
-			"took", time.Since(start), "stderr", string(childErr))
-		msg := "no result"
-		if waitErr != nil {
-			msg = waitErr.Error()
-		}
-		if l := firstLine(string(childErr)); l != "" {
-			msg += ": " + l
-		}
-		return guestOutcome{callErr: fmt.Errorf("guest process: %s", msg)}
+	if err := w.enc.Encode(load); err != nil {
+		w.kill()
+		return nil, fmt.Errorf("worker process: send the module to load: %w (%s)", err, w.failure())
 	}
-	g := guestOutcome{memBytes: rep.MemBytes, notes: rep.Notes, load: time.Duration(rep.LoadMS * float64(time.Millisecond))}
-	switch {
-	case rep.Error != "":
-		g.setupErr = errors.New(rep.Error)
-	case rep.Trap != "":
-		g.callErr = errors.New(rep.Trap)
-	case rep.Exited:
-		g.callErr = sys.NewExitError(rep.ExitCode)
+	select {
+	case raw := <-w.loaded:
+		var l workerLoaded
+		if err := json.Unmarshal(raw, &l); err != nil {
+			w.kill()
+			return nil, fmt.Errorf("worker process: bad answer to the load request: %w", err)
+		}
+		if l.Error != "" {
+			w.kill()
+			return nil, errors.New(l.Error)
+		}
+		w.limit = l.AddressSpaceLimit
+		w.load = time.Duration(l.LoadMS * float64(time.Millisecond))
+		return w, nil
+	case <-w.dead:
+		w.kill()
+		return nil, fmt.Errorf("worker process %s while loading the module", w.failure())
+	case <-ctx.Done():
+		w.kill()
+		return nil, context.Cause(ctx)
 	}
-	return g
 }
 
-// GuestMain is the guest process (IsolationProcess): it reads a run
-// description from stdin, loads the module from the on-disk compilation
-// cache the host filled, runs it in the same sandbox as an in-process run
-// (with close-on-context-done off: the host kills the process at the
-// deadline) with the guest's stdout and stderr both written to stdout, and
-// writes the result as JSON to result. It returns the process's exit
-// status; see GuestCommand for the protocol. stderr gets only the guest
-// process's own diagnostics.
-//
-// The pontus binary calls it from its hidden GuestCommand subcommand, with
-// result os.NewFile(3, ...). Programs embedding this package with
-// IsolationProcess must do the same when started with GuestEnv=1.
-func GuestMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, result io.Writer) int {
-	var req guestRequest
-	dec := json.NewDecoder(io.LimitReader(stdin, maxGuestRequest))
+// takeWorker returns an idle worker for key, or starts one.
+func (h *Host) takeWorker(ctx context.Context, key moduleKey, load workerLoad) (w *worker, warm bool, err error) {
+	h.mu.Lock()
+	for ws := h.idle[key]; len(ws) > 0; ws = h.idle[key] {
+		w = ws[len(ws)-1] // the most recently used: the others may time out
+		h.removeIdleLocked(w)
+		select {
+		case <-w.dead: // died while idle
+			w.kill()
+			w = nil
+			continue
+		default:
+		}
+		h.mu.Unlock()
+		return w, true, nil
+	}
+	h.mu.Unlock()
+	w, err = h.startWorker(ctx, key, load)
+	return w, false, err
+}
+
+// putWorker takes a worker back after a run: kept idle when reuse says
+// its run ended cleanly and the pool has room, else killed.
+func (h *Host) putWorker(w *worker, reuse bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w.runs++
+	w.lastUsed = time.Now()
+	if _, compiled := h.modules[w.key]; !reuse || h.closed || !compiled || w.runs >= h.maxWorkerRuns {
+		w.kill()
+		return
+	}
+	select {
+	case <-w.dead:
+		w.kill()
+		return
+	default:
+	}
+	if h.idle == nil {
+		h.idle = make(map[moduleKey][]*worker)
+	}
+	h.idle[w.key] = append(h.idle[w.key], w)
+	h.idleCount++
+	w.idle = time.AfterFunc(h.workerIdleTimeout, func() { h.dropIdleWorker(w) })
+	if ws := h.idle[w.key]; len(ws) > h.maxIdlePerModule {
+		h.killIdleLocked(ws[0])
+	}
+	for h.idleCount > h.maxIdleWorkers {
+		var old *worker
+		for _, ws := range h.idle {
+			if len(ws) > 0 && (old == nil || ws[0].lastUsed.Before(old.lastUsed)) {
+				old = ws[0]
+			}
+		}
+		h.killIdleLocked(old)
+	}
+}
+
+// dropIdleWorker kills w if it is still idle (its idle time is up).
+func (h *Host) dropIdleWorker(w *worker) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, x := range h.idle[w.key] {
+		if x == w {
+			h.killIdleLocked(w)
+			return
+		}
+	}
+}
+
+// dropWorkersLocked kills the idle workers of a module the host no longer
+// keeps. h.mu must be held.
+func (h *Host) dropWorkersLocked(key moduleKey) {
+	for len(h.idle[key]) > 0 {
+		h.killIdleLocked(h.idle[key][0])
+	}
+}
+
+func (h *Host) killIdleLocked(w *worker) {
+	h.removeIdleLocked(w)
+	w.kill()
+}
+
+func (h *Host) removeIdleLocked(w *worker) {
+	ws := h.idle[w.key]
+	for i, x := range ws {
+		if x == w {
+			h.idle[w.key] = append(ws[:i:i], ws[i+1:]...)
+			h.idleCount--
+			break
+		}
+	}
+	if len(h.idle[w.key]) == 0 {
+		delete(h.idle, w.key)
+	}
+	if w.idle != nil {
+		w.idle.Stop()
+		w.idle = nil
+	}
+}
+
+// closeWorkers kills the idle workers and waits for them until ctx ends
+// (Close, once no run is left).
+func (h *Host) closeWorkers(ctx context.Context) error {
+	h.mu.Lock()
+	var all []*worker
+	for _, ws := range h.idle {
+		all = append(all, ws...)
+	}
+	for _, w := range all {
+		h.killIdleLocked(w)
+	}
+	h.mu.Unlock()
+	for _, w := range all {
+		select {
+		case <-w.exited:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for worker processes to exit: %w", context.Cause(ctx))
+		}
+	}
+	return nil
+}
+
+// runInWorker runs one guest in a worker for key, started if none is idle:
+// run on its stdin, its output copied into out, and its process group
+// killed when runCtx is done. The caller gives the worker back with
+// putWorker (w is nil when none could be had).
+func (h *Host) runInWorker(runCtx context.Context, key moduleKey, load workerLoad, run workerRun, out io.Writer) (g guestOutcome, w *worker) {
+	start := time.Now()
+	w, warm, err := h.takeWorker(runCtx, key, load)
+	if err != nil {
+		if runCtx.Err() != nil {
+			return guestOutcome{callErr: errGuestStopped}, nil
+		}
+		return guestOutcome{setupErr: err}, nil
+	}
+	if !warm {
+		g.load = time.Since(start)
+	}
+	w.setOutput(out)
+	defer w.setOutput(io.Discard)
+	if err := w.enc.Encode(run); err != nil {
+		w.kill()
+		return guestOutcome{setupErr: fmt.Errorf("worker process: send the run: %w (%s)", err, w.failure())}, w
+	}
+	stopped := func() guestOutcome {
+		w.kill()
+		select { // let the output already written reach out
+		case <-w.dead:
+		case <-time.After(workerWaitDelay):
+		}
+		return guestOutcome{callErr: errGuestStopped, load: g.load}
+	}
+	select {
+	case raw := <-w.report:
+		var rep guestReport
+		if err := json.Unmarshal(raw, &rep); err != nil {
+			w.kill()
+			return guestOutcome{callErr: fmt.Errorf("worker process: bad report: %w", err), load: g.load}, w
+		}
+		g.memBytes, g.notes = rep.MemBytes, rep.Notes
+		switch {
+		case rep.Error != "":
+			g.setupErr = errors.New(rep.Error)
+		case rep.Trap != "":
+			g.callErr = errors.New(rep.Trap)
+		case rep.Exited:
+			g.callErr = sys.NewExitError(rep.ExitCode)
+		}
+		return g, w
+	case <-runCtx.Done():
+		return stopped(), w
+	case <-w.dead:
+		if runCtx.Err() != nil {
+			return stopped(), w
+		}
+		msg := w.failure()
+		h.logger.WarnContext(runCtx, "worker process ended during a run", "pid", w.pid, "err", msg)
+		return guestOutcome{callErr: fmt.Errorf("worker process %s", msg), load: g.load}, w
+	}
+}
+
+// workerMain is a worker process: it loads the module workerLoad names
+// from the on-disk compilation cache the host filled, sets its address
+// space limit, then runs each workerRun in a fresh instance and sandbox
+// with close-on-context-done off (the host kills the process at the
+// deadline), writing the output and the report as frames to stdout. It
+// returns the process's exit status; stderr gets only its diagnostics.
+func workerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) int {
+	dec := json.NewDecoder(stdin)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		fmt.Fprintf(stderr, "pontus %s: read the run description on stdin: %v\n", GuestCommand, err)
+	fw := &frameWriter{w: stdout}
+	var load workerLoad
+	if err := dec.Decode(&load); err != nil {
+		fmt.Fprintf(stderr, "pontus %s: read the load request on stdin: %v\n", GuestCommand, err)
 		return 2
 	}
-	rep := guestRun(ctx, req, stdout)
-	b, err := json.Marshal(rep)
-	if err == nil {
-		_, err = result.Write(b)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "pontus %s: write the result: %v\n", GuestCommand, err)
+	st, loaded := loadWorker(ctx, load)
+	if err := fw.frame(frameLoaded, loaded); err != nil {
+		fmt.Fprintf(stderr, "pontus %s: write to the host: %v\n", GuestCommand, err)
 		return 1
 	}
-	if rep.Error != "" {
-		fmt.Fprintf(stderr, "pontus %s: %s\n", GuestCommand, rep.Error)
+	if loaded.Error != "" {
+		fmt.Fprintf(stderr, "pontus %s: %s\n", GuestCommand, loaded.Error)
 		return 3
 	}
-	return 0
+	defer st.rt.Close(context.WithoutCancel(ctx))
+	for {
+		var run workerRun
+		err := dec.Decode(&run)
+		if errors.Is(err, io.EOF) {
+			return 0 // the host is done with this worker, or gone
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "pontus %s: read a run request on stdin: %v\n", GuestCommand, err)
+			return 2
+		}
+		if err := fw.frame(frameReport, st.run(ctx, run, fw)); err != nil {
+			fmt.Fprintf(stderr, "pontus %s: write to the host: %v\n", GuestCommand, err)
+			return 1
+		}
+	}
 }
 
-// guestRun loads and runs the module of req, writing its output to out.
-func guestRun(ctx context.Context, req guestRequest, out io.Writer) guestReport {
-	fail := func(format string, args ...any) guestReport {
-		return guestReport{Error: fmt.Sprintf(format, args...)}
+// workerState is what a worker keeps between runs: the runtime and the
+// compiled module, nothing of a run.
+type workerState struct {
+	rt wazero.Runtime
+	cm wazero.CompiledModule
+}
+
+func loadWorker(ctx context.Context, req workerLoad) (*workerState, workerLoaded) {
+	fail := func(format string, args ...any) (*workerState, workerLoaded) {
+		return nil, workerLoaded{Error: fmt.Sprintf(format, args...)}
 	}
 	switch {
 	case req.CacheDir == "" || !filepath.IsAbs(req.CacheDir):
 		return fail("compilation cache dir %q is not an absolute path", req.CacheDir)
 	case req.MemoryLimitPages == 0 || req.MemoryLimitPages > MaxMemoryLimitMiB*16:
 		return fail("memory limit of %d pages is outside 1..%d", req.MemoryLimitPages, MaxMemoryLimitMiB*16)
-	case req.Sandbox.Scratch == "" || !filepath.IsAbs(req.Sandbox.Scratch):
-		return fail("scratch dir %q is not an absolute path", req.Sandbox.Scratch)
-	case req.Sandbox.MaxOpenFiles <= 0 || req.Sandbox.TmpLimitBytes <= 0 || req.Sandbox.TmpMaxFiles <= 0:
-		return fail("sandbox limits must be positive")
 	}
 	start := time.Now()
 	wasm, err := readModule(req.Dir, req.Module)
@@ -245,25 +602,43 @@ func guestRun(ctx context.Context, req guestRequest, out io.Writer) guestReport 
 	if err != nil {
 		return fail("open compilation cache %s: %v", req.CacheDir, err)
 	}
-	defer cache.Close(context.WithoutCancel(ctx))
 	rt, err := newRuntime(ctx, req.MemoryLimitPages, false, cache)
 	if err != nil {
 		return fail("%v", err)
 	}
-	defer rt.Close(context.WithoutCancel(ctx))
 	cm, err := compileModule(ctx, rt, wasm)
 	if err != nil {
+		_ = rt.Close(ctx)
 		return fail("%v", err)
+	}
+	loaded := workerLoaded{LoadMS: float64(time.Since(start)) / float64(time.Millisecond)}
+	if req.AddressSpaceHeadroom != 0 {
+		limit, err := limitAddressSpace(int64(req.MemoryLimitPages)<<16 + req.AddressSpaceHeadroom)
+		if err != nil {
+			_ = rt.Close(ctx)
+			return fail("limit the worker's address space: %v", err)
+		}
+		loaded.AddressSpaceLimit = limit
+	}
+	return &workerState{rt: rt, cm: cm}, loaded
+}
+
+// run runs one guest in a fresh instance with a fresh sandbox.
+func (st *workerState) run(ctx context.Context, req workerRun, out io.Writer) guestReport {
+	s := req.Sandbox
+	switch {
+	case s.Scratch == "" || !filepath.IsAbs(s.Scratch):
+		return guestReport{Error: fmt.Sprintf("scratch dir %q is not an absolute path", s.Scratch)}
+	case s.MaxOpenFiles <= 0 || s.TmpLimitBytes <= 0 || s.TmpMaxFiles <= 0:
+		return guestReport{Error: "sandbox limits must be positive"}
 	}
 	root, err := os.OpenRoot(req.Dir)
 	if err != nil {
-		return fail("open checkout: %v", err)
+		return guestReport{Error: fmt.Sprintf("open checkout: %v", err)}
 	}
 	defer root.Close()
-	load := time.Since(start)
-
-	g := runSandboxed(ctx, rt, cm, root, req.Sandbox, out)
-	rep := guestReport{MemBytes: g.memBytes, Notes: g.notes, LoadMS: float64(load) / float64(time.Millisecond)}
+	g := runSandboxed(ctx, st.rt, st.cm, root, s, out)
+	rep := guestReport{MemBytes: g.memBytes, Notes: g.notes}
 	var exit *sys.ExitError
 	switch {
 	case g.setupErr != nil:
@@ -278,4 +653,45 @@ func guestRun(ctx context.Context, req guestRequest, out io.Writer) guestReport 
 		}
 	}
 	return rep
+}
+
+// frameWriter writes frames to the host. As an io.Writer it frames what
+// the guest writes as output.
+type frameWriter struct {
+	mu  sync.Mutex
+	w   io.Writer
+	err error
+}
+
+func (f *frameWriter) Write(p []byte) (int, error) {
+	for rest := p; len(rest) > 0; {
+		n := min(len(rest), outputChunk)
+		if err := f.write(frameOutput, rest[:n]); err != nil {
+			return 0, err
+		}
+		rest = rest[n:]
+	}
+	return len(p), nil
+}
+
+// frame writes v as one JSON frame.
+func (f *frameWriter) frame(kind byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return f.write(kind, b)
+}
+
+func (f *frameWriter) write(kind byte, p []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	b := make([]byte, 5, 5+len(p))
+	b[0] = kind
+	binary.BigEndian.PutUint32(b[1:], uint32(len(p)))
+	_, f.err = f.w.Write(append(b, p...))
+	return f.err
 }

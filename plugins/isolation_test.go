@@ -3,24 +3,27 @@ package plugins
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/pontus-ci/pontus/internal/syncbuf"
 	"github.com/pontus-ci/pontus/internal/testrun"
 	"github.com/pontus-ci/pontus/internal/validate"
 )
 
-// processHost returns a Host of its own with IsolationProcess, recording
-// the pids of its guest processes.
-func processHost(t testing.TB, cfg HostConfig) (*Host, *pidLog) {
+// pidHost returns a Host of its own, recording the pids of its worker
+// processes (none in IsolationInProcess).
+func pidHost(t testing.TB, cfg HostConfig) (*Host, *pidLog) {
 	t.Helper()
-	cfg.Isolation = IsolationProcess
 	h := newHost(t, cfg)
 	pids := &pidLog{}
 	h.onGuestStart = pids.add
@@ -44,23 +47,33 @@ func (l *pidLog) all() []int {
 	return append([]int(nil), l.pids...)
 }
 
-// checkGone fails the test unless each guest process, and its process
-// group, no longer exists.
-func checkGone(t testing.TB, pids *pidLog, want int) {
+// checkGone fails the test unless, in process mode, want worker processes
+// were started and none of them, nor their process groups, still exists.
+func checkGone(t testing.TB, mode string, pids *pidLog, want int) {
 	t.Helper()
+	if mode != IsolationProcess {
+		return
+	}
 	all := pids.all()
 	if len(all) != want {
-		t.Fatalf("%d guest processes started, want %d", len(all), want)
+		t.Fatalf("%d worker processes started, want %d", len(all), want)
 	}
 	for _, pid := range all {
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("guest process %d still exists after Run returned (kill 0: %v)", pid, err)
-		}
-		if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("process group %d still exists after Run returned (kill 0: %v)", pid, err)
-		}
+		waitGone(t, pid)
 	}
 }
+
+// waitGone waits until a worker process and its process group no longer
+// exist: the host kills a retired worker at once but reaps it in the
+// background.
+func waitGone(t testing.TB, pid int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("worker process %d and its group to be gone", pid), func() bool {
+		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) && errors.Is(syscall.Kill(-pid, 0), syscall.ESRCH)
+	})
+}
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 
 func TestIsolationConfig(t *testing.T) {
 	t.Parallel()
@@ -70,9 +83,9 @@ func TestIsolationConfig(t *testing.T) {
 	}{
 		{HostConfig{}, ""},
 		{HostConfig{Isolation: IsolationInProcess}, ""},
+		{HostConfig{Isolation: IsolationProcess}, ""},
 		{HostConfig{Isolation: IsolationProcess, CacheDir: "/var/cache/pontus"}, ""},
-		{HostConfig{Isolation: IsolationProcess}, `"process" needs cache_dir`},
-		{HostConfig{Isolation: "vm"}, `must be "inprocess" or "process", got "vm"`},
+		{HostConfig{Isolation: "vm"}, `must be "process" or "inprocess", got "vm"`},
 	} {
 		err := c.cfg.Validate()
 		var ve *validate.Error
@@ -84,159 +97,253 @@ func TestIsolationConfig(t *testing.T) {
 			t.Errorf("%+v: error %v, want isolation: %s…", c.cfg, err, c.want)
 		}
 	}
-	if got := DefaultHostConfig().Isolation; got != IsolationInProcess {
-		t.Errorf("default isolation %q, want %q", got, IsolationInProcess)
+	if got := DefaultHostConfig().Isolation; got != IsolationProcess {
+		t.Errorf("default isolation %q, want %q", got, IsolationProcess)
 	}
 }
 
-func TestProcessTAPPlugin(t *testing.T) {
-	t.Parallel()
-	h, pids := processHost(t, HostConfig{})
-	testTAPPlugin(t, h)
-	checkGone(t, pids, 2)
-}
-
-func TestProcessExitCodes(t *testing.T) {
-	t.Parallel()
-	h, _ := processHost(t, HostConfig{})
+// TestWorkerReuse runs a module twice: the second run must get the same
+// warm worker, and nothing of the first run (its /tmp) — and the worker
+// must hold none of the host's environment, lead its own process group,
+// carry an address space limit, and be gone after Close.
+func TestWorkerReuse(t *testing.T) {
+	t.Setenv("PONTUS_RUNNER_TOKEN", "host-secret-token") // not parallel: the host's environment
+	h, pids := pidHost(t, HostConfig{Isolation: IsolationProcess})
 	dir := checkout(t, nil)
-	res, out := runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"exit", "3"}}, 30*time.Second)
-	if res.Status != testrun.Failed || res.ExitCode != 3 {
-		t.Errorf("exit 3: status %v exit %d (%q), want failed 3:\n%s", res.Status, res.ExitCode, res.Reason, out)
+	if r, res, out := probe(t, h, dir, "write", "/tmp/left-behind"); !strings.HasPrefix(r, "ok") || res.Status != testrun.Passed {
+		t.Fatalf("first run: RESULT %s, status %v (%q)\n%s", r, res.Status, res.Reason, out)
 	}
-	res, out = runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"env"}, MemoryLimitMiB: 100}, 30*time.Second, "CI=true")
-	if res.Status != testrun.Passed || !strings.Contains(out, "RESULT ok CI=true PWD=/src HOME=/tmp TMPDIR=/tmp GOMEMLIMIT=90MiB\n") {
-		t.Errorf("env: status %v (%q), want passed with only the step's and host's variables:\n%s", res.Status, res.Reason, out)
+	if r, _, _ := probe(t, h, dir, "read", "/tmp/left-behind"); !strings.HasPrefix(r, "err") {
+		t.Errorf("second run read the first run's /tmp file: RESULT %s", r)
 	}
+	all := pids.all()
+	if len(all) != 1 {
+		t.Fatalf("two runs of one module started %d workers, want 1 (kept warm)", len(all))
+	}
+	pid := all[0]
+	if !alive(pid) {
+		t.Fatalf("the warm worker %d is gone", pid)
+	}
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err == nil && string(env) != GuestEnv+"=1\x00" {
+		t.Errorf("worker environment %q, want only %s=1", env, GuestEnv)
+	}
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		// pid (comm) state ppid pgrp ...
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(f) < 3 || f[2] != strconv.Itoa(pid) {
+			t.Errorf("worker %d is in process group %v, want its own", pid, f[2:3])
+		}
+	}
+	if limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid)); err == nil && !raceEnabled {
+		for l := range strings.Lines(string(limits)) {
+			if strings.HasPrefix(l, "Max address space") && strings.Contains(l, "unlimited") {
+				t.Errorf("worker has no address space limit: %s", l)
+			}
+		}
+	}
+	if err := h.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid)
 }
 
-func TestProcessTimeouts(t *testing.T) {
+// TestWorkerReplaced checks that a worker whose run timed out is killed,
+// and that the next run of the module gets a new one that works.
+func TestWorkerReplaced(t *testing.T) {
 	t.Parallel()
-	for _, action := range []string{"loop", "sleep"} {
-		t.Run(action, func(t *testing.T) {
-			t.Parallel()
-			h, pids := processHost(t, HostConfig{})
-			dir := checkout(t, nil)
-			start := time.Now()
-			res, out := runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{action}}, 2*time.Second)
-			if res.Status != testrun.TimedOut || res.ExitCode != -1 || res.Reason != "timed out after 2s" {
-				t.Fatalf("status %v exit %d (%q), want timed out:\n%s", res.Status, res.ExitCode, res.Reason, out)
-			}
-			if !strings.Contains(out, "[pontus] plugin timed out after 2s") {
-				t.Errorf("output lacks the timeout marker:\n%s", out)
-			}
-			checkGone(t, pids, 1)
-			t.Logf("%s stopped after %s (timeout 2s)", action, time.Since(start).Round(time.Millisecond))
-		})
-	}
-	t.Run("canceled", func(t *testing.T) {
-		t.Parallel()
-		h, pids := processHost(t, HostConfig{})
-		dir := checkout(t, nil)
-		ctx, cancel := context.WithCancel(context.Background())
-		var out syncbuf.Buffer
-		done := make(chan testrun.Result, 1)
-		go func() {
-			done <- h.Run(ctx, testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"sleep"}}, Output: &out, Timeout: time.Hour})
-		}()
-		waitFor(t, "the guest to start sleeping", func() bool { return strings.Contains(out.String(), "sleeping") })
-		cancel()
-		select {
-		case res := <-done:
-			if res.Status != testrun.Canceled || res.Reason != "canceled" {
-				t.Errorf("status %v (%q), want canceled:\n%s", res.Status, res.Reason, out.String())
-			}
-		case <-time.After(time.Minute):
-			t.Fatalf("Run did not return a minute after cancel; output:\n%s", out.String())
-		}
-		checkGone(t, pids, 1)
-	})
-	t.Run("host closed", func(t *testing.T) {
-		t.Parallel()
-		h, pids := processHost(t, HostConfig{})
-		dir := checkout(t, nil)
-		var out syncbuf.Buffer
-		done := make(chan testrun.Result, 1)
-		go func() {
-			done <- h.Run(context.Background(), testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"loop"}}, Output: &out, Timeout: time.Hour})
-		}()
-		waitFor(t, "the guest process to start", func() bool { return len(pids.all()) == 1 })
-		if err := h.Close(context.Background()); err != nil {
-			t.Errorf("close: %v", err)
-		}
-		res := <-done
-		if res.Status != testrun.Canceled || res.Reason != errHostClosed.Error() {
-			t.Errorf("status %v (%q), want canceled %q:\n%s", res.Status, res.Reason, errHostClosed, out.String())
-		}
-		checkGone(t, pids, 1)
-	})
-}
-
-func TestProcessMemoryHog(t *testing.T) {
-	t.Parallel()
-	h, pids := processHost(t, HostConfig{})
+	h, pids := pidHost(t, HostConfig{Isolation: IsolationProcess})
 	dir := checkout(t, nil)
-	res, out := runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"mem"}, MemoryLimitMiB: 128}, time.Minute)
+	if res, out := runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"loop"}}, time.Second); res.Status != testrun.TimedOut {
+		t.Fatalf("loop: status %v (%q), want timed out\n%s", res.Status, res.Reason, out)
+	}
+	first := pids.all()
+	if len(first) != 1 {
+		t.Fatalf("%d workers started, want 1", len(first))
+	}
+	waitGone(t, first[0])
+	if res, out := runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"exit", "0"}}, 30*time.Second); res.Status != testrun.Passed {
+		t.Fatalf("run after a timeout: status %v (%q)\n%s", res.Status, res.Reason, out)
+	}
+	if all := pids.all(); len(all) != 2 || !alive(all[1]) {
+		t.Errorf("workers %v after a timeout and a run, want a second one alive", all)
+	}
+}
+
+// TestWorkerPool checks when warm workers are dropped: beyond the number
+// kept, when their module is evicted, and after their idle time.
+func TestWorkerPool(t *testing.T) {
+	t.Parallel()
+	h, pids := pidHost(t, HostConfig{Isolation: IsolationProcess})
+	h.maxIdleWorkers = 1
+	dir := checkout(t, map[string]string{"tests/hello.txt": "hello\n"})
+	run := func(module string, args ...string) {
+		t.Helper()
+		if res, out := runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, module), Args: args}, 30*time.Second); res.Status != testrun.Passed {
+			t.Fatalf("%s: status %v (%q)\n%s", module, res.Status, res.Reason, out)
+		}
+	}
+	idle := func() int { h.mu.Lock(); defer h.mu.Unlock(); return h.idleCount }
+
+	run("tapdemo")
+	run("probe", "exit", "0")
+	all := pids.all()
+	if len(all) != 2 || idle() != 1 {
+		t.Fatalf("workers %v, idle %d; want 2 started, 1 kept", all, idle())
+	}
+	waitGone(t, all[0]) // the least recently used, beyond maxIdleWorkers
+	if !alive(all[1]) {
+		t.Errorf("the most recent worker %d was dropped", all[1])
+	}
+
+	h.mu.Lock()
+	h.maxCompiled = 1
+	h.mu.Unlock()
+	run("tapdemo") // evicts probe's compiled module, and with it its worker
+	all = pids.all()
+	if len(all) != 3 {
+		t.Fatalf("workers %v, want a third for tapdemo", all)
+	}
+	waitGone(t, all[1])
+
+	h.mu.Lock()
+	h.workerIdleTimeout = 10 * time.Millisecond
+	h.mu.Unlock()
+	run("tapdemo") // the warm one, idle again with the short timeout
+	if all = pids.all(); len(all) != 3 {
+		t.Fatalf("workers %v, want tapdemo's warm one reused", all)
+	}
+	waitGone(t, all[2])
+	if n := idle(); n != 0 {
+		t.Errorf("%d idle workers after their idle time, want 0", n)
+	}
+}
+
+// TestWorkerAddressSpaceLimit gives workers an address space limit too
+// small for their guest's memory: the run must end "out of memory" (the
+// worker's Go runtime cannot map it) and the host must stay unharmed.
+func TestWorkerAddressSpaceLimit(t *testing.T) {
+	t.Parallel()
+	if raceEnabled {
+		t.Skip("race-enabled workers set no address space limit (the race detector reserves terabytes)")
+	}
+	h, pids := pidHost(t, HostConfig{Isolation: IsolationProcess})
+	h.asHeadroom = -192 << 20 // the limit is then 64 MiB short of the 256 MiB cap
+	dir := checkout(t, nil)
+	res, out := runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"exit", "0"}, MemoryLimitMiB: 256}, 30*time.Second)
 	if res.Status != testrun.Errored || res.Reason != "out of memory" {
-		t.Fatalf("status %v exit %d (%q), want errored \"out of memory\":\n%s", res.Status, res.ExitCode, res.Reason, tail(out))
+		t.Fatalf("status %v (%q), want errored \"out of memory\"\n%s", res.Status, res.Reason, tail(out))
 	}
-	if !strings.Contains(out, "[pontus] plugin out of memory") {
-		t.Errorf("output lacks the out-of-memory marker:\n%s", tail(out))
+	checkGone(t, IsolationProcess, pids, 1)
+}
+
+// tableModule assembles a WASI command module with one funcref table of
+// min elements and, when max >= 0, that maximum, whose _start grows the
+// table by grow elements (table.grow; the result is dropped). It is the
+// binary form of:
+//
+//	(module
+//	  (table min [max] funcref)
+//	  (func (export "_start")
+//	    (drop (table.grow 0 (ref.null func) (i32.const grow)))))
+func tableModule(min uint32, max int64, grow uint32) []byte {
+	uleb := func(v uint64) []byte { return binary.AppendUvarint(nil, v) }
+	section := func(id byte, body []byte) []byte {
+		return append(append([]byte{id}, uleb(uint64(len(body)))...), body...)
 	}
-	checkGone(t, pids, 1)
-}
-
-func TestProcessSandboxEscapes(t *testing.T) {
-	t.Parallel()
-	h, _ := processHost(t, HostConfig{})
-	testSandboxEscapes(t, h)
-}
-
-func TestProcessTmpLimit(t *testing.T) {
-	t.Parallel()
-	h, _ := processHost(t, HostConfig{TmpLimitMiB: 4})
-	dir := checkout(t, nil)
-	r, res, out := probe(t, h, dir, "tmpfill")
-	if !strings.Contains(r, "written=4MiB err=write /tmp/fill: I/O error") {
-		t.Errorf("tmpfill: RESULT %s, want 4 MiB written, then EIO", r)
+	limits := append([]byte{0}, uleb(uint64(min))...)
+	if max >= 0 {
+		limits = append(append([]byte{1}, uleb(uint64(min))...), uleb(uint64(max))...)
 	}
-	const note = "/tmp size limit reached (4 MiB): writes beyond it failed with EIO"
-	if res.Status != testrun.Passed || res.Reason != note || !strings.Contains(out, "[pontus] "+note) {
-		t.Errorf("status %v (%q), want passed with reason %q:\n%s", res.Status, res.Reason, note, out)
+	// i32.const takes a signed LEB128: grow fits in 5 bytes as an i32.
+	i32 := func(v int32) []byte {
+		var out []byte
+		for {
+			b := byte(v & 0x7f)
+			v >>= 7
+			if (v == 0 && b&0x40 == 0) || (v == -1 && b&0x40 != 0) {
+				return append(out, b)
+			}
+			out = append(out, b|0x80)
+		}
 	}
+	body := append([]byte{0, 0xd0, 0x70, 0x41}, i32(int32(grow))...) // no locals; ref.null func; i32.const
+	body = append(body, 0xfc, 15, 0, 0x41, 0x7f, 0x46)               // table.grow 0; i32.const -1; i32.eq
+	body = append(body, 0x04, 0x40, 0x00, 0x0b, 0x0b)                // if; unreachable; end; end
+	out := []byte("\x00asm\x01\x00\x00\x00")
+	out = append(out, section(1, []byte{1, 0x60, 0, 0})...)                                           // type: func()
+	out = append(out, section(3, []byte{1, 0})...)                                                    // one function
+	out = append(out, section(4, append([]byte{1, 0x70}, limits...))...)                              // one funcref table
+	out = append(out, section(7, append(append([]byte{1, 6}, "_start"...), 0, 0))...)                 // export
+	out = append(out, section(10, append(append([]byte{1}, uleb(uint64(len(body)))...), body...))...) // code
+	return out
 }
 
-func TestProcessOutputCap(t *testing.T) {
+// TestTableLimits runs modules whose tables could make the host allocate
+// outside the memory cap. One declaring a maximum of 2^32-1 elements is
+// refused before it runs; one without a maximum that grows by 2^28
+// elements (2 GiB of host memory) has its growth refused (it traps); one
+// within the bound grows to it and passes. The host's RSS stays where it
+// was.
+func TestTableLimits(t *testing.T) {
 	t.Parallel()
-	testOutputCap(t, IsolationProcess)
+	forModes(t, func(t *testing.T, mode string) {
+		h := newHost(t, HostConfig{Isolation: mode})
+		dir := checkout(t, nil)
+		for _, c := range []struct {
+			name   string
+			wasm   []byte
+			reason string // "" for a pass
+		}{
+			{"unbounded", tableModule(1, -1, 1<<28), "crashed: wasm error: unreachable"},
+			{"huge maximum", tableModule(1, 1<<32-1, 1<<28), fmt.Sprintf("table 0 of up to 4294967295 elements, more than the %d the host allows", maxTableElements)},
+			{"unbounded within the bound", tableModule(1, -1, maxTableElements-1), ""},
+			{"within the bound", tableModule(1, maxTableElements, maxTableElements-1), ""},
+		} {
+			module := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "_")+".wasm")
+			if err := os.WriteFile(module, c.wasm, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			before := procStatusKiB(t, "VmRSS")
+			res, out := runPlugin(t, h, dir, &testrun.Plugin{Name: c.name, Module: module, MemoryLimitMiB: 16}, 30*time.Second)
+			grew := (procStatusKiB(t, "VmRSS") - before) >> 10
+			switch {
+			case c.reason == "" && res.Status != testrun.Passed:
+				t.Errorf("%s (%d bytes): status %v (%q), want passed\n%s", c.name, len(c.wasm), res.Status, res.Reason, out)
+			case c.reason != "" && (res.Status != testrun.Errored || !strings.Contains(res.Reason, c.reason)):
+				t.Errorf("%s (%d bytes): status %v (%q), want errored: …%s…\n%s", c.name, len(c.wasm), res.Status, res.Reason, c.reason, out)
+			}
+			if grew > 256 {
+				t.Errorf("%s: the host's RSS grew by %d MiB", c.name, grew)
+			}
+			t.Logf("%s (%d bytes): %v %q; host RSS %+d MiB", c.name, len(c.wasm), res.Status, res.Reason, grew)
+		}
+	})
 }
 
-func TestProcessRunGoTests(t *testing.T) {
-	t.Parallel()
-	h, pids := processHost(t, HostConfig{})
-	testRunGoTests(t, h)
-	checkGone(t, pids, 1)
-}
-
-func TestGuestMainBadRequest(t *testing.T) {
+func TestWorkerMainBadRequest(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		in   string
 		code int
 		want string
 	}{
-		{"not json", 2, "read the run description"},
+		{"not json", 2, "read the load request"},
 		{`{"unknown": 1}`, 2, "unknown field"},
 		{`{"cache_dir": "relative"}`, 3, "compilation cache dir \"relative\" is not an absolute path"},
 	} {
-		var stdout, stderr, result bytes.Buffer
-		code := GuestMain(context.Background(), strings.NewReader(c.in), &stdout, &stderr, &result)
+		var stdout, stderr bytes.Buffer
+		code := workerMain(context.Background(), strings.NewReader(c.in), &stdout, &stderr)
 		if code != c.code || !strings.Contains(stderr.String(), c.want) {
 			t.Errorf("%q: exit %d, stderr %q; want exit %d and %q", c.in, code, stderr.String(), c.code, c.want)
 		}
-		var rep guestReport
-		if c.code == 3 && (json.Unmarshal(result.Bytes(), &rep) != nil || !strings.Contains(rep.Error, c.want)) {
-			t.Errorf("%q: result %q lacks %q", c.in, result.String(), c.want)
+		if c.code != 3 {
+			continue
+		}
+		var l workerLoaded
+		b := stdout.Bytes()
+		if len(b) < 5 || b[0] != frameLoaded || json.Unmarshal(b[5:], &l) != nil || !strings.Contains(l.Error, c.want) {
+			t.Errorf("%q: answer %q lacks a load frame with %q", c.in, b, c.want)
 		}
 	}
 }

@@ -25,8 +25,12 @@ import (
 // descriptors), and work again once the guest closes its files.
 func TestOpenFileLimit(t *testing.T) {
 	t.Parallel()
+	forModes(t, testOpenFileLimit)
+}
+
+func testOpenFileLimit(t *testing.T, mode string) {
 	const limit = 32
-	h := newHost(t, HostConfig{MaxOpenFiles: limit})
+	h := newHost(t, HostConfig{MaxOpenFiles: limit, Isolation: mode})
 	dir := checkout(t, map[string]string{"go.mod": "module example.com/x\n"})
 	r, res, out := probe(t, h, dir, "openmany", "/src/go.mod", "500")
 	m := regexp.MustCompile(`^ok opened=(\d+) err=(.*) reopen=(.*)$`).FindStringSubmatch(r)
@@ -57,7 +61,11 @@ func TestOpenFileLimit(t *testing.T) {
 // and deleting frees room again.
 func TestTmpLimits(t *testing.T) {
 	t.Parallel()
-	h := newHost(t, HostConfig{TmpLimitMiB: 4, TmpMaxFiles: 50})
+	forModes(t, testTmpLimits)
+}
+
+func testTmpLimits(t *testing.T, mode string) {
+	h := newHost(t, HostConfig{TmpLimitMiB: 4, TmpMaxFiles: 50, Isolation: mode})
 	dir := checkout(t, nil)
 
 	r, res, out := probe(t, h, dir, "tmpfill")

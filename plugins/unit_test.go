@@ -94,27 +94,27 @@ func TestParseImports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	imps, err := parseImports(wasi)
+	imps, _, err := parseModule(wasi)
 	if err != nil || len(imps) == 0 {
 		t.Fatalf("probe imports: %v, %v", imps, err)
 	}
-	if err := checkImports(wasi); err != nil {
+	if err := checkWasm(wasi); err != nil {
 		t.Errorf("probe refused: %v", err)
 	}
 	bad, err := os.ReadFile(guest(t, "badimport"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := checkImports(bad); err == nil || !strings.Contains(err.Error(), `function "host_secret" from module "env"`) {
+	if err := checkWasm(bad); err == nil || !strings.Contains(err.Error(), `function "host_secret" from module "env"`) {
 		t.Errorf("badimport: %v", err)
 	}
 	component := []byte("\x00asm\x0d\x00\x01\x00")
-	if err := checkImports(component); !errors.Is(err, errComponent) {
+	if err := checkWasm(component); !errors.Is(err, errComponent) {
 		t.Errorf("component: %v", err)
 	}
 	for _, junk := range [][]byte{nil, []byte("\x00asm"), []byte("\x00asm\x01\x00\x00\x00\x02\xff"), []byte("\x00asm\x01\x00\x00\x00\x02\x05\x01\x09ab")} {
-		if err := checkImports(junk); err != nil {
-			t.Errorf("checkImports(%q) = %v; unparsable bytes are left to the compiler", junk, err)
+		if err := checkWasm(junk); err != nil {
+			t.Errorf("checkWasm(%q) = %v; unparsable bytes are left to the compiler", junk, err)
 		}
 	}
 }
