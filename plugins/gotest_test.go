@@ -223,3 +223,66 @@ func TestFindTestModules(t *testing.T) {
 		t.Errorf("tests is a symlink: %q, %v; want nothing", got, err)
 	}
 }
+
+// TestGoTestModule runs a test binary built with go test -c as a plain
+// module, as a runner runs tests/*.wasm: the host must recognise it and
+// run it verbosely, so each test is reported by name, without repeating
+// a -test.v the step gives itself.
+func TestGoTestModule(t *testing.T) {
+	t.Parallel()
+	dir := goRepo(t, "")
+	module := filepath.Join(dir, "tests", "calc.wasm")
+	if err := CompileGoTests(context.Background(), dir, ".", module, goCacheEnv(t)); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"calc.wasm": true, "probe": false, "tapdemo": false, "secrets": false} {
+		p := module
+		if name != "calc.wasm" {
+			p = guest(t, name)
+		}
+		wasm, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := isGoTestModule(wasm); got != want {
+			t.Errorf("isGoTestModule(%s) = %v, want %v", name, got, want)
+		}
+	}
+
+	res, out := runPlugin(t, host(t), dir, &testrun.Plugin{Name: "calc", Module: module, WorkDir: "."}, 2*time.Minute)
+	want := map[string]pontusv1.TestOutcome{
+		"TestAdd":                pontusv1.TestOutcome_TEST_OUTCOME_PASSED,
+		"TestTestdataAndTempDir": pontusv1.TestOutcome_TEST_OUTCOME_PASSED,
+		"TestFailsOnPurpose":     pontusv1.TestOutcome_TEST_OUTCOME_FAILED,
+		"TestFib":                pontusv1.TestOutcome_TEST_OUTCOME_SKIPPED,
+	}
+	if got := outcomes(res.Tests); res.Status != testrun.Failed || !mapsEqual(got, want) {
+		t.Errorf("status %v (%q), tests %v; want failed with %v\n%s", res.Status, res.Reason, got, want, out)
+	}
+
+	res, out = runPlugin(t, host(t), dir, &testrun.Plugin{Name: "calc", Module: module, WorkDir: ".", Args: []string{"-test.v", "-test.run=^TestAdd$"}}, 2*time.Minute)
+	want = map[string]pontusv1.TestOutcome{"TestAdd": pontusv1.TestOutcome_TEST_OUTCOME_PASSED}
+	if got := outcomes(res.Tests); res.Status != testrun.Passed || !mapsEqual(got, want) {
+		t.Errorf("with -test.v: status %v (%q), tests %v; want passed with %v\n%s", res.Status, res.Reason, got, want, out)
+	}
+	if strings.Contains(out, "\x16") {
+		t.Errorf("with -test.v given, the output has test2json framing: the host added its own -test.v\n%q", out)
+	}
+}
+
+func TestGoTestRunArgs(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "-test.v=test2json -test.paniconexit0 -test.timeout=54s"},
+		{[]string{"-test.run=^TestA$"}, "-test.v=test2json -test.paniconexit0 -test.timeout=54s -test.run=^TestA$"},
+		{[]string{"-test.v"}, "-test.paniconexit0 -test.timeout=54s -test.v"},
+		{[]string{"--test.v=true", "-test.timeout", "5s"}, "-test.paniconexit0 --test.v=true -test.timeout 5s"},
+	} {
+		if got := strings.Join(goTestRunArgs(c.args, time.Minute), " "); got != c.want {
+			t.Errorf("goTestRunArgs(%q) = %s, want %s", c.args, got, c.want)
+		}
+	}
+}

@@ -64,10 +64,10 @@ type Config struct {
 	WASM bool `toml:"wasm"`
 	// WASMMemoryLimitMiB caps a plugin's memory unless its step says less.
 	WASMMemoryLimitMiB int `toml:"wasm_memory_limit_mib"`
-	// WASMIsolation is "inprocess" (plugins run inside the runner: fastest
-	// start) or "process" (each run in a child process killed at its
-	// deadline: CPU-heavy guests run ~6x rather than ~35x slower than
-	// native, for ~80 ms more start-up).
+	// WASMIsolation is "process" (the default: each run in a warm worker
+	// process of the runner, killed at its deadline) or "inprocess"
+	// (plugins run inside the runner, where stopping one at its deadline
+	// makes CPU-heavy guests ~5x slower). See plugins.HostConfig.
 	WASMIsolation string `toml:"wasm_isolation"`
 	// SandboxGoTests runs a repository's Go tests (go.mod + tests/*_test.go)
 	// compiled to WebAssembly in the sandbox instead of natively.
@@ -112,7 +112,7 @@ func DefaultConfig() Config {
 		Native:             true,
 		WASM:               true,
 		WASMMemoryLimitMiB: DefaultWASMMemoryLimitMiB,
-		WASMIsolation:      plugins.IsolationInProcess,
+		WASMIsolation:      plugins.DefaultHostConfig().Isolation,
 	}
 }
 
