@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -555,6 +556,9 @@ func workerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "pontus %s: %s\n", GuestCommand, loaded.Error)
 		return 3
 	}
+	// Loading (reading the module, the machine code from the cache) left
+	// garbage behind: return it to the OS before the worker waits.
+	debug.FreeOSMemory()
 	defer st.rt.Close(context.WithoutCancel(ctx))
 	for {
 		var run workerRun
@@ -694,4 +698,18 @@ func (f *frameWriter) write(kind byte, p []byte) error {
 	binary.BigEndian.PutUint32(b[1:], uint32(len(p)))
 	_, f.err = f.w.Write(append(b, p...))
 	return f.err
+}
+
+// IdleWorkers returns the process ids of the warm workers waiting for a
+// run (IsolationProcess), for measuring what they cost.
+func (h *Host) IdleWorkers() []int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var pids []int
+	for _, ws := range h.idle {
+		for _, w := range ws {
+			pids = append(pids, w.pid)
+		}
+	}
+	return pids
 }

@@ -28,17 +28,18 @@ type WasmConfig struct {
 	// first (cold) one.
 	Runs int
 	// FibRuns is how many times the CPU-bound Go test runs natively and
-	// (warm) in the sandbox for the slowdown; 0 skips that comparison and
-	// the memory figures that go with it (and the need for a go command).
+	// (warm) in the sandbox for the slowdown, and the empty Go test for its
+	// warm start; 0 skips the Go test module and the figures that go with
+	// it (and the need for a go command).
 	FibRuns int
 	// TempDir is where the bench's temporary directory goes ("" = the
 	// system's).
 	TempDir string
 }
 
-// DefaultWasmConfig returns 100 warm runs of the tiny plugin and 5 runs of
-// the Go test each way.
-func DefaultWasmConfig() WasmConfig { return WasmConfig{Runs: 100, FibRuns: 5} }
+// DefaultWasmConfig returns 100 warm runs of the tiny plugin and 11 runs
+// of the Go tests each way.
+func DefaultWasmConfig() WasmConfig { return WasmConfig{Runs: 100, FibRuns: 11} }
 
 // Validate checks the configuration, naming the flag that is wrong.
 func (c *WasmConfig) Validate() error {
@@ -78,7 +79,10 @@ const (
 func fibTest() string {
 	return fmt.Sprintf(`package tests
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // n is a variable so that the compiler cannot fold the call.
 var n = %d
@@ -94,6 +98,23 @@ func TestFib(t *testing.T) {
 	if got := fib(n); got != %d {
 		t.Fatalf("fib(%%d) = %%d, want %d", n, got)
 	}
+}
+
+// TestEmpty does nothing: its run is the module's start-up.
+func TestEmpty(t *testing.T) {}
+
+// TestSpin spins until it is killed.
+func TestSpin(t *testing.T) {
+	for n := 0; ; n++ {
+		if n < 0 {
+			t.Log(n)
+		}
+	}
+}
+
+// TestSleep sleeps until it is killed.
+func TestSleep(t *testing.T) {
+	time.Sleep(24 * time.Hour)
 }
 
 // TestAlloc touches %d MiB in 8 MiB chunks it keeps: under a smaller
@@ -121,6 +142,9 @@ func fibArgs(run string, timeout time.Duration) []string {
 
 // runTimeout bounds one run of a test binary, either side.
 const runTimeout = 2 * time.Minute
+
+// stopTimeout is the deadline of the spinning and the sleeping guest.
+const stopTimeout = 2 * time.Second
 
 // Wasm measures the plugins host, in this process:
 //
@@ -178,6 +202,10 @@ func Wasm(ctx context.Context, cfg WasmConfig, logger *slog.Logger) (*Result, er
 	r.say("  cold (compiles): %s; warm over %d runs: min %s  p50 %s  p99 %s  max %s",
 		ms(cold), len(warm), ms(warm.Min()), ms(p50), ms(warm.Percentile(99)), ms(warm.Max()))
 	r.add("warm_start_ms", millis(p50), 3)
+	tapWorker, tapWorkerErr := workersRSS(host)
+	if tapWorkerErr == nil && tapWorker > 0 {
+		r.say("  its warm worker process (isolation %q): RSS %.1f MiB", hostCfg.Isolation, mib(tapWorker))
+	}
 	if cfg.FibRuns == 0 {
 		r.add("cold_start_ms", millis(cold), 3)
 		return r, nil
@@ -200,6 +228,15 @@ func Wasm(ctx context.Context, cfg WasmConfig, logger *slog.Logger) (*Result, er
 		mib(g.wasmBytes), g.sandboxCold.Seconds(), coldCompile.Seconds())
 	r.say("  whole runs, median of %d: native %s (min %s, max %s); sandbox warm %s (min %s, max %s): slowdown %.2fx",
 		cfg.FibRuns, ms(native), ms(g.native.Min()), ms(g.native.Max()), ms(sandbox), ms(g.sandbox.Min()), ms(g.sandbox.Max()), slowdown)
+	goWarm := g.goWarm.Percentile(50)
+	r.say("  TestEmpty alone (the module's start-up), second and later runs, median of %d: %s (min %s, max %s)",
+		len(g.goWarm), ms(goWarm), ms(g.goWarm.Min()), ms(g.goWarm.Max()))
+	r.say("  deadline %s: TestSpin (a CPU loop) stopped %s after it, TestSleep %s after it",
+		stopTimeout, ms(g.spinStop), ms(g.sleepStop))
+	if g.workerRSS > 0 {
+		r.say("  warm worker processes kept (isolation %q): %d, RSS at most %.1f MiB each (the Go test module's: runtime, machine code, no guest memory between runs)",
+			hostCfg.Isolation, g.workers, mib(g.workerRSS))
+	}
 	r.say("  the same binary in a bare wazero runtime (no deadline checks, cap or mounts): %s, %.2fx native; the host's configuration adds %.2fx",
 		ms(bare), float64(bare)/float64(native), float64(sandbox)/float64(bare))
 
@@ -213,7 +250,10 @@ func Wasm(ctx context.Context, cfg WasmConfig, logger *slog.Logger) (*Result, er
 			hogLimitMiB, hogAllocMiB, g.hogStatus, g.hogReason, mib(g.hogPeakGrowth), peakNote(g.peakReset))
 	}
 
+	r.add("go_warm_start_ms", millis(goWarm), 1)
 	r.add("cold_compile_s", seconds(coldCompile), 2)
+	r.add("spin_stop_ms", millis(g.spinStop), 0)
+	r.add("sleep_stop_ms", millis(g.sleepStop), 0)
 	r.add("native_ms", millis(native), 1)
 	r.add("sandbox_ms", millis(sandbox), 1)
 	r.add("slowdown_x", slowdown, 2)
@@ -226,6 +266,12 @@ func Wasm(ctx context.Context, cfg WasmConfig, logger *slog.Logger) (*Result, er
 		r.add("hog_peak_growth_mb", mib(g.hogPeakGrowth), 0)
 	}
 	r.add("bare_wazero_ms", millis(bare), 1)
+	if tapWorker > 0 {
+		r.add("tap_worker_rss_mb", mib(tapWorker), 1)
+	}
+	if g.workerRSS > 0 {
+		r.add("go_worker_rss_mb", mib(g.workerRSS), 1)
+	}
 	r.add("cold_start_ms", millis(cold), 3)
 	r.add("wasip1_build_s", seconds(g.wasmBuild), 1)
 	return r, nil
@@ -299,6 +345,10 @@ type goTestFigures struct {
 	hogStatus              testrun.Status
 	hogReason              string
 	hogPeakGrowth          int64
+	goWarm                 Durations // TestEmpty, warm
+	spinStop, sleepStop    time.Duration
+	workers                int   // warm workers after the Go runs
+	workerRSS              int64 // the largest one's RSS
 }
 
 // goTests writes the benchfib module, builds it both ways and times it.
@@ -399,6 +449,46 @@ func goTests(ctx context.Context, host *plugins.Host, tmp string, runs int, logg
 		g.warmPeakGrowth = max(after.hwm-before.rss, 0)
 	}
 
+	logger.Info("wasm: timing warm runs of the empty test", "runs", runs)
+	for i := range runs + 1 {
+		took, res, out, err := sandboxRun("^TestEmpty$", 0)
+		if err != nil {
+			return nil, err
+		}
+		if res.Status != testrun.Passed || len(res.Tests) != 1 {
+			return nil, fmt.Errorf("TestEmpty in the sandbox ended %s (%s) with %d test results, want passed with 1: %s", res.Status, res.Reason, len(res.Tests), lastLines(out, 10))
+		}
+		if i > 0 { // the first run of the module was TestFib's
+			g.goWarm = append(g.goWarm, took)
+		}
+	}
+	g.workers = len(host.IdleWorkers())
+	g.workerRSS, _ = workersRSS(host)
+
+	for _, c := range []struct {
+		test string
+		stop *time.Duration
+	}{{"TestSpin", &g.spinStop}, {"TestSleep", &g.sleepStop}} {
+		logger.Info("wasm: running a guest past its deadline", "test", c.test, "timeout", stopTimeout)
+		var out bytes.Buffer
+		start := time.Now()
+		res := host.Run(ctx, testrun.Spec{
+			Dir: checkout,
+			Plugin: &testrun.Plugin{Name: "benchfib", Module: wasmBin, WorkDir: "tests",
+				Args: []string{"-test.run=^" + c.test + "$", "-test.timeout=0"}},
+			Output:  &out,
+			Timeout: stopTimeout,
+		})
+		took := time.Since(start)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if res.Status != testrun.TimedOut {
+			return nil, fmt.Errorf("%s with a %s deadline ended %s (%s), want timed out: %s", c.test, stopTimeout, res.Status, res.Reason, lastLines(out.String(), 10))
+		}
+		*c.stop = max(took-stopTimeout, 0)
+	}
+
 	logger.Info("wasm: timing the test binary in a bare wazero runtime (compiling it once more)", "runs", runs)
 	if g.bare, err = bareRuns(ctx, wasmBin, runs); err != nil {
 		return nil, err
@@ -428,6 +518,24 @@ func goTests(ctx context.Context, host *plugins.Host, tmp string, runs int, logg
 			hogLimitMiB, hogAllocMiB, res.Status, res.Reason, lastLines(out, 10))
 	}
 	return g, nil
+}
+
+// workersRSS returns the largest RSS of the host's warm worker processes,
+// 0 when it has none.
+func workersRSS(host *plugins.Host) (int64, error) {
+	var most int64
+	for _, pid := range host.IdleWorkers() {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			return 0, fmt.Errorf("read a worker's memory (needs Linux /proc): %w", err)
+		}
+		kib, err := parseStatusKiB(string(b), "VmRSS")
+		if err != nil {
+			return 0, err
+		}
+		most = max(most, kib<<10)
+	}
+	return most, nil
 }
 
 // bareRuns times the test binary in a bare wazero runtime: the compiler

@@ -26,7 +26,7 @@ func TestWasmGoTest(t *testing.T) {
 		t.Fatal(err)
 	}
 	line := res.Line()
-	checkKeys(t, line, "warm_start_ms", "cold_compile_s", "native_ms", "sandbox_ms", "slowdown_x",
+	checkKeys(t, line, "warm_start_ms", "go_warm_start_ms", "cold_compile_s", "spin_stop_ms", "sleep_stop_ms", "go_worker_rss_mb", "native_ms", "sandbox_ms", "slowdown_x",
 		"host_rss_mb", "guest_memory_limit_mib", "host_peak_growth_mb", "hog_peak_growth_mb", "bare_wazero_ms")
 	fig := func(k string) float64 { v, _ := res.Figure(k); return v }
 	for _, k := range []string{"native_ms", "sandbox_ms", "slowdown_x", "host_rss_mb", "bare_wazero_ms"} {

@@ -11,8 +11,8 @@ func TestWasmConfigValidate(t *testing.T) {
 	if err := def.Validate(); err != nil {
 		t.Errorf("default config: %v", err)
 	}
-	if def.FibRuns < 1 || def.FibRuns > 10 {
-		t.Errorf("default FibRuns %d: want a small positive number (each sandbox run is slow)", def.FibRuns)
+	if def.FibRuns < 11 || def.FibRuns > 30 {
+		t.Errorf("default FibRuns %d: want at least 11 for a median, and few (each sandbox run is slow)", def.FibRuns)
 	}
 	warmOnly := WasmConfig{Runs: 1}
 	if err := warmOnly.Validate(); err != nil {
