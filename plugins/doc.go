@@ -17,18 +17,23 @@
 //     HOME=/tmp, TMPDIR=/tmp and GOMEMLIMIT;
 //   - no network, real clocks, crypto/rand, a sleep that wakes at the
 //     deadline;
-//   - a linear-memory cap, a deadline that also stops CPU-bound loops, and
-//     stdout+stderr forwarded through a byte cap.
+//   - a linear-memory cap, tables bounded at load (they live outside it),
+//     a deadline that also stops CPU-bound loops, and stdout+stderr
+//     forwarded through a byte cap.
 //
-// By default guests run in the host's process (IsolationInProcess). With
-// HostConfig.Isolation = IsolationProcess each run gets a child process
-// instead: the host's executable re-run with GuestCommand (and GuestEnv=1),
-// which loads the module from the on-disk compilation cache and runs it in
-// the same sandbox with wazero's close-on-context-done off, so guest CPU
-// runs ~5x faster; the host kills the child's process group at the
-// deadline. A program embedding this package that uses it must call
-// GuestMain when started that way (the pontus binary has a hidden
-// subcommand for it); README.md documents the protocol.
+// By default (IsolationProcess, on Unix systems) guests run in warm worker
+// processes of the host: its own executable re-run as GuestCommand with
+// only GuestEnv=1 in its environment, in a process group of its own that
+// dies with the host. A worker loads one compiled module from the on-disk
+// cache and runs guests one at a time, each in a fresh instance and
+// sandbox, with wazero's close-on-context-done off (guest CPU ~7x faster);
+// the host kills the worker's process group at a run's deadline or cancel,
+// and after any run that crashed or reached a limit, and starts a new one
+// for the next run. Workers run under an address space limit, kept idle at
+// most 2 per module and 8 in all, for 10 minutes. A program importing this
+// package serves as a worker when started that way (the package's init
+// recognises it); README.md documents the protocol. IsolationInProcess
+// runs guests in the host's process instead.
 //
 // Host.Run satisfies the runner's executor interface
 // (Run(ctx, testrun.Spec) testrun.Result) without importing the runner.
@@ -37,7 +42,9 @@
 //
 // Go test packages run in the sandbox too: CompileGoTests builds a
 // repository's tests with the runner's trusted toolchain for wasip1, and
-// Host.RunGoTests compiles and runs them in one call.
+// Host.RunGoTests compiles and runs them in one call. Host.Run recognises a
+// Go test binary from its bytes, however it got there, and runs it
+// verbosely so that each test is reported by name.
 //
 // README.md in this directory documents the plugin ABI for plugin authors;
 // package sdk helps write plugins in Go; secrets and configcheck are the
