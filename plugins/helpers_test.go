@@ -51,6 +51,9 @@ var guestPackages = []string{
 func TestMain(m *testing.M) {
 	// A Host with IsolationProcess re-executes this test binary as its
 	// worker processes: the package's init serves them before TestMain.
+	if dir := os.Getenv(testHostEnv); dir != "" {
+		os.Exit(testHostMain(dir))
+	}
 	dir, err := os.MkdirTemp("", "pontus-plugins-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

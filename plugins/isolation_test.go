@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -346,4 +347,78 @@ func TestWorkerMainBadRequest(t *testing.T) {
 			t.Errorf("%q: answer %q lacks a load frame with %q", c.in, b, c.want)
 		}
 	}
+}
+
+// testHostEnv makes the test binary a plugin host of its own (see
+// TestWorkersDieWithHost): its value is a checkout with a probe module.
+const testHostEnv = "PONTUS_PLUGINS_TEST_HOST"
+
+// testHostMain is a host process for TestWorkersDieWithHost: it leaves one
+// worker idle after a run and keeps another busy with a sleeping guest,
+// prints both pids, and waits to be killed.
+func testHostMain(dir string) int {
+	h, err := NewHost(context.Background(), HostConfig{Isolation: IsolationProcess, CacheDir: filepath.Join(dir, "cache")}, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	pids := &pidLog{}
+	h.onGuestStart = pids.add
+	module := filepath.Join(dir, "probe.wasm")
+	// Two memory caps: two compiled modules, two workers.
+	spec := func(limitMiB int, args ...string) testrun.Spec {
+		return testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{Module: module, Args: args, MemoryLimitMiB: limitMiB}, Timeout: time.Hour}
+	}
+	if res := h.Run(context.Background(), spec(64, "exit", "0")); res.Status != testrun.Passed {
+		fmt.Fprintln(os.Stderr, "first run:", res.Status, res.Reason)
+		return 1
+	}
+	go h.Run(context.Background(), spec(65, "sleep"))
+	for len(pids.all()) < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Println("workers", pids.all()[0], pids.all()[1])
+	select {}
+}
+
+// TestWorkersDieWithHost SIGKILLs a host process with an idle and a busy
+// worker: both must die with it.
+func TestWorkersDieWithHost(t *testing.T) {
+	t.Parallel()
+	dir := checkout(t, nil)
+	wasm, err := os.ReadFile(guest(t, "probe"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "probe.wasm"), wasm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), testHostEnv+"="+dir)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var idlePid, busyPid int
+	if _, err := fmt.Fscanf(stdout, "workers %d %d\n", &idlePid, &busyPid); err != nil {
+		t.Fatalf("read the host's workers: %v; stderr:\n%s", err, stderr.String())
+	}
+	if !alive(idlePid) || !alive(busyPid) {
+		t.Fatalf("workers %d and %d are not both running", idlePid, busyPid)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, idlePid)
+	waitGone(t, busyPid)
 }
