@@ -119,9 +119,13 @@ type moduleKey struct {
 }
 
 type moduleEntry struct {
-	ready    chan struct{} // closed when compiled or err is set
-	rt       *runtimeEntry
+	ready chan struct{} // closed when compiled or err is set
+	rt    *runtimeEntry
+	// compiled is the module, for runs in the host's process. With
+	// IsolationProcess it is closed once compiled (the workers load it from
+	// the on-disk cache) and ok alone says it compiled.
 	compiled wazero.CompiledModule
+	ok       bool
 	err      error
 	users    int
 	lastUsed uint64
@@ -375,8 +379,14 @@ func (h *Host) compile(key moduleKey, e *moduleEntry, wasm []byte) {
 		h.beforeCompile()
 	}
 	cm, err := compileModule(experimental.WithCompilationWorkers(h.ctx, compileWorkers), e.rt.rt, wasm)
+	if err == nil && h.cfg.Isolation == IsolationProcess {
+		// The workers load the machine code from the on-disk cache: the
+		// host need not keep a copy.
+		_ = cm.Close(h.ctx)
+		cm = nil
+	}
 	h.mu.Lock()
-	e.compiled, e.err = cm, err
+	e.compiled, e.ok, e.err = cm, err == nil, err
 	if err != nil && h.modules[key] == e {
 		// Do not remember failures: the next run retries.
 		delete(h.modules, key)
@@ -404,7 +414,7 @@ func (h *Host) release(key moduleKey, e *moduleEntry) {
 		var oldKey moduleKey
 		var old *moduleEntry
 		for k, m := range h.modules {
-			if m.users == 0 && m.compiled != nil && (old == nil || m.lastUsed < old.lastUsed) {
+			if m.users == 0 && m.ok && (old == nil || m.lastUsed < old.lastUsed) {
 				oldKey, old = k, m
 			}
 		}
@@ -413,7 +423,9 @@ func (h *Host) release(key moduleKey, e *moduleEntry) {
 		}
 		delete(h.modules, oldKey)
 		h.dropWorkersLocked(oldKey)
-		_ = old.compiled.Close(h.ctx)
+		if old.compiled != nil {
+			_ = old.compiled.Close(h.ctx)
+		}
 	}
 	h.evictRuntimesLocked()
 }
