@@ -14,8 +14,7 @@ import (
 
 // BenchmarkWarmStart measures one run of a small TAP plugin whose compiled
 // module is already in the host: instantiate, Go runtime start, two tests,
-// teardown; with IsolationProcess also starting the guest process and
-// loading the module from the on-disk cache in it.
+// teardown; with IsolationProcess in the module's warm worker process.
 func BenchmarkWarmStart(b *testing.B) {
 	for _, isolation := range []string{IsolationInProcess, IsolationProcess} {
 		b.Run(isolation, func(b *testing.B) { benchmarkWarmStart(b, isolation) })
@@ -38,7 +37,8 @@ func benchmarkWarmStart(b *testing.B, isolation string) {
 
 // BenchmarkColdCompile measures loading a module into a fresh host from
 // the on-disk compilation cache (what a restarted runner pays once per
-// module), plus the run.
+// module), plus the run: with the default isolation, starting the
+// module's worker process, which loads it again.
 func BenchmarkColdCompile(b *testing.B) {
 	dir := checkout(b, map[string]string{"tests/hello.txt": "hello\n"})
 	spec := testrun.Spec{Dir: dir, Plugin: &testrun.Plugin{Module: guest(b, "tapdemo")}, Output: io.Discard, Timeout: time.Minute}
