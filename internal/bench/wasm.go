@@ -202,9 +202,9 @@ func Wasm(ctx context.Context, cfg WasmConfig, logger *slog.Logger) (*Result, er
 	r.say("  cold (compiles): %s; warm over %d runs: min %s  p50 %s  p99 %s  max %s",
 		ms(cold), len(warm), ms(warm.Min()), ms(p50), ms(warm.Percentile(99)), ms(warm.Max()))
 	r.add("warm_start_ms", millis(p50), 3)
-	tapWorker, tapWorkerErr := workersRSS(host)
-	if tapWorkerErr == nil && tapWorker > 0 {
-		r.say("  its warm worker process (isolation %q): RSS %.1f MiB", hostCfg.Isolation, mib(tapWorker))
+	tapWorker, tapWorkerErr := largestWorker(host)
+	if tapWorkerErr == nil && tapWorker.rss > 0 {
+		r.say("  its warm worker process (isolation %q): %s", hostCfg.Isolation, tapWorker)
 	}
 	if cfg.FibRuns == 0 {
 		r.add("cold_start_ms", millis(cold), 3)
@@ -233,9 +233,9 @@ func Wasm(ctx context.Context, cfg WasmConfig, logger *slog.Logger) (*Result, er
 		len(g.goWarm), ms(goWarm), ms(g.goWarm.Min()), ms(g.goWarm.Max()))
 	r.say("  deadline %s: TestSpin (a CPU loop) stopped %s after it, TestSleep %s after it",
 		stopTimeout, ms(g.spinStop), ms(g.sleepStop))
-	if g.workerRSS > 0 {
-		r.say("  warm worker processes kept (isolation %q): %d, RSS at most %.1f MiB each (the Go test module's: runtime, machine code, no guest memory between runs)",
-			hostCfg.Isolation, g.workers, mib(g.workerRSS))
+	if g.worker.rss > 0 {
+		r.say("  warm worker processes kept (isolation %q): %d; the Go test module's (runtime, machine code, no guest memory between runs): %s",
+			hostCfg.Isolation, g.workers, g.worker)
 	}
 	r.say("  the same binary in a bare wazero runtime (no deadline checks, cap or mounts): %s, %.2fx native; the host's configuration adds %.2fx",
 		ms(bare), float64(bare)/float64(native), float64(sandbox)/float64(bare))
@@ -266,11 +266,15 @@ func Wasm(ctx context.Context, cfg WasmConfig, logger *slog.Logger) (*Result, er
 		r.add("hog_peak_growth_mb", mib(g.hogPeakGrowth), 0)
 	}
 	r.add("bare_wazero_ms", millis(bare), 1)
-	if tapWorker > 0 {
-		r.add("tap_worker_rss_mb", mib(tapWorker), 1)
+	if tapWorker.rss > 0 {
+		r.add("tap_worker_rss_mb", mib(tapWorker.rss), 1)
 	}
-	if g.workerRSS > 0 {
-		r.add("go_worker_rss_mb", mib(g.workerRSS), 1)
+	if g.worker.rss > 0 {
+		r.add("go_worker_rss_mb", mib(g.worker.rss), 1)
+		r.add("go_worker_vm_peak_mb", mib(g.worker.vmPeak), 0)
+		if g.worker.asLimit > 0 {
+			r.add("go_worker_as_limit_mb", mib(g.worker.asLimit), 0)
+		}
 	}
 	r.add("cold_start_ms", millis(cold), 3)
 	r.add("wasip1_build_s", seconds(g.wasmBuild), 1)
@@ -347,8 +351,8 @@ type goTestFigures struct {
 	hogPeakGrowth          int64
 	goWarm                 Durations // TestEmpty, warm
 	spinStop, sleepStop    time.Duration
-	workers                int   // warm workers after the Go runs
-	workerRSS              int64 // the largest one's RSS
+	workers                int          // warm workers after the Go runs
+	worker                 workerMemory // the largest one
 }
 
 // goTests writes the benchfib module, builds it both ways and times it.
@@ -463,7 +467,7 @@ func goTests(ctx context.Context, host *plugins.Host, tmp string, runs int, logg
 		}
 	}
 	g.workers = len(host.IdleWorkers())
-	g.workerRSS, _ = workersRSS(host)
+	g.worker, _ = largestWorker(host)
 
 	for _, c := range []struct {
 		test string
@@ -520,20 +524,50 @@ func goTests(ctx context.Context, host *plugins.Host, tmp string, runs int, logg
 	return g, nil
 }
 
-// workersRSS returns the largest RSS of the host's warm worker processes,
-// 0 when it has none.
-func workersRSS(host *plugins.Host) (int64, error) {
-	var most int64
+// workerMemory is what a warm worker process maps and holds.
+type workerMemory struct {
+	rss     int64 // VmRSS
+	vmPeak  int64 // VmPeak: the most address space it has mapped
+	asLimit int64 // its RLIMIT_AS, 0 for none
+}
+
+func (m workerMemory) String() string {
+	s := fmt.Sprintf("RSS %.1f MiB, address space at most %.0f MiB", mib(m.rss), mib(m.vmPeak))
+	if m.asLimit > 0 {
+		s += fmt.Sprintf(" (limit %.0f MiB)", mib(m.asLimit))
+	}
+	return s
+}
+
+// largestWorker returns the memory of the host's warm worker process with
+// the largest RSS; zero when it has none.
+func largestWorker(host *plugins.Host) (workerMemory, error) {
+	var most workerMemory
 	for _, pid := range host.IdleWorkers() {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
-			return 0, fmt.Errorf("read a worker's memory (needs Linux /proc): %w", err)
+			return workerMemory{}, fmt.Errorf("read a worker's memory (needs Linux /proc): %w", err)
 		}
-		kib, err := parseStatusKiB(string(b), "VmRSS")
-		if err != nil {
-			return 0, err
+		var m workerMemory
+		for key, v := range map[string]*int64{"VmRSS": &m.rss, "VmPeak": &m.vmPeak} {
+			kib, err := parseStatusKiB(string(b), key)
+			if err != nil {
+				return workerMemory{}, err
+			}
+			*v = kib << 10
 		}
-		most = max(most, kib<<10)
+		if limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid)); err == nil {
+			for l := range strings.Lines(string(limits)) {
+				if rest, ok := strings.CutPrefix(l, "Max address space"); ok {
+					if f := strings.Fields(rest); len(f) > 0 {
+						m.asLimit, _ = strconv.ParseInt(f[0], 10, 64) // "unlimited": 0
+					}
+				}
+			}
+		}
+		if m.rss > most.rss {
+			most = m
+		}
 	}
 	return most, nil
 }
