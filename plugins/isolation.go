@@ -480,21 +480,29 @@ func (h *Host) closeWorkers(ctx context.Context) error {
 func (h *Host) runInWorker(runCtx context.Context, key moduleKey, load workerLoad, run workerRun, out io.Writer) (g guestOutcome, w *worker) {
 	start := time.Now()
 	w, warm, err := h.takeWorker(runCtx, key, load)
-	if err != nil {
-		if runCtx.Err() != nil {
-			return guestOutcome{callErr: errGuestStopped}, nil
+	for {
+		if err != nil {
+			if runCtx.Err() != nil {
+				return guestOutcome{callErr: errGuestStopped}, nil
+			}
+			return guestOutcome{setupErr: err}, nil
 		}
-		return guestOutcome{setupErr: err}, nil
-	}
-	if !warm {
-		g.load = time.Since(start)
-	}
-	w.setOutput(out)
-	defer w.setOutput(io.Discard)
-	if err := w.enc.Encode(run); err != nil {
+		if !warm {
+			g.load = time.Since(start)
+		}
+		w.setOutput(out)
+		if err = w.enc.Encode(run); err == nil {
+			break
+		}
 		w.kill()
-		return guestOutcome{setupErr: fmt.Errorf("worker process: send the run: %w (%s)", err, w.failure())}, w
+		if !warm {
+			return guestOutcome{setupErr: fmt.Errorf("worker process: send the run: %w (%s)", err, w.failure())}, w
+		}
+		// A warm worker that died since its last run: start a new one.
+		warm = false
+		w, err = h.startWorker(runCtx, key, load)
 	}
+	defer w.setOutput(io.Discard)
 	stopped := func() guestOutcome {
 		w.kill()
 		select { // let the output already written reach out

@@ -150,7 +150,8 @@ func TestWorkerReuse(t *testing.T) {
 }
 
 // TestWorkerReplaced checks that a worker whose run timed out is killed,
-// and that the next run of the module gets a new one that works.
+// and that the next run of the module gets a new one that works; so does
+// the run after a warm worker was killed while idle.
 func TestWorkerReplaced(t *testing.T) {
 	t.Parallel()
 	h, pids := pidHost(t, HostConfig{Isolation: IsolationProcess})
@@ -166,8 +167,21 @@ func TestWorkerReplaced(t *testing.T) {
 	if res, out := runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"exit", "0"}}, 30*time.Second); res.Status != testrun.Passed {
 		t.Fatalf("run after a timeout: status %v (%q)\n%s", res.Status, res.Reason, out)
 	}
-	if all := pids.all(); len(all) != 2 || !alive(all[1]) {
-		t.Errorf("workers %v after a timeout and a run, want a second one alive", all)
+	all := pids.all()
+	if len(all) != 2 || !alive(all[1]) {
+		t.Fatalf("workers %v after a timeout and a run, want a second one alive", all)
+	}
+
+	// A warm worker killed while idle is replaced too.
+	if err := syscall.Kill(all[1], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, all[1])
+	if res, out := runPlugin(t, h, dir, &testrun.Plugin{Module: guest(t, "probe"), Args: []string{"exit", "0"}}, 30*time.Second); res.Status != testrun.Passed {
+		t.Fatalf("run after the idle worker was killed: status %v (%q)\n%s", res.Status, res.Reason, out)
+	}
+	if all = pids.all(); len(all) != 3 {
+		t.Errorf("workers %v, want a third one after the second was killed", all)
 	}
 }
 
