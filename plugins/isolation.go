@@ -95,8 +95,12 @@ const (
 	maxWorkerRuns = 1000
 	// addressSpaceHeadroom is what a worker may map beyond what it maps
 	// once loaded plus the guest's memory cap: one run's wazero instance
-	// state, Go heap growth, output buffers (Linux, RLIMIT_AS).
-	addressSpaceHeadroom = 256 << 20
+	// state (tables: at most 32 MiB), Go heap growth (the Go runtime
+	// reserves address space 64 MiB at a time), output buffers (Linux,
+	// RLIMIT_AS). A 5 MB Go test module's worker maps ~1.6 GiB once
+	// loaded, mostly address space the Go runtime reserves, and its runs
+	// stayed within the cap plus 150 MiB of that (pontus bench wasm).
+	addressSpaceHeadroom = 512 << 20
 )
 
 const (
