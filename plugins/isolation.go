@@ -180,8 +180,6 @@ type worker struct {
 	dead    chan struct{} // closed when the frame stream has ended
 	exited  chan struct{} // closed when the process has been waited for
 	waitErr error         // set before exited is closed
-	limit   int64         // RLIMIT_AS it set
-	load    time.Duration // loading the module took
 
 	mu  sync.Mutex
 	out io.Writer // the current run's output
@@ -342,8 +340,8 @@ func (h *Host) startWorker(ctx context.Context, key moduleKey, load workerLoad) 
 			w.kill()
 			return nil, errors.New(l.Error)
 		}
-		w.limit = l.AddressSpaceLimit
-		w.load = time.Duration(l.LoadMS * float64(time.Millisecond))
+		h.logger.DebugContext(ctx, "worker process started", "pid", w.pid, "memory_limit_mib", key.pages/16,
+			"load_ms", l.LoadMS, "address_space_limit_mib", l.AddressSpaceLimit>>20)
 		return w, nil
 	case <-w.dead:
 		w.kill()

@@ -299,41 +299,44 @@ func tableModule(min uint32, max int64, grow uint32) []byte {
 // refused before it runs; one without a maximum that grows by 2^28
 // elements (2 GiB of host memory) has its growth refused (it traps); one
 // within the bound grows to it and passes. The host's RSS stays where it
-// was.
+// was: the test is not parallel, so that the RSS it measures is its own.
 func TestTableLimits(t *testing.T) {
-	t.Parallel()
-	forModes(t, func(t *testing.T, mode string) {
-		h := newHost(t, HostConfig{Isolation: mode})
-		dir := checkout(t, nil)
-		for _, c := range []struct {
-			name   string
-			wasm   []byte
-			reason string // "" for a pass
-		}{
-			{"unbounded", tableModule(1, -1, 1<<28), "crashed: wasm error: unreachable"},
-			{"huge maximum", tableModule(1, 1<<32-1, 1<<28), fmt.Sprintf("table 0 of up to 4294967295 elements, more than the %d the host allows", maxTableElements)},
-			{"unbounded within the bound", tableModule(1, -1, maxTableElements-1), ""},
-			{"within the bound", tableModule(1, maxTableElements, maxTableElements-1), ""},
-		} {
-			module := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "_")+".wasm")
-			if err := os.WriteFile(module, c.wasm, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			before := procStatusKiB(t, "VmRSS")
-			res, out := runPlugin(t, h, dir, &testrun.Plugin{Name: c.name, Module: module, MemoryLimitMiB: 16}, 30*time.Second)
-			grew := (procStatusKiB(t, "VmRSS") - before) >> 10
-			switch {
-			case c.reason == "" && res.Status != testrun.Passed:
-				t.Errorf("%s (%d bytes): status %v (%q), want passed\n%s", c.name, len(c.wasm), res.Status, res.Reason, out)
-			case c.reason != "" && (res.Status != testrun.Errored || !strings.Contains(res.Reason, c.reason)):
-				t.Errorf("%s (%d bytes): status %v (%q), want errored: …%s…\n%s", c.name, len(c.wasm), res.Status, res.Reason, c.reason, out)
-			}
-			if grew > 256 {
-				t.Errorf("%s: the host's RSS grew by %d MiB", c.name, grew)
-			}
-			t.Logf("%s (%d bytes): %v %q; host RSS %+d MiB", c.name, len(c.wasm), res.Status, res.Reason, grew)
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { testTableLimits(t, mode) })
+	}
+}
+
+func testTableLimits(t *testing.T, mode string) {
+	h := newHost(t, HostConfig{Isolation: mode})
+	dir := checkout(t, nil)
+	for _, c := range []struct {
+		name   string
+		wasm   []byte
+		reason string // "" for a pass
+	}{
+		{"unbounded", tableModule(1, -1, 1<<28), "crashed: wasm error: unreachable"},
+		{"huge maximum", tableModule(1, 1<<32-1, 1<<28), fmt.Sprintf("table 0 of up to 4294967295 elements, more than the %d the host allows", maxTableElements)},
+		{"unbounded within the bound", tableModule(1, -1, maxTableElements-1), ""},
+		{"within the bound", tableModule(1, maxTableElements, maxTableElements-1), ""},
+	} {
+		module := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "_")+".wasm")
+		if err := os.WriteFile(module, c.wasm, 0o644); err != nil {
+			t.Fatal(err)
 		}
-	})
+		before := procStatusKiB(t, "VmRSS")
+		res, out := runPlugin(t, h, dir, &testrun.Plugin{Name: c.name, Module: module, MemoryLimitMiB: 16}, 30*time.Second)
+		grew := (procStatusKiB(t, "VmRSS") - before) >> 10
+		switch {
+		case c.reason == "" && res.Status != testrun.Passed:
+			t.Errorf("%s (%d bytes): status %v (%q), want passed\n%s", c.name, len(c.wasm), res.Status, res.Reason, out)
+		case c.reason != "" && (res.Status != testrun.Errored || !strings.Contains(res.Reason, c.reason)):
+			t.Errorf("%s (%d bytes): status %v (%q), want errored: …%s…\n%s", c.name, len(c.wasm), res.Status, res.Reason, c.reason, out)
+		}
+		if grew > 256 {
+			t.Errorf("%s: the host's RSS grew by %d MiB", c.name, grew)
+		}
+		t.Logf("%s (%d bytes): %v %q; host RSS %+d MiB", c.name, len(c.wasm), res.Status, res.Reason, grew)
+	}
 }
 
 func TestWorkerMainBadRequest(t *testing.T) {
