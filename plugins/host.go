@@ -58,7 +58,7 @@ type Host struct {
 	logger *slog.Logger
 	cache  wazero.CompilationCache // on disk under CacheDir, else in memory
 	// cacheSub is the wazero-version subdirectory of CacheDir the cache
-	// lives in ("" without CacheDir); guest processes open it too.
+	// lives in ("" without CacheDir); worker processes open it too.
 	cacheSub string
 	// ctx is the host's own context, cancelled by Close with errHostClosed:
 	// compiles run under it, not under the context of the run that asked
@@ -292,8 +292,8 @@ func (h *Host) runtimeLocked(pages uint32) (*runtimeEntry, error) {
 	}
 	// In-process runs need close-on-context-done to stop a CPU-bound
 	// guest at its deadline. With process isolation the host's runtimes
-	// only compile (filling the on-disk cache the guest processes load
-	// from), so they must use the guest processes' setting, which is part
+	// only compile (filling the on-disk cache the worker processes load
+	// from), so they must use the workers' setting, which is part
 	// of wazero's cache key.
 	rt, err := newRuntime(h.ctx, pages, h.cfg.Isolation != IsolationProcess, h.cache)
 	if err != nil {

@@ -160,7 +160,7 @@ type guestReport struct {
 
 // errGuestStopped is what a worker killed for its run's deadline or a
 // cancellation reports; classify turns it into TimedOut or Canceled.
-var errGuestStopped = errors.New("guest process killed")
+var errGuestStopped = errors.New("worker process killed")
 
 func init() {
 	if len(os.Args) == 2 && os.Args[1] == GuestCommand && os.Getenv(GuestEnv) == "1" {

@@ -113,7 +113,7 @@ func outputOrDiscard(w io.Writer) io.Writer {
 }
 
 // sandboxSpec is what one run's sandbox is built from. The same value
-// drives an in-process run and, as JSON, a guest process.
+// drives an in-process run and, as JSON, a run in a worker process.
 type sandboxSpec struct {
 	Name          string      `json:"name"` // argv[0]
 	Args          []string    `json:"args"`
@@ -132,7 +132,7 @@ type guestOutcome struct {
 	callErr  error
 	memBytes uint64        // guest linear memory at the end
 	notes    []string      // sandbox limits the guest reached
-	load     time.Duration // loading the compiled module (guest process only)
+	load     time.Duration // starting a worker and loading the module in it (a cold worker only)
 }
 
 // sandboxModuleConfig builds the module configuration of one run, for both
