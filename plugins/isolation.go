@@ -492,10 +492,12 @@ func (h *Host) runInWorker(runCtx context.Context, key moduleKey, load workerLoa
 		if !warm {
 			g.load = time.Since(start)
 		}
+		// Set before the run is sent: the worker may answer at once.
 		w.setOutput(out)
 		if err = w.enc.Encode(run); err == nil {
 			break
 		}
+		w.setOutput(io.Discard)
 		w.kill()
 		if !warm {
 			return guestOutcome{setupErr: fmt.Errorf("worker process: send the run: %w (%s)", err, w.failure())}, w
@@ -504,6 +506,7 @@ func (h *Host) runInWorker(runCtx context.Context, key moduleKey, load workerLoa
 		warm = false
 		w, err = h.startWorker(runCtx, key, load)
 	}
+	// Output the reader gets after the run is over is dropped.
 	defer w.setOutput(io.Discard)
 	stopped := func() guestOutcome {
 		w.kill()
