@@ -106,7 +106,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "wasm":
 		cfg := bench.DefaultWasmConfig()
 		fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "warm runs of the tiny plugin to time")
-		fs.IntVar(&cfg.FibRuns, "fib-runs", cfg.FibRuns, "runs of the CPU-bound Go test each way, native and in the sandbox (0: skip it and the memory figures; no go command needed)")
+		fs.IntVar(&cfg.FibRuns, "fib-runs", cfg.FibRuns, "runs of the CPU-bound Go test each way, native and in the sandbox, and of the empty one (0: skip the Go test module and its figures; no go command needed)")
 		run = func() (*bench.Result, error) { return bench.Wasm(ctx, cfg, logger) }
 	default:
 		fmt.Fprintf(stderr, "pontus bench: unknown benchmark %q\n\n", name)
