@@ -20,7 +20,7 @@ func benchUsage(w io.Writer) {
 		{"dispatch", "saturated jobs/s and hand-out latency at half load, simulated runners"},
 		{"fleet", "control-plane CPU and RSS with N idle runners long-polling"},
 		{"idle", "CPU of an idle control plane, runner and observer"},
-		{"wasm", "plugins host: warm start, slowdown of a Go test vs native, host memory"},
+		{"wasm", "plugins host (default config): warm starts, Go test slowdown vs native, stop at deadline, memory"},
 	} {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
