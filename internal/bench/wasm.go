@@ -146,12 +146,15 @@ const runTimeout = 2 * time.Minute
 // stopTimeout is the deadline of the spinning and the sleeping guest.
 const stopTimeout = 2 * time.Second
 
-// Wasm measures the plugins host, in this process:
+// Wasm measures the plugins host with the runner's default configuration
+// (plugins.DefaultHostConfig: guests in warm worker processes), from this
+// process:
 //
 //   - the warm start of a tiny TAP test plugin: the whole Host.Run of a
 //     module already compiled (read and hash the module, open the checkout,
-//     instantiate with the sandbox's mounts, run, parse the TAP), first
-//     once cold (compiling) and then Runs times warm;
+//     run it in its warm worker with the sandbox's mounts, parse the TAP),
+//     first once cold (compiling, starting the worker) and then Runs times
+//     warm; and its worker's memory;
 //   - with FibRuns > 0, the slowdown of a CPU-bound Go test (TestFib): the
 //     package is compiled natively with `go test -c` and for the sandbox
 //     with plugins.CompileGoTests, then the native binary runs FibRuns
@@ -159,6 +162,10 @@ const stopTimeout = 2 * time.Second
 //     machine code) and FibRuns times warm; medians of whole runs compared,
 //     and the same binary timed in a bare wazero runtime (no deadline
 //     checks, cap or mounts) to show what the host's configuration adds;
+//   - the warm start of the same module running only an empty test
+//     (FibRuns times after its first run), and its worker's memory;
+//   - how long after a stopTimeout deadline a spinning and a sleeping test
+//     are stopped;
 //   - the host's memory: this process's RSS after the runs, its peak growth
 //     during the warm sandbox runs, and the peak growth while a guest
 //     capped at hogLimitMiB tries to allocate hogAllocMiB (it must end out
