@@ -134,8 +134,10 @@ type moduleEntry struct {
 // NewHost returns a Host. It creates cfg.CacheDir (0700) when set and
 // refuses one that others can write: the cache holds machine code the host
 // will execute. It prunes the cache (cfg.CacheMaxAge, cfg.CacheLimitMiB)
-// before returning, and again at most hourly while it runs.
-func NewHost(ctx context.Context, cfg HostConfig, logger *slog.Logger) (*Host, error) {
+// before returning, and again at most hourly while it runs. With
+// IsolationProcess and no CacheDir, the workers load compiled modules from
+// a private temporary directory, removed by Close.
+func NewHost(ctx context.Context, cfg HostConfig, logger *slog.Logger) (_ *Host, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("plugin host config: %w", err)
 	}
@@ -164,6 +166,11 @@ func NewHost(ctx context.Context, cfg HostConfig, logger *slog.Logger) (*Host, e
 		if err != nil {
 			return nil, fmt.Errorf("create a compilation cache dir for worker processes: %w", err)
 		}
+		defer func() {
+			if err != nil {
+				os.RemoveAll(tmp)
+			}
+		}()
 		h.tmpCache = tmp
 		cfg.CacheDir = tmp
 		h.cfg.CacheDir = tmp
