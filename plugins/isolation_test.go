@@ -415,7 +415,9 @@ func TestWorkersDieWithHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), testHostEnv+"="+dir)
+	// Its runs' scratch directories go under the test's: a SIGKILLed
+	// host leaves them behind.
+	cmd.Env = append(os.Environ(), testHostEnv+"="+dir, "TMPDIR="+t.TempDir())
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
