@@ -119,8 +119,20 @@ func parseMiB(s string) (int, error) {
 	return n, nil
 }
 
-// runPluginRun is `pontus plugin run`.
+// runPluginRun is `pontus plugin run`. A problem that is not the run's nor
+// the user's (the host does not start, a checkout fails) exits
+// exitPluginError, not 1, which means that tests failed.
 func runPluginRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	err := pluginRun(ctx, args, stdout, stderr)
+	var ee exitError
+	if err == nil || errors.As(err, &ee) || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	fmt.Fprintf(stderr, "pontus plugin run: %v\n", err)
+	return exitError{exitPluginError}
+}
+
+func pluginRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const cmd = "plugin run"
 	defaults := runnerd.DefaultConfig()
 	fs := flag.NewFlagSet("pontus "+cmd, flag.ContinueOnError)
@@ -202,6 +214,10 @@ func runPluginRun(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 	if *commit != "" {
 		checkout, cleanup, err := checkoutCommit(ctx, dir, *commit)
+		var bad badCommitError
+		if errors.As(err, &bad) {
+			return usageError(stderr, cmd, "%v", err)
+		}
 		if err != nil {
 			return err
 		}
@@ -293,15 +309,15 @@ func plural(n int, what string) string {
 // returns it with the function that removes it.
 func checkoutCommit(ctx context.Context, dir, rev string) (string, func(), error) {
 	if rev == "" || strings.HasPrefix(rev, "-") || strings.ContainsAny(rev, "\x00\n") {
-		return "", nil, fmt.Errorf("--commit %q is not a revision", rev)
+		return "", nil, badCommitError{fmt.Sprintf("--commit %q is not a revision", rev)}
 	}
 	top, err := git.Output(ctx, dir, "rev-parse", "--show-toplevel")
 	if err != nil {
-		return "", nil, fmt.Errorf("--commit needs --repo to be a git repository: %w", err)
+		return "", nil, badCommitError{fmt.Sprintf("--commit needs --repo to be a git repository: %v", err)}
 	}
 	id, err := git.Output(ctx, top, "rev-parse", "--verify", "--quiet", "--end-of-options", rev+"^{commit}")
 	if err != nil {
-		return "", nil, fmt.Errorf("--commit %s: no such commit in %s", rev, top)
+		return "", nil, badCommitError{fmt.Sprintf("--commit %s: no such commit in %s", rev, top)}
 	}
 	tmp, err := os.MkdirTemp("", "pontus-plugin-run-")
 	if err != nil {
@@ -321,6 +337,11 @@ func checkoutCommit(ctx context.Context, dir, rev string) (string, func(), error
 	}
 	return checkout, cleanup, nil
 }
+
+// badCommitError is a --commit that names no commit of the repository.
+type badCommitError struct{ msg string }
+
+func (e badCommitError) Error() string { return e.msg }
 
 // runPluginBuild is `pontus plugin build`.
 func runPluginBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -350,6 +371,9 @@ func runPluginBuild(ctx context.Context, args []string, stdout, stderr io.Writer
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return usageError(stderr, cmd, "%s is not a directory", pos[0])
 	}
+	if *outFile != "" && !strings.HasSuffix(*outFile, ".wasm") {
+		return usageError(stderr, cmd, "-o %s: name the module FILE.wasm", *outFile)
+	}
 	tests, err := plugins.GoTestPackage(dir)
 	if err != nil {
 		return err
@@ -360,8 +384,6 @@ func runPluginBuild(ctx context.Context, args []string, stdout, stderr io.Writer
 		out = pluginName(filepath.Base(dir)) + ".test.wasm"
 	case out == "":
 		out = pluginName(filepath.Base(dir)) + ".wasm"
-	case !strings.HasSuffix(out, ".wasm"):
-		return usageError(stderr, cmd, "-o %s: name the module FILE.wasm", out)
 	}
 	if _, err := plugins.BuildGo(ctx, dir, out, plugins.GoCacheEnv()); err != nil {
 		var be *plugins.BuildError
