@@ -403,3 +403,17 @@ func TestParseInterspersed(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMiB(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int{"256": 256, "256MiB": 256, "64M": 64, "1GiB": 1024, "2g": 2048, "4GiB": 4096} {
+		if got, err := parseMiB(in); err != nil || got != want {
+			t.Errorf("parseMiB(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "0", "-5MiB", "1.5GiB", "5GiB", "12KiB", "MiB", "1e3"} {
+		if got, err := parseMiB(in); err == nil {
+			t.Errorf("parseMiB(%q) = %d, want an error", in, got)
+		}
+	}
+}

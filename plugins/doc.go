@@ -37,9 +37,10 @@
 //
 // Go test packages run in the sandbox too: CompileGoTests builds a
 // repository's tests with the runner's trusted toolchain for wasip1, and
-// Host.RunGoTests compiles and runs them in one call.
+// Host.RunGoTests compiles and runs them in one call. BuildGo is the same
+// build for a plugin author's package (`pontus plugin build`).
 //
 // README.md in this directory documents the plugin ABI for plugin authors;
-// package sdk helps write plugins in Go; secrets and configcheck are the
-// first-party plugins.
+// package sdk (a module of its own) helps write plugins in Go; secrets and
+// configcheck are the first-party plugins.
 package plugins
