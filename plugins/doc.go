@@ -37,10 +37,11 @@
 //
 // Go test packages run in the sandbox too: CompileGoTests builds a
 // repository's tests with the runner's trusted toolchain for wasip1, and
-// Host.RunGoTests compiles and runs them in one call. BuildGo is the same
-// build for a plugin author's package (`pontus plugin build`).
+// Host.RunGoTests compiles and runs them in one call.
 //
 // README.md in this directory documents the plugin ABI for plugin authors;
 // package sdk (a module of its own) helps write plugins in Go; secrets and
-// configcheck are the first-party plugins.
+// configcheck are the first-party plugins. BuildGo builds a plugin author's
+// Go package with the toolchain and checks of CompileGoTests (`pontus
+// plugin build`).
 package plugins
