@@ -147,7 +147,7 @@ func pluginRun(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	repo := fs.String("repo", "", "the checkout: run against the working tree of `DIR` (required)")
 	commit := fs.String("commit", "", "run against a clean checkout of `REV` of the repository in --repo instead")
-	workdir := fs.String("workdir", "", "the guest's working directory, relative to the checkout (default tests when it exists, else the root)")
+	workdir := fs.String("workdir", "", "the guest's working directory: `DIR` relative to the checkout (default tests when it exists, else the root)")
 	asJSON := fs.Bool("json", false, "print the result as JSON (as pontus show --json); the plugin's output goes to stderr")
 	timeout := defaults.Timeout
 	fs.Func("timeout", fmt.Sprintf("stop the run after `D`; compiling the module does not count (default %s, a runner's)", defaults.Timeout), func(s string) error {

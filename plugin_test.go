@@ -262,6 +262,30 @@ func TestPluginRunEndings(t *testing.T) {
 	}
 }
 
+// TestPluginRunCrash: a guest that traps is said to have crashed. The
+// module is the C plugin of plugins/testdata/ctap, built with clang.
+func TestPluginRunCrash(t *testing.T) {
+	t.Parallel()
+	if out, err := exec.Command("clang", "--version").CombinedOutput(); err != nil {
+		t.Skipf("skipped: no clang to build the C plugin (Debian: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32): %v %s", err, out)
+	}
+	wasm := filepath.Join(t.TempDir(), "ctap.wasm")
+	cmd := exec.Command("clang", "--target=wasm32-wasi", "-O2", "-o", wasm, "ctap.c")
+	cmd.Dir = filepath.Join("plugins", "testdata", "ctap")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("skipped: clang cannot build for wasm32-wasi (Debian: apt-get install lld wasi-libc libclang-rt-dev-wasm32): %v\n%s", err, out)
+	}
+	repo := e2e.NewRepo(t, map[string]string{"README.md": "# demo\n"})
+	code, stdout, stderr := pontus(t, "plugin", "run", wasm, "--repo", repo.Dir)
+	if code != 0 || !strings.Contains(stdout, "PASSED  README.md") {
+		t.Errorf("ctap: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = pontus(t, "plugin", "run", wasm, "--repo", repo.Dir, "--", "--trap")
+	if code != exitPluginError || !strings.HasSuffix(stdout, "\nerror: crashed: wasm error: unreachable\n") {
+		t.Errorf("ctap --trap: exit %d, want %d and a last line saying it crashed\n%s%s", code, exitPluginError, stdout, stderr)
+	}
+}
+
 // TestPluginRunGoTestNames: a go test -c module run by pontus plugin run
 // reports every test and subtest by name. The plugin host recognises such
 // modules and runs them verbosely; until that is in (it is another
