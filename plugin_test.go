@@ -392,11 +392,15 @@ func TestPluginBuildRefuses(t *testing.T) {
 		"go.mod":      "module example.com/lib\n\ngo 1.22\n",
 		"lib/lib.go":  "package lib\n",
 		"bad/main.go": "package main\n\nfunc main() { undefined() }\n",
+		// Like a runner, plugin build refuses a replace leading out of the module.
+		"escape/go.mod":  "module example.com/escape\n\ngo 1.22\n\nreplace example.com/x => ../../elsewhere\n",
+		"escape/main.go": "package main\n\nfunc main() {}\n",
 	})
 	for _, tc := range []struct{ dir, want string }{
 		{"lib", "neither a main package (a plugin) nor a package with tests"},
 		{"bad", "go build ./bad failed"},
 		{".", "no Go files"},
+		{"escape", "outside the checkout"},
 	} {
 		code, stdout, stderr := pontus(t, "plugin", "build", filepath.Join(dir, tc.dir), "-o", filepath.Join(dir, "out.wasm"))
 		if code == 0 || !strings.Contains(stderr, tc.want) {

@@ -74,34 +74,38 @@ func CompileGoTests(ctx context.Context, checkoutDir, pkgDir, outFile string, ca
 // compileGo is CompileGoTests, or with tests false the same build of a
 // main package with go build.
 func compileGo(ctx context.Context, checkoutDir, pkgDir, outFile string, cacheEnv []string, tests bool) error {
+	what := "compile go tests"
+	if !tests {
+		what = "build go plugin"
+	}
 	if !filepath.IsAbs(checkoutDir) {
-		return fmt.Errorf("compile go tests: checkout dir %q is not absolute", checkoutDir)
+		return fmt.Errorf("%s: checkout dir %q is not absolute", what, checkoutDir)
 	}
 	if !filepath.IsAbs(outFile) {
-		return fmt.Errorf("compile go tests: output file %q is not absolute", outFile)
+		return fmt.Errorf("%s: output file %q is not absolute", what, outFile)
 	}
 	if pkgDir == "" {
 		pkgDir = "."
 	}
 	if pkgDir != "." && !localPath(pkgDir) {
-		return fmt.Errorf("compile go tests: package dir %q must be a relative path inside the checkout (no '..')", pkgDir)
+		return fmt.Errorf("%s: package dir %q must be a relative path inside the checkout (no '..')", what, pkgDir)
 	}
 	pkgDir = filepath.ToSlash(filepath.Clean(filepath.FromSlash(pkgDir)))
 	checkoutDir, err := filepath.EvalSymlinks(checkoutDir)
 	if err != nil {
-		return fmt.Errorf("compile go tests: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		return fmt.Errorf("compile go tests: no go command on the runner: %w", err)
+		return fmt.Errorf("%s: no go command on the runner: %w", what, err)
 	}
 	env := goEnv(cacheEnv)
 	dir := filepath.Join(checkoutDir, filepath.FromSlash(pkgDir))
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return fmt.Errorf("compile go tests: package dir %q is not a directory in the checkout", pkgDir)
+		return fmt.Errorf("%s: package dir %q is not a directory in the checkout", what, pkgDir)
 	}
 	if err := checkGoModule(ctx, goBin, env, checkoutDir, dir); err != nil {
-		return fmt.Errorf("compile go tests: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 
 	command := []string{"test", "-c"}
@@ -124,7 +128,7 @@ func compileGo(ctx context.Context, checkoutDir, pkgDir, outFile string, cacheEn
 			}
 			return &BuildError{Command: "go " + strings.Join(command, " "), Package: pkgDir, ExitCode: exit.ExitCode(), Output: out}
 		}
-		return fmt.Errorf("compile go tests: run go %s: %w", strings.Join(command, " "), err)
+		return fmt.Errorf("%s: run go %s: %w", what, strings.Join(command, " "), err)
 	}
 	if _, err := os.Stat(outFile); err != nil {
 		// go test -c writes nothing for a package without test files.
