@@ -235,11 +235,18 @@ func printBuild(w io.Writer, b *pontusv1.Build) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(b.Tests) == 0 {
-		return nil
+	printTests(w, b.Tests)
+	return nil
+}
+
+// printTests prints per-test results, one line per test and the message of
+// each that did not pass, after a blank line; nothing when there are none.
+func printTests(w io.Writer, tests []*pontusv1.TestCase) {
+	if len(tests) == 0 {
+		return
 	}
 	fmt.Fprintln(w)
-	for _, t := range b.Tests {
+	for _, t := range tests {
 		word := strings.TrimPrefix(t.Outcome.String(), "TEST_OUTCOME_")
 		fmt.Fprintf(w, "%-7s %s\n", word, t.Name)
 		if t.Message != "" && t.Outcome != pontusv1.TestOutcome_TEST_OUTCOME_PASSED {
@@ -248,7 +255,6 @@ func printBuild(w io.Writer, b *pontusv1.Build) error {
 			}
 		}
 	}
-	return nil
 }
 
 func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error {

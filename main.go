@@ -42,6 +42,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"dev", "run control plane, runner and observer in one process on a repository", runDev},
+		{"plugin", "run, build or start a WebAssembly test plugin (run|build|new)", runPluginCmd},
 		{"controlplane", "run the control plane (dispatcher)", runControlPlane},
 		{"runnerd", "run a runner daemon", runRunner},
 		{"observerd", "run a repository observer daemon", runObserver},

@@ -47,6 +47,8 @@
 // verbosely so that each test is reported by name.
 //
 // README.md in this directory documents the plugin ABI for plugin authors;
-// package sdk helps write plugins in Go; secrets and configcheck are the
-// first-party plugins.
+// package sdk (a module of its own) helps write plugins in Go; secrets and
+// configcheck are the first-party plugins. BuildGo builds a plugin author's
+// Go package with the toolchain and checks of CompileGoTests (`pontus
+// plugin build`).
 package plugins

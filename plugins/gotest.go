@@ -25,13 +25,19 @@ const maxBuildOutput = 256 << 10
 // newer Go, or a module that is not in the cache). Output is what the go
 // command printed, capped.
 type BuildError struct {
+	// Command is "go test -c" or "go build"; empty means "go test -c".
+	Command  string
 	Package  string
 	ExitCode int
 	Output   []byte
 }
 
 func (e *BuildError) Error() string {
-	return fmt.Sprintf("go test -c ./%s failed (exit %d): %s", e.Package, e.ExitCode, firstLine(string(e.Output)))
+	command := e.Command
+	if command == "" {
+		command = "go test -c"
+	}
+	return fmt.Sprintf("%s ./%s failed (exit %d): %s", command, e.Package, e.ExitCode, firstLine(string(e.Output)))
 }
 
 // CompileGoTests compiles the Go test package pkgDir (relative to
@@ -62,37 +68,51 @@ func (e *BuildError) Error() string {
 // GOWORK and CGO_ENABLED=0. A failing build returns a *BuildError with the
 // compiler's output.
 func CompileGoTests(ctx context.Context, checkoutDir, pkgDir, outFile string, cacheEnv []string) error {
+	return compileGo(ctx, checkoutDir, pkgDir, outFile, cacheEnv, true)
+}
+
+// compileGo is CompileGoTests, or with tests false the same build of a
+// main package with go build.
+func compileGo(ctx context.Context, checkoutDir, pkgDir, outFile string, cacheEnv []string, tests bool) error {
+	what := "compile go tests"
+	if !tests {
+		what = "build go plugin"
+	}
 	if !filepath.IsAbs(checkoutDir) {
-		return fmt.Errorf("compile go tests: checkout dir %q is not absolute", checkoutDir)
+		return fmt.Errorf("%s: checkout dir %q is not absolute", what, checkoutDir)
 	}
 	if !filepath.IsAbs(outFile) {
-		return fmt.Errorf("compile go tests: output file %q is not absolute", outFile)
+		return fmt.Errorf("%s: output file %q is not absolute", what, outFile)
 	}
 	if pkgDir == "" {
 		pkgDir = "."
 	}
 	if pkgDir != "." && !localPath(pkgDir) {
-		return fmt.Errorf("compile go tests: package dir %q must be a relative path inside the checkout (no '..')", pkgDir)
+		return fmt.Errorf("%s: package dir %q must be a relative path inside the checkout (no '..')", what, pkgDir)
 	}
 	pkgDir = filepath.ToSlash(filepath.Clean(filepath.FromSlash(pkgDir)))
 	checkoutDir, err := filepath.EvalSymlinks(checkoutDir)
 	if err != nil {
-		return fmt.Errorf("compile go tests: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		return fmt.Errorf("compile go tests: no go command on the runner: %w", err)
+		return fmt.Errorf("%s: no go command on the runner: %w", what, err)
 	}
 	env := goEnv(cacheEnv)
 	dir := filepath.Join(checkoutDir, filepath.FromSlash(pkgDir))
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return fmt.Errorf("compile go tests: package dir %q is not a directory in the checkout", pkgDir)
+		return fmt.Errorf("%s: package dir %q is not a directory in the checkout", what, pkgDir)
 	}
 	if err := checkGoModule(ctx, goBin, env, checkoutDir, dir); err != nil {
-		return fmt.Errorf("compile go tests: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 
-	cmd := exec.CommandContext(ctx, goBin, "test", "-c", "-trimpath", "-buildvcs=false", "-o", outFile, "./"+pkgDir)
+	command := []string{"test", "-c"}
+	if !tests {
+		command = []string{"build"}
+	}
+	cmd := exec.CommandContext(ctx, goBin, append(command, "-trimpath", "-buildvcs=false", "-o", outFile, "./"+pkgDir)...)
 	if pkgDir == "." {
 		cmd.Args[len(cmd.Args)-1] = "."
 	}
@@ -106,13 +126,13 @@ func CompileGoTests(ctx context.Context, checkoutDir, pkgDir, outFile string, ca
 			if len(out) > maxBuildOutput {
 				out = append(out[:maxBuildOutput:maxBuildOutput], "\n[output truncated]\n"...)
 			}
-			return &BuildError{Package: pkgDir, ExitCode: exit.ExitCode(), Output: out}
+			return &BuildError{Command: "go " + strings.Join(command, " "), Package: pkgDir, ExitCode: exit.ExitCode(), Output: out}
 		}
-		return fmt.Errorf("compile go tests: run go test -c: %w", err)
+		return fmt.Errorf("%s: run go %s: %w", what, strings.Join(command, " "), err)
 	}
 	if _, err := os.Stat(outFile); err != nil {
 		// go test -c writes nothing for a package without test files.
-		return &BuildError{Package: pkgDir, ExitCode: 0, Output: append(out, "no test binary written: the package has no test files\n"...)}
+		return &BuildError{Command: "go " + strings.Join(command, " "), Package: pkgDir, ExitCode: 0, Output: append(out, "no test binary written: the package has no test files\n"...)}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -196,4 +197,18 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("runner token (PONTUS_RUNNER_TOKEN or runner.token_file): contains a line break"))
 	}
 	return errors.Join(errs...)
+}
+
+// PluginHostConfig is the configuration of the runner's WebAssembly host:
+// its memory, output and isolation settings, with the compilation cache in
+// the workdir. `pontus plugin run` starts its host from the default
+// configuration's, so that a plugin tried by hand meets the limits a runner
+// applies.
+func (c *Config) PluginHostConfig() plugins.HostConfig {
+	return plugins.HostConfig{
+		CacheDir:       filepath.Join(c.Workdir, "wazero"),
+		MemoryLimitMiB: c.WASMMemoryLimitMiB,
+		OutputLimitMiB: c.OutputLimitMiB,
+		Isolation:      c.WASMIsolation,
+	}
 }

@@ -160,12 +160,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer unlock()
 	defer r.http.CloseIdleConnections()
 	if r.cfg.WASM {
-		host, err := plugins.NewHost(ctx, plugins.HostConfig{
-			CacheDir:       filepath.Join(r.cfg.Workdir, "wazero"),
-			MemoryLimitMiB: r.cfg.WASMMemoryLimitMiB,
-			OutputLimitMiB: r.cfg.OutputLimitMiB,
-			Isolation:      r.cfg.WASMIsolation,
-		}, r.logger.With("component", "wasm"))
+		host, err := plugins.NewHost(ctx, r.cfg.PluginHostConfig(), r.logger.With("component", "wasm"))
 		if err != nil {
 			return fmt.Errorf("start the WebAssembly host: %w", err)
 		}

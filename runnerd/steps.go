@@ -225,7 +225,7 @@ func (r *Runner) runStep(ctx context.Context, job *pontusv1.Job, dir string, s j
 		Output: out, Timeout: timeout,
 	}
 	if s.plugin.GoTests {
-		return r.sandbox.RunGoTests(ctx, spec, goCacheEnv())
+		return r.sandbox.RunGoTests(ctx, spec, plugins.GoCacheEnv())
 	}
 	return r.sandbox.Run(ctx, spec)
 }
@@ -234,16 +234,4 @@ func (r *Runner) runStep(ctx context.Context, job *pontusv1.Job, dir string, s j
 // besides what its configuration names).
 func ciEnv(job *pontusv1.Job) []string {
 	return stepEnv(nil, job, nil)
-}
-
-// goCacheEnv passes the runner's Go caches to the trusted compiler that
-// builds a repository's Go tests for the sandbox.
-func goCacheEnv() []string {
-	var env []string
-	for _, k := range []string{"HOME", "GOCACHE", "GOMODCACHE", "GOPATH", "PATH"} {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	return env
 }

@@ -83,6 +83,21 @@ func (s Status) String() string {
 	return "unknown"
 }
 
+// BuildStatus is the API's status for a build that ended so.
+func (s Status) BuildStatus() pontusv1.BuildStatus {
+	switch s {
+	case Passed:
+		return pontusv1.BuildStatus_BUILD_STATUS_PASSED
+	case Failed:
+		return pontusv1.BuildStatus_BUILD_STATUS_FAILED
+	case TimedOut:
+		return pontusv1.BuildStatus_BUILD_STATUS_TIMED_OUT
+	case Canceled:
+		return pontusv1.BuildStatus_BUILD_STATUS_CANCELED
+	}
+	return pontusv1.BuildStatus_BUILD_STATUS_ERROR
+}
+
 // Result is what an executor reports for one step.
 type Result struct {
 	Status Status

@@ -27,9 +27,11 @@
 // the result. Each subtest runs in its own goroutine so that Fatal and Skip
 // can stop it and a panic fails only that test.
 //
-// The package has no dependencies beyond the standard library and builds
+// The package is a module of its own with no dependencies beyond the
+// standard library, so a plugin depends on nothing else of Pontus; it builds
 // both for wasip1 and natively, so a plugin's logic can be unit-tested with
-// plain go test.
+// plain go test. Source holds its own source, from which `pontus plugin new`
+// writes a copy beside a new plugin.
 package sdk
 
 import (

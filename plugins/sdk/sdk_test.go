@@ -3,10 +3,9 @@ package sdk_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
-
-	"github.com/google/go-cmp/cmp"
 
 	"github.com/pontus-ci/pontus/plugins/sdk"
 )
@@ -59,8 +58,8 @@ ok 5 - noted
   ...
 1..5
 `
-	if diff := cmp.Diff(want, out.String()); diff != "" {
-		t.Errorf("TAP output (-want +got):\n%s", diff)
+	if got := out.String(); got != want {
+		t.Errorf("TAP output:\n%s\nwant:\n%s", got, want)
 	}
 }
 
@@ -120,8 +119,8 @@ func TestWalkFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"a.txt=hello", "dir/b.go=package b"}, got); diff != "" {
-		t.Errorf("walked files (-want +got):\n%s", diff)
+	if want := []string{"a.txt=hello", "dir/b.go=package b"}; !slices.Equal(got, want) {
+		t.Errorf("walked files %q, want %q", got, want)
 	}
 
 	if err := sdk.WalkFiles(filepath.Join(root, "missing"), func(string, []byte) {}); err == nil {

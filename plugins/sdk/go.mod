@@ -1,0 +1,3 @@
+module github.com/pontus-ci/pontus/plugins/sdk
+
+go 1.22
