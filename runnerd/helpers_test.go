@@ -27,6 +27,11 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	// The native executor re-executes this binary as each step's
+	// supervisor.
+	if os.Getenv(StepEnv) == "1" && len(os.Args) > 1 && os.Args[1] == StepCommand {
+		os.Exit(StepMain(os.Args[2:], os.Stderr))
+	}
 	if os.Getenv(helperEnv) == "1" {
 		os.Exit(runHelper())
 	}
@@ -153,11 +158,27 @@ func testConfig(t testing.TB, fake *fakeCP) Config {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.ControlPlane = fake.url()
-	cfg.Workdir = filepath.Join(t.TempDir(), "work")
+	cfg.Workdir = filepath.Join(openDir(t), "work")
 	cfg.Name = "test-runner"
 	cfg.Timeout = time.Minute
 	cfg.KillGrace = time.Second
 	return cfg
+}
+
+// openDir returns a new temporary directory that every user may reach and
+// write to: steps of a runner that runs as root run as its step_user.
+func openDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 type testRunner struct {

@@ -61,6 +61,7 @@ type Runner struct {
 	exec    Executor
 	sandbox Sandbox // nil unless cfg.WASM; set by Run
 	repos   *repoCache
+	user    *stepUser // who native steps run as; nil: the runner's user
 	version string
 
 	regLock  chan struct{}  // held while registering again
@@ -126,12 +127,19 @@ func New(cfg Config, logger *slog.Logger) (*Runner, error) {
 		return nil, fmt.Errorf("runner.ca_file: %w", err)
 	}
 	logger = logger.With(keyRunner, cfg.Name)
+	native := NewNative(logger)
+	if os.Geteuid() == 0 {
+		if native.user, err = lookupStepUser(cfg.StepUser); err != nil {
+			return nil, err
+		}
+	}
 	return &Runner{
 		cfg:     cfg,
 		logger:  logger,
 		http:    hc,
 		client:  pontusv1connect.NewRunnerServiceClient(hc, cfg.ControlPlane, dial.Options(dc)...),
-		exec:    NewNative(logger),
+		exec:    native,
+		user:    native.user,
 		repos:   newRepoCache(wd, logger),
 		version: version(),
 		regLock: make(chan struct{}, 1),
@@ -159,6 +167,16 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	defer unlock()
 	defer r.http.CloseIdleConnections()
+	// Steps running as the runner's own user must not read its memory or
+	// environment (the token) through /proc.
+	if err := SetNonDumpable(); err != nil {
+		return err
+	}
+	if r.user != nil {
+		if err := r.user.prepareHome(r.cfg.Workdir); err != nil {
+			return err
+		}
+	}
 	if r.cfg.WASM {
 		host, err := plugins.NewHost(ctx, plugins.HostConfig{
 			CacheDir:       filepath.Join(r.cfg.Workdir, "wazero"),

@@ -198,7 +198,7 @@ func TestTimeout(t *testing.T) {
 	fake.start()
 	repo := newRepo(t)
 	c := repo.commit(map[string]string{"slow": "1\n"})
-	pids := t.TempDir()
+	pids := openDir(t)
 	cfg := testConfig(t, fake)
 	cfg.Timeout = 2 * time.Second
 	cfg.KillGrace = 500 * time.Millisecond
@@ -224,7 +224,7 @@ func TestHeartbeatCancelAndLost(t *testing.T) {
 	fake.start()
 	repo := newRepo(t)
 	slow := repo.commit(map[string]string{"slow": "1\n"})
-	pids := t.TempDir()
+	pids := openDir(t)
 	cfg := testConfig(t, fake)
 	cfg.Capacity = 2
 	cfg.TestCommand = slowCommand(pids)
@@ -278,7 +278,7 @@ func TestGracefulStop(t *testing.T) {
 	fake.start()
 	repo := newRepo(t)
 	c := repo.commit(map[string]string{"slow": "1\n"})
-	pids := t.TempDir()
+	pids := openDir(t)
 	cfg := testConfig(t, fake)
 	cfg.TestCommand = slowCommand(pids)
 	tr := startRunner(t, cfg)
@@ -299,7 +299,7 @@ func TestRunnerKilled(t *testing.T) {
 	fake.start()
 	repo := newRepo(t)
 	c := repo.commit(map[string]string{"slow": "1\n"})
-	pids := t.TempDir()
+	pids := openDir(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -308,7 +308,7 @@ func TestRunnerKilled(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		helperEnv+"=1",
 		helperURLEnv+"="+fake.url(),
-		helperWorkdirEnv+"="+filepath.Join(t.TempDir(), "work"),
+		helperWorkdirEnv+"="+filepath.Join(openDir(t), "work"),
 		helperCommandEnv+"="+slowCommand(pids),
 	)
 	var stderr bytes.Buffer
@@ -389,7 +389,7 @@ func TestControlPlaneDown(t *testing.T) {
 	fake.start()
 	repo := newRepo(t)
 	c := repo.commit(map[string]string{"README": "x\n"})
-	dir := t.TempDir()
+	dir := openDir(t)
 	cfg := testConfig(t, fake)
 	cfg.TestCommand = fmt.Sprintf(`echo start; while [ ! -f %[1]s/go ]; do sleep 0.05; done; echo end; touch %[1]s/done`, dir)
 	startRunner(t, cfg)
@@ -438,7 +438,7 @@ func TestRegisterAgain(t *testing.T) {
 	fake.start()
 	repo := newRepo(t)
 	c := repo.commit(nil)
-	dir := t.TempDir()
+	dir := openDir(t)
 	cfg := testConfig(t, fake)
 	cfg.TestCommand = fmt.Sprintf(`echo start; while [ ! -f %[1]s/go ]; do sleep 0.05; done; echo end`, dir)
 	tr := startRunner(t, cfg)

@@ -205,8 +205,12 @@ func (r *Runner) runStep(ctx context.Context, job *pontusv1.Job, dir string, s j
 				return errored("cannot run the tests: %s is not installed on this runner (not found on PATH)", s.native.argv[0])
 			}
 		}
+		env := stepEnv(os.Environ(), job, s.native.env)
+		if r.user != nil {
+			env = r.user.env(env)
+		}
 		return r.exec.Run(ctx, testrun.Spec{
-			Dir: dir, Command: s.native.argv, Env: stepEnv(os.Environ(), job, s.native.env),
+			Dir: dir, Command: s.native.argv, Env: env,
 			Output: out, Timeout: r.cfg.Timeout, KillGrace: r.cfg.KillGrace,
 		})
 	}

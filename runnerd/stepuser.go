@@ -1,0 +1,123 @@
+package runnerd
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// stepUser is the unprivileged user native steps run as when the runner
+// runs as root (Config.StepUser).
+type stepUser struct {
+	name     string
+	uid, gid int
+	// home is the user's home and caches under the workdir, kept between
+	// jobs.
+	home string
+}
+
+// lookupStepUser finds name in the user database.
+func lookupStepUser(name string) (*stepUser, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("runner.step_user: %w", err)
+	}
+	uid, err1 := strconv.Atoi(u.Uid)
+	gid, err2 := strconv.Atoi(u.Gid)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, fmt.Errorf("runner.step_user %s: %w", name, err)
+	}
+	if uid == 0 || gid == 0 {
+		return nil, fmt.Errorf("runner.step_user %s: must not be root or in group root", name)
+	}
+	return &stepUser{name: name, uid: uid, gid: gid}, nil
+}
+
+// env sets the user's identity, home and caches in a step's environment.
+func (u *stepUser) env(env []string) []string {
+	cache := filepath.Join(u.home, ".cache")
+	set := map[string]string{
+		"HOME":           u.home,
+		"USER":           u.name,
+		"LOGNAME":        u.name,
+		"XDG_CACHE_HOME": cache,
+		"GOCACHE":        filepath.Join(cache, "go-build"),
+		"GOPATH":         filepath.Join(u.home, "go"),
+		"GOMODCACHE":     filepath.Join(u.home, "go", "pkg", "mod"),
+		"PIP_CACHE_DIR":  filepath.Join(cache, "pip"),
+	}
+	out := make([]string, 0, len(env)+len(set))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, ok := set[k]; !ok {
+			out = append(out, kv)
+		}
+	}
+	for _, k := range []string{"HOME", "USER", "LOGNAME", "XDG_CACHE_HOME", "GOCACHE", "GOPATH", "GOMODCACHE", "PIP_CACHE_DIR"} {
+		out = append(out, k+"="+set[k])
+	}
+	return out
+}
+
+// prepareHome creates the user's home under workdir, owned by the user and
+// private to it, after checking that the user can reach workdir at all.
+func (u *stepUser) prepareHome(workdir string) error {
+	if err := reachable(workdir, u.uid, u.gid); err != nil {
+		return fmt.Errorf("runner.workdir %s: step_user %s cannot reach it: %w", workdir, u.name, err)
+	}
+	u.home = filepath.Join(workdir, "home")
+	if err := os.MkdirAll(u.home, 0o700); err != nil {
+		return fmt.Errorf("create step_user's home: %w", err)
+	}
+	if err := os.Lchown(u.home, u.uid, u.gid); err != nil {
+		return fmt.Errorf("give step_user its home: %w", err)
+	}
+	return os.Chmod(u.home, 0o700)
+}
+
+// chownTree gives every file under dir to the user.
+func (u *stepUser) chownTree(dir string) error {
+	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, u.uid, u.gid)
+	})
+}
+
+// reachable checks that uid (with gid) may search every directory from
+// the root down to dir.
+func reachable(dir string, uid, gid int) error {
+	for p := dir; ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		mode := fi.Mode().Perm()
+		var x fs.FileMode
+		switch {
+		case int(st.Uid) == uid:
+			x = mode & 0o100
+		case int(st.Gid) == gid:
+			x = mode & 0o010
+		default:
+			x = mode & 0o001
+		}
+		if x == 0 {
+			return fmt.Errorf("%s is mode %#o, owned by uid %d", p, mode, st.Uid)
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
+	}
+}
