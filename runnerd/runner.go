@@ -140,7 +140,7 @@ func New(cfg Config, logger *slog.Logger) (*Runner, error) {
 		client:  pontusv1connect.NewRunnerServiceClient(hc, cfg.ControlPlane, dial.Options(dc)...),
 		exec:    native,
 		user:    native.user,
-		repos:   newRepoCache(wd, logger),
+		repos:   newRepoCache(wd, native.user, logger),
 		version: version(),
 		regLock: make(chan struct{}, 1),
 		held:    make(map[jobKey]context.CancelCauseFunc),
@@ -190,10 +190,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		defer host.Close(context.Background())
 		r.sandbox = host
 	}
-	if err := r.repos.prepare(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
+	if err := r.repos.prepare(); err != nil {
 		return fmt.Errorf("prepare workdir: %w", err)
 	}
 	sess, ok := r.register(ctx)
