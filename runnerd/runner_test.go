@@ -1,7 +1,6 @@
 package runnerd
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -297,23 +296,7 @@ func TestRunnerKilled(t *testing.T) {
 	repo := newRepo(t)
 	c := repo.commit(map[string]string{"slow": "1\n"})
 	pids := openDir(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(),
-		helperEnv+"=1",
-		helperURLEnv+"="+fake.url(),
-		helperWorkdirEnv+"="+filepath.Join(openDir(t), "work"),
-		helperCommandEnv+"="+slowCommand(pids),
-	)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	cmd, _ := startHelper(t, fake, "", filepath.Join(openDir(t), "work"), slowCommand(pids), nil, nil)
 	fake.enqueue(repo.dir, c)
 	child, shell := readPID(t, pids+"/child.1"), readPID(t, pids+"/shell.1")
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -321,9 +304,6 @@ func TestRunnerKilled(t *testing.T) {
 	}
 	cmd.Wait()
 	waitGone(t, child, shell)
-	if t.Failed() {
-		t.Logf("runner log:\n%s", stderr.String())
-	}
 }
 
 // AppendLog answering out_of_range makes the runner resend from the size the
