@@ -145,19 +145,33 @@ func (c *repoCache) checkout(ctx context.Context, url, commit, name string) (dir
 	return dir, did, nil
 }
 
-// populate makes dir a repository of its own that borrows clone's objects,
-// with commit checked out (detached) and, when steps run as another user,
-// owned by that user.
+// populate makes dir a repository of its own that borrows clone's objects
+// (objects/info/alternates), with commit checked out and HEAD detached at
+// it, and, when steps run as another user, owned by that user. The
+// repository is written by hand and filled by one git call: this is what
+// keeps a checkout as cheap as a worktree of the cache clone.
 func (c *repoCache) populate(ctx context.Context, clone, dir, commit string) error {
-	if _, err := git.Output(ctx, c.jobs, "init", "--quiet", "--template=", dir); err != nil {
-		return fmt.Errorf("create checkout: %s", gitSaid(err))
+	gitDir := filepath.Join(dir, ".git")
+	files := []struct{ name, text string }{
+		{"HEAD", "ref: refs/heads/pontus\n"}, // unborn until the checkout
+		{"config", "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = false\n"},
+		{"objects/info/alternates", filepath.Join(clone, "objects") + "\n"},
 	}
-	alternates := filepath.Join(dir, ".git", "objects", "info", "alternates")
-	if err := os.WriteFile(alternates, []byte(filepath.Join(clone, "objects")+"\n"), 0o644); err != nil {
-		return fmt.Errorf("create checkout: %w", err)
+	for _, d := range []string{"objects/info", "objects/pack", "refs/heads", "refs/tags"} {
+		if err := os.MkdirAll(filepath.Join(gitDir, d), 0o755); err != nil {
+			return fmt.Errorf("create checkout: %w", err)
+		}
 	}
-	if _, err := git.Output(ctx, dir, "checkout", "--quiet", "--detach", commit); err != nil {
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(gitDir, f.name), []byte(f.text), 0o644); err != nil {
+			return fmt.Errorf("create checkout: %w", err)
+		}
+	}
+	if _, err := git.Output(ctx, dir, "read-tree", "--reset", "-u", commit); err != nil {
 		return fmt.Errorf("check out %s: %s", commit, gitSaid(err))
+	}
+	if err := os.WriteFile(filepath.Join(gitDir, "HEAD"), []byte(commit+"\n"), 0o644); err != nil {
+		return fmt.Errorf("create checkout: %w", err)
 	}
 	if c.user != nil {
 		if err := c.user.chownTree(dir); err != nil {

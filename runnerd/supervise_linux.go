@@ -45,29 +45,71 @@ func prctl(option, arg uintptr) error {
 }
 
 // descendants lists every process whose chain of parents leads to pid,
-// zombies included, parents before children.
+// zombies included, parents before children. It follows the kernel's
+// lists of children (/proc/<pid>/task/<tid>/children), which cost nothing
+// when there are none, and scans all of /proc where they do not exist.
 func descendants(pid int) []int {
+	if _, err := os.Stat("/proc/self/task/" + strconv.Itoa(syscall.Gettid()) + "/children"); err != nil {
+		return scanDescendants(pid)
+	}
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if p != pid {
+			out = append(out, p)
+		}
+		queue = append(queue, children(p)...)
+	}
+	return out
+}
+
+// children lists the children of every thread of pid.
+func children(pid int) []int {
+	base := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(base)
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile(base + "/" + t.Name() + "/children")
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// scanDescendants is descendants from a scan of every process's parent.
+func scanDescendants(pid int) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	children := make(map[int][]int)
+	kids := make(map[int][]int)
 	for _, e := range entries {
 		p, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
 		if ppid, _, ok := procStat(p); ok {
-			children[ppid] = append(children[ppid], p)
+			kids[ppid] = append(kids[ppid], p)
 		}
 	}
 	var out []int
-	queue := children[pid]
+	queue := kids[pid]
 	for len(queue) > 0 {
 		p := queue[0]
 		queue = queue[1:]
 		out = append(out, p)
-		queue = append(queue, children[p]...)
+		queue = append(queue, kids[p]...)
 	}
 	return out
 }
