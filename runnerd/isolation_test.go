@@ -343,3 +343,25 @@ while :; do sleep 1; done`, pids)
 	cmd.Wait()
 	waitGone(t, shell, setsid)
 }
+
+// A runner that runs as root refuses a token file its steps could read.
+func TestTokenFileReadableByStepsRefused(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("steps drop to step_user only under a root runner")
+	}
+	fake := newFakeCP(t)
+	fake.start()
+	cfg := testConfig(t, fake)
+	cfg.TokenFile = filepath.Join(openDir(t), "runner.token")
+	if err := os.WriteFile(cfg.TokenFile, []byte("tok\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(t.Context()); err == nil || !strings.Contains(err.Error(), "runner.token_file "+cfg.TokenFile+" is readable by step_user nobody") {
+		t.Errorf("Run: %v", err)
+	}
+}

@@ -176,6 +176,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		if err := r.user.prepareHome(r.cfg.Workdir); err != nil {
 			return err
 		}
+		if r.cfg.TokenFile != "" && r.user.canRead(r.cfg.TokenFile) {
+			return fmt.Errorf("runner.token_file %s is readable by step_user %s: make it private to the runner (chmod 600)", r.cfg.TokenFile, r.user.name)
+		}
 	}
 	if r.cfg.WASM {
 		host, err := plugins.NewHost(ctx, plugins.HostConfig{

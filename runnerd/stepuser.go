@@ -91,6 +91,26 @@ func (u *stepUser) chownTree(dir string) error {
 	})
 }
 
+// canRead reports whether the user could read the file at path.
+func (u *stepUser) canRead(path string) bool {
+	fi, err := os.Stat(path)
+	if err != nil || reachable(filepath.Dir(path), u.uid, u.gid) != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	mode := fi.Mode().Perm()
+	switch {
+	case int(st.Uid) == u.uid:
+		return mode&0o400 != 0
+	case int(st.Gid) == u.gid:
+		return mode&0o040 != 0
+	}
+	return mode&0o004 != 0
+}
+
 // reachable checks that uid (with gid) may search every directory from
 // the root down to dir.
 func reachable(dir string, uid, gid int) error {
