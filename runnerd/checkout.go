@@ -85,9 +85,17 @@ func (c *repoCache) prepare() error {
 		return fmt.Errorf("read %s: %w", c.root, err)
 	}
 	for _, e := range repos {
-		if strings.Contains(e.Name(), ".tmp-") {
-			if err := removeAll(filepath.Join(c.root, e.Name())); err != nil {
+		p := filepath.Join(c.root, e.Name())
+		switch {
+		case strings.Contains(e.Name(), ".tmp-"):
+			if err := removeAll(p); err != nil {
 				return fmt.Errorf("remove half-made clone: %w", err)
+			}
+		case strings.HasSuffix(e.Name(), ".git"):
+			// Steps read the objects of their checkouts here (clones made
+			// by earlier versions were private to the runner).
+			if err := os.Chmod(p, 0o755); err != nil {
+				return fmt.Errorf("open cache clone to steps: %w", err)
 			}
 		}
 	}

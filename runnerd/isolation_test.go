@@ -163,12 +163,17 @@ for f in "$cache/hooks/post-checkout" "$cache/config" "$cache/objects/info/alter
   if (echo evil >> "$f") 2>/dev/null; then echo "WROTE $f"; fi
 done
 if mkdir "$cache/hooks/x" 2>/dev/null; then echo "WROTE $cache/hooks"; fi
+echo "HEAD is $(git log -1 --format=%H)"
 python3 -m unittest discover -s tests`
 	startRunner(t, cfg)
 	req, log := fake.waitDone(fake.enqueue(repo.dir, good))
 	wantStatus(t, req, log, passed)
 	if strings.Contains(log, "\nWROTE ") && os.Geteuid() == 0 {
 		t.Errorf("a step wrote into the cache clone:\n%s", log)
+	}
+	// The step's own git reads the commit through the cache's objects.
+	if !strings.Contains(log, "\nHEAD is "+good+"\n") {
+		t.Errorf("git in the checkout does not see the commit:\n%s", log)
 	}
 
 	// Plant hooks in the cache clone and point its core.hooksPath at more:

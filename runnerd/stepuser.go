@@ -75,8 +75,15 @@ func (u *stepUser) prepareHome(workdir string) error {
 	if err := os.MkdirAll(u.home, 0o700); err != nil {
 		return fmt.Errorf("create step_user's home: %w", err)
 	}
-	if err := os.Lchown(u.home, u.uid, u.gid); err != nil {
-		return fmt.Errorf("give step_user its home: %w", err)
+	fi, err := os.Stat(u.home)
+	if err != nil {
+		return fmt.Errorf("create step_user's home: %w", err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != u.uid || int(st.Gid) != u.gid {
+		// New, or kept from another step_user: all of it becomes this one's.
+		if err := u.chownTree(u.home); err != nil {
+			return fmt.Errorf("give step_user its home: %w", err)
+		}
 	}
 	return os.Chmod(u.home, 0o700)
 }
