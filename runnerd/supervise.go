@@ -192,13 +192,20 @@ func watch(cmdPid int, grace time.Duration, sigs <-chan os.Signal) (stepReport, 
 		stopping  bool
 		cmdDone   bool
 	)
+	// killAll kills the command's process group (while its id cannot
+	// name another group) and every descendant.
+	killAll := func() {
+		if !cmdDone || !descendantsKnown {
+			_ = syscall.Kill(-cmdPid, syscall.SIGKILL)
+		}
+		signalAll(descendants(self), syscall.SIGKILL)
+	}
 	killing := func() {
 		if killTick == nil {
 			t := time.NewTicker(killPoll)
 			killTick = t.C
 		}
-		_ = syscall.Kill(-cmdPid, syscall.SIGKILL)
-		signalAll(descendants(self), syscall.SIGKILL)
+		killAll()
 	}
 	for {
 		select {
@@ -237,8 +244,7 @@ func watch(cmdPid int, grace time.Duration, sigs <-chan os.Signal) (stepReport, 
 		case <-graceOver:
 			killing()
 		case <-killTick:
-			_ = syscall.Kill(-cmdPid, syscall.SIGKILL)
-			signalAll(descendants(self), syscall.SIGKILL)
+			killAll()
 		}
 	}
 }

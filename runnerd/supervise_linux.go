@@ -14,6 +14,10 @@ const (
 	prSetChildSubreaper = 36
 )
 
+// descendantsKnown is true where descendants finds every process a step
+// started.
+const descendantsKnown = true
+
 // becomeSupervisor makes this process the child subreaper of everything it
 // starts, and not dumpable.
 func becomeSupervisor() error {

@@ -6,6 +6,9 @@ package runnerd
 // command's process group: a process that leaves the group (setsid)
 // escapes it, and a SIGKILLed runner leaves its steps running.
 
+// descendantsKnown is false: descendants knows none here.
+const descendantsKnown = false
+
 func becomeSupervisor() error { return nil }
 
 // SetNonDumpable does nothing on this system.
