@@ -143,11 +143,14 @@ func (c *repoCache) checkout(ctx context.Context, url, commit, name string) (dir
 	}
 
 	dir = filepath.Join(c.jobs, name)
-	if err := removeAll(dir); err != nil {
-		return "", "", fmt.Errorf("remove old checkout: %w", err)
+	for _, d := range []string{dir, homeDir(dir)} {
+		if err := removeAll(d); err != nil {
+			return "", "", fmt.Errorf("remove old checkout: %w", err)
+		}
 	}
 	if err := c.populate(ctx, clone, dir, commit); err != nil {
 		_ = removeAll(dir)
+		_ = removeAll(homeDir(dir))
 		return "", "", err
 	}
 	return dir, did, nil
@@ -185,8 +188,18 @@ func (c *repoCache) populate(ctx context.Context, clone, dir, commit string) err
 		if err := c.user.chownTree(dir); err != nil {
 			return fmt.Errorf("give the checkout to step_user: %w", err)
 		}
+		if err := c.user.privateDir(homeDir(dir)); err != nil {
+			return fmt.Errorf("create step_user's home: %w", err)
+		}
 	}
 	return nil
+}
+
+// homeDir is the home of a job's steps when they run as step_user: new
+// for each job, so that nothing a job leaves in it (a ~/.gitconfig, a
+// Python usercustomize, a pip.conf) changes what a later job runs.
+func homeDir(checkout string) string {
+	return checkout + ".home"
 }
 
 func (c *repoCache) clone(ctx context.Context, url, clone string) error {
@@ -227,8 +240,10 @@ func (c *repoCache) remove(url, dir string, fetched bool) {
 	if dir == "" {
 		return
 	}
-	if err := removeAll(dir); err != nil {
-		c.logger.Error("remove checkout", "dir", dir, "err", err)
+	for _, d := range []string{dir, homeDir(dir)} {
+		if err := removeAll(d); err != nil {
+			c.logger.Error("remove checkout", "dir", d, "err", err)
+		}
 	}
 	if !fetched {
 		return

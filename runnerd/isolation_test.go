@@ -119,7 +119,7 @@ func TestStepCannotReadToken(t *testing.T) {
 			cmd, _ := startHelper(t, fake, exe, workdir, huntScript(token, workdir, search), env, attr)
 			req, log := fake.waitDone(fake.enqueue(repo.dir, c))
 			wantStatus(t, req, log, passed)
-			want := fmt.Sprintf("SEARCHED as uid %d with HOME=%s", nobody.uid, filepath.Join(workdir, "home"))
+			want := fmt.Sprintf("SEARCHED as uid %d with HOME=%s", nobody.uid, filepath.Join(workdir, "jobs", "1-1.home"))
 			if !asRoot {
 				want = fmt.Sprintf("SEARCHED as uid %d", nobody.uid)
 			}
@@ -368,5 +368,32 @@ func TestTokenFileReadableByStepsRefused(t *testing.T) {
 	}
 	if err := r.Run(t.Context()); err == nil || !strings.Contains(err.Error(), "runner.token_file "+cfg.TokenFile+" is readable by step_user nobody") {
 		t.Errorf("Run: %v", err)
+	}
+}
+
+// Under a root runner each job's steps get a new home (what a job leaves
+// in it cannot change a later job) and share caches kept between jobs.
+func TestStepHomePerJobCachesKept(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("steps drop to step_user only under a root runner")
+	}
+	fake := newFakeCP(t)
+	fake.start()
+	repo := newRepo(t)
+	c := repo.commit(nil)
+	cfg := testConfig(t, fake)
+	cfg.TestCommand = `ls -a "$HOME"; [ -e "$GOCACHE/kept" ] && echo "cache kept"
+mkdir -p "$GOCACHE" && touch "$GOCACHE/kept" "$HOME/.gitconfig" && echo "home $HOME"`
+	startRunner(t, cfg)
+	req, log := fake.waitDone(fake.enqueue(repo.dir, c))
+	wantStatus(t, req, log, passed)
+	if strings.Contains(log, ".gitconfig\n") || strings.Contains(log, "\ncache kept\n") {
+		t.Fatalf("first job:\n%s", log)
+	}
+	req, log = fake.waitDone(fake.enqueue(repo.dir, c))
+	wantStatus(t, req, log, passed)
+	if strings.Contains(log, ".gitconfig\n") || !strings.Contains(log, "\ncache kept\n") || !strings.Contains(log, "home "+filepath.Join(cfg.Workdir, "jobs", "2-1.home")) {
+		t.Errorf("second job saw the first job's home or not its cache:\n%s", log)
 	}
 }

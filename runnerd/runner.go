@@ -173,7 +173,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 	if r.user != nil {
-		if err := r.user.prepareHome(r.cfg.Workdir); err != nil {
+		if err := r.user.prepareCache(r.cfg.Workdir); err != nil {
 			return err
 		}
 		if r.cfg.TokenFile != "" && r.user.canRead(r.cfg.TokenFile) {

@@ -209,7 +209,7 @@ func (r *Runner) runStep(ctx context.Context, job *pontusv1.Job, dir string, s j
 		}
 		env := stepEnv(os.Environ(), job, s.native.env)
 		if r.user != nil {
-			env = r.user.env(env)
+			env = r.user.env(env, homeDir(dir))
 		}
 		return r.exec.Run(ctx, testrun.Spec{
 			Dir: dir, Command: s.native.argv, Env: env,

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,9 +18,9 @@ import (
 type stepUser struct {
 	name     string
 	uid, gid int
-	// home is the user's home and caches under the workdir, kept between
-	// jobs.
-	home string
+	// cache holds the user's caches (Go build and module caches, pip's,
+	// XDG_CACHE_HOME) under the workdir, kept between jobs.
+	cache string
 }
 
 // lookupStepUser finds name in the user database.
@@ -39,53 +40,62 @@ func lookupStepUser(name string) (*stepUser, error) {
 	return &stepUser{name: name, uid: uid, gid: gid}, nil
 }
 
-// env sets the user's identity, home and caches in a step's environment.
-func (u *stepUser) env(env []string) []string {
-	cache := filepath.Join(u.home, ".cache")
-	set := map[string]string{
-		"HOME":           u.home,
-		"USER":           u.name,
-		"LOGNAME":        u.name,
-		"XDG_CACHE_HOME": cache,
-		"GOCACHE":        filepath.Join(cache, "go-build"),
-		"GOPATH":         filepath.Join(u.home, "go"),
-		"GOMODCACHE":     filepath.Join(u.home, "go", "pkg", "mod"),
-		"PIP_CACHE_DIR":  filepath.Join(cache, "pip"),
+// env sets the user's identity, its home for this job and its caches in a
+// step's environment.
+func (u *stepUser) env(env []string, home string) []string {
+	set := [][2]string{
+		{"HOME", home},
+		{"USER", u.name},
+		{"LOGNAME", u.name},
+		{"XDG_CACHE_HOME", u.cache},
+		{"GOCACHE", filepath.Join(u.cache, "go-build")},
+		{"GOMODCACHE", filepath.Join(u.cache, "go-mod")},
+		{"GOPATH", filepath.Join(home, "go")},
+		{"PIP_CACHE_DIR", filepath.Join(u.cache, "pip")},
 	}
 	out := make([]string, 0, len(env)+len(set))
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
-		if _, ok := set[k]; !ok {
+		if !slices.ContainsFunc(set, func(s [2]string) bool { return s[0] == k }) {
 			out = append(out, kv)
 		}
 	}
-	for _, k := range []string{"HOME", "USER", "LOGNAME", "XDG_CACHE_HOME", "GOCACHE", "GOPATH", "GOMODCACHE", "PIP_CACHE_DIR"} {
-		out = append(out, k+"="+set[k])
+	for _, s := range set {
+		out = append(out, s[0]+"="+s[1])
 	}
 	return out
 }
 
-// prepareHome creates the user's home under workdir, owned by the user and
-// private to it, after checking that the user can reach workdir at all.
-func (u *stepUser) prepareHome(workdir string) error {
+// prepareCache creates the user's cache directory under workdir, owned by
+// the user and private to it, after checking that the user can reach
+// workdir at all.
+func (u *stepUser) prepareCache(workdir string) error {
 	if err := reachable(workdir, u.uid, u.gid); err != nil {
-		return fmt.Errorf("runner.workdir %s: step_user %s cannot reach it: %w", workdir, u.name, err)
+		return fmt.Errorf("runner.workdir %s: step_user %s cannot reach it (make every directory above it searchable, or choose another workdir): %w", workdir, u.name, err)
 	}
-	u.home = filepath.Join(workdir, "home")
-	if err := os.MkdirAll(u.home, 0o700); err != nil {
-		return fmt.Errorf("create step_user's home: %w", err)
+	u.cache = filepath.Join(workdir, "cache")
+	if err := u.privateDir(u.cache); err != nil {
+		return fmt.Errorf("create step_user's caches: %w", err)
 	}
-	fi, err := os.Stat(u.home)
+	return nil
+}
+
+// privateDir creates dir (if need be), owned by the user, mode 0700.
+func (u *stepUser) privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	fi, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("create step_user's home: %w", err)
+		return err
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != u.uid || int(st.Gid) != u.gid {
 		// New, or kept from another step_user: all of it becomes this one's.
-		if err := u.chownTree(u.home); err != nil {
-			return fmt.Errorf("give step_user its home: %w", err)
+		if err := u.chownTree(dir); err != nil {
+			return err
 		}
 	}
-	return os.Chmod(u.home, 0o700)
+	return os.Chmod(dir, 0o700)
 }
 
 // chownTree gives every file under dir to the user.
