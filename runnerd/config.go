@@ -56,9 +56,9 @@ type Config struct {
 	// test_command and plugin steps.
 	AllowRepoConfig bool `toml:"allow_repo_config"`
 	// StepUser is who native steps run as when the runner runs as root: an
-	// unprivileged account with a home and caches of its own under the
-	// workdir (Workdir/home), kept between jobs. A runner that is not root
-	// runs its steps as itself.
+	// unprivileged account, with a HOME new for each job and caches of its
+	// own kept between jobs in Workdir/cache. A runner that is not root runs
+	// its steps as itself.
 	StepUser string `toml:"step_user"`
 	// Native lets the runner run native commands (a test command, python,
 	// go test). A runner with native = false runs only sandboxed

@@ -57,8 +57,8 @@
 // environment is the runner's own minus every PONTUS_* variable (credentials
 // and settings), plus CI=true, PONTUS=true and PONTUS_COMMIT, PONTUS_BRANCH,
 // PONTUS_BUILD_ID, PONTUS_JOB_ATTEMPT, PONTUS_REPO. When the runner runs as
-// root, native steps run as Config.StepUser, with HOME and caches in
-// Workdir/home and the checkout owned by that user. The runner makes itself
+// root, native steps run as Config.StepUser, owning the checkout, with a
+// HOME new for each job and caches kept between jobs in Workdir/cache. The runner makes itself
 // non-dumpable, so that no step reads its environment or memory.
 //
 // Config.Timeout bounds the test step, and separately the checkout. Output
