@@ -272,6 +272,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := f.applyControlPlane(&cfg.ControlPlane); err != nil {
 		return err
 	}
+	// The control plane keeps its own directory private; the runner's
+	// steps (as step_user, under root) must still reach the runner's.
+	if err := os.MkdirAll(filepath.Dir(cfg.Runner.Workdir), 0o755); err != nil {
+		return err
+	}
 	if !f.set("repo") && cfg.Observer.Repo == "" {
 		cfg.Observer.Repo = "."
 	}

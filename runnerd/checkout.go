@@ -17,23 +17,29 @@ import (
 	"github.com/pontus-ci/pontus/internal/git"
 )
 
-// repoCache keeps one bare clone per repository under root and checks jobs
-// out of it as worktrees under jobs. Git operations on one clone are
-// serialized; different repositories proceed in parallel.
+// repoCache keeps one bare clone per repository under root and checks each
+// job out of it into a repository of its own under jobs, which borrows the
+// clone's objects (objects/info/alternates) and shares nothing writable
+// with it: a job cannot change the cache clone, its config or its hooks,
+// and so cannot change what a later job runs. Git operations on one clone
+// are serialized; different repositories proceed in parallel.
 type repoCache struct {
 	root   string // Workdir/repos
 	jobs   string // Workdir/jobs
 	logger *slog.Logger
+	// user owns each checkout when steps run as another user.
+	user *stepUser
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex // by clone directory
 }
 
-func newRepoCache(workdir string, logger *slog.Logger) *repoCache {
+func newRepoCache(workdir string, user *stepUser, logger *slog.Logger) *repoCache {
 	return &repoCache{
 		root:   filepath.Join(workdir, "repos"),
 		jobs:   filepath.Join(workdir, "jobs"),
 		logger: logger,
+		user:   user,
 		locks:  make(map[string]*sync.Mutex),
 	}
 }
@@ -57,9 +63,9 @@ func (c *repoCache) lock(dir string) func() {
 }
 
 // prepare creates the directories and removes what a runner that died left
-// behind: checkouts, half-made clones and stale worktree records. Only one
-// runner uses a workdir at a time, so nothing here is in use.
-func (c *repoCache) prepare(ctx context.Context) error {
+// behind: checkouts and half-made clones. Only one runner uses a workdir at
+// a time, so nothing here is in use.
+func (c *repoCache) prepare() error {
 	for _, d := range []string{c.root, c.jobs} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
@@ -86,18 +92,21 @@ func (c *repoCache) prepare(ctx context.Context) error {
 				return fmt.Errorf("remove half-made clone: %w", err)
 			}
 		case strings.HasSuffix(e.Name(), ".git"):
-			if _, err := git.Output(ctx, p, "worktree", "prune"); err != nil {
-				c.logger.Warn("prune worktrees of cache clone", "dir", p, "err", err)
+			// Steps read the objects of their checkouts here (clones made
+			// by earlier versions were private to the runner).
+			if err := os.Chmod(p, 0o755); err != nil {
+				return fmt.Errorf("open cache clone to steps: %w", err)
 			}
 		}
 	}
 	return nil
 }
 
-// checkout makes a clean worktree of exactly commit from url in a new
+// checkout makes a clean checkout of exactly commit from url in a new
 // directory named name under jobs, fetching into the cache clone only when
 // the commit is missing. url and commit must have been validated. It returns
-// the directory and a description of what it did, for the log.
+// the directory and a description of what it did, for the log. Its errors
+// say what git said ("clone URL: fatal: …").
 func (c *repoCache) checkout(ctx context.Context, url, commit, name string) (dir, did string, err error) {
 	clone := c.cloneDir(url)
 	unlock := c.lock(clone)
@@ -113,30 +122,84 @@ func (c *repoCache) checkout(ctx context.Context, url, commit, name string) (dir
 		return "", "", fmt.Errorf("stat cache clone: %w", err)
 	}
 	if !hasCommit(ctx, clone, commit) {
-		// Housekeeping (gc) runs after the job instead (see remove), off the
-		// path from acquisition to result.
-		if _, err := git.Output(ctx, clone, "fetch", "--quiet", "--prune", "--no-auto-maintenance", "origin", "+refs/heads/*:refs/heads/*"); err != nil {
-			return "", "", fmt.Errorf("fetch: %w", err)
+		// Fetch from url itself, not from a remote the clone's config
+		// names. Housekeeping (gc) runs after the job instead (see
+		// remove), off the path from acquisition to result.
+		if _, err := git.Output(ctx, clone, "fetch", "--quiet", "--prune", "--no-auto-maintenance", url, "+refs/heads/*:refs/heads/*"); err != nil {
+			return "", "", fmt.Errorf("fetch %s: %s", url, gitSaid(err))
 		}
 		did = "fetched"
 		if !hasCommit(ctx, clone, commit) {
 			// Not on any branch (a tag, a deleted branch): ask for it by id,
 			// which servers allow for reachable commits.
-			if _, err := git.Output(ctx, clone, "fetch", "--quiet", "--no-auto-maintenance", "origin", "--", commit); err != nil || !hasCommit(ctx, clone, commit) {
-				return "", "", fmt.Errorf("commit %s not found in %s", commit, url)
+			_, err := git.Output(ctx, clone, "fetch", "--quiet", "--no-auto-maintenance", url, commit)
+			if err == nil && !hasCommit(ctx, clone, commit) {
+				err = errors.New("the fetch did not bring it")
+			}
+			if err != nil {
+				return "", "", fmt.Errorf("commit %s not found in %s: %s", commit, url, gitSaid(err))
 			}
 		}
 	}
 
 	dir = filepath.Join(c.jobs, name)
-	if err := removeAll(dir); err != nil {
-		return "", "", fmt.Errorf("remove old checkout: %w", err)
+	for _, d := range []string{dir, homeDir(dir)} {
+		if err := removeAll(d); err != nil {
+			return "", "", fmt.Errorf("remove old checkout: %w", err)
+		}
 	}
-	if _, err := git.Output(ctx, clone, "worktree", "add", "--quiet", "--detach", "--force", "--", dir, commit); err != nil {
+	if err := c.populate(ctx, clone, dir, commit); err != nil {
 		_ = removeAll(dir)
-		return "", "", fmt.Errorf("check out: %w", err)
+		_ = removeAll(homeDir(dir))
+		return "", "", err
 	}
 	return dir, did, nil
+}
+
+// populate makes dir a repository of its own that borrows clone's objects
+// (objects/info/alternates), with commit checked out and HEAD detached at
+// it, and, when steps run as another user, owned by that user. The
+// repository is written by hand and filled by one git call: this is what
+// keeps a checkout as cheap as a worktree of the cache clone.
+func (c *repoCache) populate(ctx context.Context, clone, dir, commit string) error {
+	gitDir := filepath.Join(dir, ".git")
+	files := []struct{ name, text string }{
+		{"HEAD", "ref: refs/heads/pontus\n"}, // unborn until the checkout
+		{"config", "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = false\n"},
+		{"objects/info/alternates", filepath.Join(clone, "objects") + "\n"},
+	}
+	for _, d := range []string{"objects/info", "objects/pack", "refs/heads", "refs/tags"} {
+		if err := os.MkdirAll(filepath.Join(gitDir, d), 0o755); err != nil {
+			return fmt.Errorf("create checkout: %w", err)
+		}
+	}
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(gitDir, f.name), []byte(f.text), 0o644); err != nil {
+			return fmt.Errorf("create checkout: %w", err)
+		}
+	}
+	if _, err := git.Output(ctx, dir, "read-tree", "--reset", "-u", commit); err != nil {
+		return fmt.Errorf("check out %s: %s", commit, gitSaid(err))
+	}
+	if err := os.WriteFile(filepath.Join(gitDir, "HEAD"), []byte(commit+"\n"), 0o644); err != nil {
+		return fmt.Errorf("create checkout: %w", err)
+	}
+	if c.user != nil {
+		if err := c.user.chownTree(dir); err != nil {
+			return fmt.Errorf("give the checkout to step_user: %w", err)
+		}
+		if err := c.user.privateDir(homeDir(dir)); err != nil {
+			return fmt.Errorf("create step_user's home: %w", err)
+		}
+	}
+	return nil
+}
+
+// homeDir is the home of a job's steps when they run as step_user: new
+// for each job, so that nothing a job leaves in it (a ~/.gitconfig, a
+// Python usercustomize, a pip.conf) changes what a later job runs.
+func homeDir(checkout string) string {
+	return checkout + ".home"
 }
 
 func (c *repoCache) clone(ctx context.Context, url, clone string) error {
@@ -144,9 +207,15 @@ func (c *repoCache) clone(ctx context.Context, url, clone string) error {
 	if err != nil {
 		return fmt.Errorf("create clone directory: %w", err)
 	}
+	// MkdirTemp makes it private; steps read the objects of their
+	// checkouts through it.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		_ = removeAll(tmp)
+		return fmt.Errorf("create clone directory: %w", err)
+	}
 	if _, err := git.Output(ctx, c.root, "clone", "--quiet", "--bare", "--", url, tmp); err != nil {
 		_ = removeAll(tmp)
-		return fmt.Errorf("clone: %w", err)
+		return fmt.Errorf("clone %s: %s", url, gitSaid(err))
 	}
 	if err := os.Rename(tmp, clone); err != nil {
 		_ = removeAll(tmp)
@@ -155,28 +224,37 @@ func (c *repoCache) clone(ctx context.Context, url, clone string) error {
 	return nil
 }
 
-// remove deletes a job's checkout and its worktree record, and after a
-// fetch lets git do the housekeeping it would have done then. It runs when
-// the job ends, whatever happened, so it ignores the job's context.
+// gitSaid is what git said when err is a git failure, else err's text.
+func gitSaid(err error) string {
+	var gerr *git.Error
+	if errors.As(err, &gerr) {
+		return gerr.Message()
+	}
+	return err.Error()
+}
+
+// remove deletes a job's checkout, and after a fetch lets git do the
+// housekeeping it would have done then. It runs when the job ends,
+// whatever happened, so it ignores the job's context.
 func (c *repoCache) remove(url, dir string, fetched bool) {
 	if dir == "" {
 		return
 	}
+	for _, d := range []string{dir, homeDir(dir)} {
+		if err := removeAll(d); err != nil {
+			c.logger.Error("remove checkout", "dir", d, "err", err)
+		}
+	}
+	if !fetched {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := removeAll(dir); err != nil {
-		c.logger.Error("remove checkout", "dir", dir, "err", err)
-	}
 	clone := c.cloneDir(url)
 	unlock := c.lock(clone)
 	defer unlock()
-	if _, err := git.Output(ctx, clone, "worktree", "prune"); err != nil {
-		c.logger.Warn("prune worktrees", "dir", clone, "err", err)
-	}
-	if fetched {
-		if _, err := git.Output(ctx, clone, "maintenance", "run", "--auto", "--quiet"); err != nil {
-			c.logger.Warn("git maintenance", "dir", clone, "err", err)
-		}
+	if _, err := git.Output(ctx, clone, "maintenance", "run", "--auto", "--quiet"); err != nil {
+		c.logger.Warn("git maintenance", "dir", clone, "err", err)
 	}
 }
 

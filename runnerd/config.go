@@ -56,6 +56,11 @@ type Config struct {
 	// AllowRepoConfig lets a repository's own .pontus.toml choose its
 	// test_command and plugin steps.
 	AllowRepoConfig bool `toml:"allow_repo_config"`
+	// StepUser is who native steps run as when the runner runs as root: an
+	// unprivileged account, with a HOME new for each job and caches of its
+	// own kept between jobs in Workdir/cache. A runner that is not root runs
+	// its steps as itself.
+	StepUser string `toml:"step_user"`
 	// Native lets the runner run native commands (a test command, python,
 	// go test). A runner with native = false runs only sandboxed
 	// WebAssembly steps, so it can safely test untrusted branches.
@@ -87,6 +92,7 @@ const (
 	DefaultCapacity           = 1
 	DefaultTimeout            = 10 * time.Minute
 	DefaultKillGrace          = 5 * time.Second
+	DefaultStepUser           = "nobody"
 	DefaultOutputLimitMiB     = 8
 	DefaultWASMMemoryLimitMiB = 512
 )
@@ -110,6 +116,7 @@ func DefaultConfig() Config {
 		KillGrace:          DefaultKillGrace,
 		OutputLimitMiB:     DefaultOutputLimitMiB,
 		JUnit:              DefaultJUnit(),
+		StepUser:           DefaultStepUser,
 		Native:             true,
 		WASM:               true,
 		WASMMemoryLimitMiB: DefaultWASMMemoryLimitMiB,
@@ -175,6 +182,9 @@ func (c *Config) Validate() error {
 		if _, err := path.Match(strings.ReplaceAll(p, "**/", ""), ""); err != nil || p == "" || path.IsAbs(p) || strings.Contains(p, "..") {
 			bad(fmt.Sprintf("junit[%d]", i), "%q is not a relative glob pattern", p)
 		}
+	}
+	if c.StepUser == "" || len(c.StepUser) > 64 || strings.ContainsAny(c.StepUser, "/:\x00\n") || c.StepUser == "root" {
+		bad("step_user", "must name an unprivileged user, got %q", c.StepUser)
 	}
 	if !c.Native && !c.WASM {
 		bad("native", "a runner with native = false and wasm = false can run nothing")

@@ -35,13 +35,20 @@
 // # Jobs
 //
 // Each repository has one bare cache clone under Workdir/repos (named by a
-// hash of its clone URL), fetched only when the job's commit is missing. Each
-// job gets its own worktree of exactly its commit under Workdir/jobs, removed
+// hash of its clone URL), fetched from the job's URL only when the job's
+// commit is missing. Each job gets a small repository of its own under
+// Workdir/jobs whose objects come from the cache clone
+// (objects/info/alternates), checked out at exactly its commit and removed
 // when the job ends whatever happened; leftovers of a runner that was killed
-// are removed when the next one starts. The commit id, clone URL, branch and
-// repository are validated before they reach git or the environment; a bad one
-// is an ERROR result. Nothing from a job is ever interpolated into a shell
-// command line.
+// are removed when the next one starts. Nothing of a job's checkout is
+// shared writable with the cache clone, and Pontus's git calls ignore hooks
+// and fsmonitor whatever a repository's config says (package git), so a job
+// cannot change what a later job runs. Git's own message is the reason of a
+// checkout that fails. The commit id, clone URL, branch and repository are
+// validated before they reach git or the environment, and the clone URL is
+// normalised (percent-escapes decoded, path cleaned) before it is checked
+// against Config.AllowedRepositories; a bad one is an ERROR result. Nothing
+// from a job is ever interpolated into a shell command line.
 //
 // The test command is Config.TestCommand (run with sh -c in the checkout)
 // when set, else detected from the checkout: tests/*.py runs Python unittest
@@ -49,7 +56,10 @@
 // anything else is an ERROR saying what was looked for. The step's
 // environment is the runner's own minus every PONTUS_* variable (credentials
 // and settings), plus CI=true, PONTUS=true and PONTUS_COMMIT, PONTUS_BRANCH,
-// PONTUS_BUILD_ID, PONTUS_JOB_ATTEMPT, PONTUS_REPO.
+// PONTUS_BUILD_ID, PONTUS_JOB_ATTEMPT, PONTUS_REPO. When the runner runs as
+// root, native steps run as Config.StepUser, owning the checkout, with a
+// HOME new for each job and caches kept between jobs in Workdir/cache. The runner makes itself
+// non-dumpable, so that no step reads its environment or memory.
 //
 // Config.Timeout bounds the test step, and separately the checkout. Output
 // beyond Config.OutputLimitMiB is dropped and counted, and one marker line
@@ -57,12 +67,14 @@
 //
 // # Executors
 //
-// The runner consumes the Executor interface. Native runs a command in its
-// own process group behind a tiny sh shim that is the group leader and holds
-// a parent-death signal, so that nothing a test starts outlives the runner,
-// even when the runner is SIGKILLed. On timeout or cancel the whole group gets
-// SIGTERM, then SIGKILL after the grace period; when the command exits, any
-// process it left behind in its group is killed.
+// The runner consumes the Executor interface. Native runs each command under
+// a step supervisor (StepCommand: the runner's own executable re-executed),
+// which is a child subreaper, so that every process the step starts stays
+// its descendant whatever it does (setsid, double fork). It holds the
+// runner's parent-death signal, ignores SIGTERM itself, and kills every
+// descendant when the command exits (naming those it finds in the log),
+// when it is stopped (SIGTERM to all of them, SIGKILL after the grace
+// period) and when the runner dies, even mid-grace.
 //
 // # Stopping
 //

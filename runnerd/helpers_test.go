@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pontus-ci/pontus/internal/git"
+	"github.com/pontus-ci/pontus/internal/syncbuf"
 )
 
 // Environment of the re-executed helper process (see TestMain).
@@ -24,9 +25,15 @@ const (
 	helperURLEnv     = "RUNNERD_TEST_URL"
 	helperWorkdirEnv = "RUNNERD_TEST_WORKDIR"
 	helperCommandEnv = "RUNNERD_TEST_COMMAND"
+	helperTimingEnv  = "RUNNERD_TEST_TIMING" // "<timeout> <kill grace>"
 )
 
 func TestMain(m *testing.M) {
+	// The native executor re-executes this binary as each step's
+	// supervisor.
+	if os.Getenv(StepEnv) == "1" && len(os.Args) > 1 && os.Args[1] == StepCommand {
+		os.Exit(StepMain(os.Args[2:], os.Stderr))
+	}
 	if os.Getenv(helperEnv) == "1" {
 		os.Exit(runHelper())
 	}
@@ -40,6 +47,13 @@ func runHelper() int {
 	cfg.ControlPlane = os.Getenv(helperURLEnv)
 	cfg.Workdir = os.Getenv(helperWorkdirEnv)
 	cfg.TestCommand = os.Getenv(helperCommandEnv)
+	// What main does.
+	cfg.Token = os.Getenv("PONTUS_RUNNER_TOKEN")
+	cfg.TokenFile = os.Getenv("PONTUS_RUNNER_TOKEN_FILE")
+	if timing := strings.Fields(os.Getenv(helperTimingEnv)); len(timing) == 2 {
+		cfg.Timeout, _ = time.ParseDuration(timing[0])
+		cfg.KillGrace, _ = time.ParseDuration(timing[1])
+	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	r, err := New(cfg, logger)
 	if err != nil {
@@ -61,7 +75,16 @@ type testRepo struct {
 
 func newRepo(t testing.TB) *testRepo {
 	t.Helper()
-	r := &testRepo{t: t, dir: t.TempDir()}
+	return newRepoIn(t, t.TempDir())
+}
+
+// newRepoIn makes a repository in dir.
+func newRepoIn(t testing.TB, dir string) *testRepo {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := &testRepo{t: t, dir: dir}
 	r.git("init", "--quiet", "--initial-branch=main")
 	return r
 }
@@ -153,11 +176,27 @@ func testConfig(t testing.TB, fake *fakeCP) Config {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.ControlPlane = fake.url()
-	cfg.Workdir = filepath.Join(t.TempDir(), "work")
+	cfg.Workdir = filepath.Join(openDir(t), "work")
 	cfg.Name = "test-runner"
 	cfg.Timeout = time.Minute
 	cfg.KillGrace = time.Second
 	return cfg
+}
+
+// openDir returns a new temporary directory that every user may reach and
+// write to: steps of a runner that runs as root run as its step_user.
+func openDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 type testRunner struct {
@@ -264,6 +303,41 @@ func processGone(pid int) (bool, string) {
 		return true, "zombie"
 	}
 	return false, s
+}
+
+// startHelper runs a Runner of fake in a process of its own (exe, else
+// this test binary; see runHelper) with workdir, test command, environment
+// and process attributes given; it is killed when the test ends. It returns
+// the process and its stderr (the runner's log).
+func startHelper(t testing.TB, fake *fakeCP, exe, workdir, command string, env []string, attr *syscall.SysProcAttr) (*exec.Cmd, *syncbuf.Buffer) {
+	t.Helper()
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(append(os.Environ(),
+		helperEnv+"=1",
+		helperURLEnv+"="+fake.url(),
+		helperWorkdirEnv+"="+workdir,
+		helperCommandEnv+"="+command,
+	), env...)
+	cmd.SysProcAttr = attr
+	stderr := new(syncbuf.Buffer)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("runner log:\n%s", stderr.String())
+		}
+	})
+	return cmd, stderr
 }
 
 // waitGone waits until every pid is gone.

@@ -112,8 +112,12 @@ func (r *Runner) execute(ctx context.Context, job *pontusv1.Job, stream *logStre
 		runnerID = s.id
 	}
 	err := checkJob(job, cloneURL)
-	if err == nil && !allowedRepository(cloneURL, r.cfg.AllowedRepositories) {
-		err = fmt.Errorf("repository %s is not in this runner's allowed_repositories", cloneURL)
+	if err == nil {
+		var checked string
+		cloneURL, checked, err = normalizeCloneURL(cloneURL)
+		if err == nil && !allowedRepository(checked, r.cfg.AllowedRepositories) {
+			err = fmt.Errorf("repository %s is not in this runner's allowed_repositories", checked)
+		}
 	}
 	if err != nil {
 		stream.Printf("[pontus: runner %s (%s), job %d attempt %d]", r.cfg.Name, runnerID, job.GetJobId(), job.GetAttempt())
@@ -125,14 +129,16 @@ func (r *Runner) execute(ctx context.Context, job *pontusv1.Job, stream *logStre
 	began := time.Now()
 	cctx, ccancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	dir, did, err := r.repos.checkout(cctx, cloneURL, job.GetCommit(), fmt.Sprintf("%d-%d", job.GetJobId(), job.GetAttempt()))
+	timedOut := errors.Is(cctx.Err(), context.DeadlineExceeded)
 	ccancel()
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return testrun.Result{Status: testrun.Canceled, ExitCode: -1, Reason: causeText(ctx)}, nop
-	case err != nil && cctx.Err() != nil:
+	case err != nil && timedOut:
 		return errored("checkout timed out after %v", r.cfg.Timeout), nop
 	case err != nil:
-		return errored("checkout failed: %s", redact(err.Error(), cloneURL)), nop
+		// What git said, which the summary line puts in the log too.
+		return errored("%s", redact(err.Error(), cloneURL)), nop
 	}
 	cleanup := func() { r.repos.remove(cloneURL, dir, did == "fetched") }
 
@@ -147,6 +153,61 @@ func (r *Runner) execute(ctx context.Context, job *pontusv1.Job, stream *logStre
 	}
 	stream.Printf("[pontus: checked out in %v (%s); running: %s]", roundDuration(time.Since(began)), did, strings.Join(run, "; then "))
 	return r.runSteps(ctx, job, dir, steps, stream), cleanup
+}
+
+// normalizeCloneURL returns the clone URL git is given (fetch) and the
+// form the allow-list is checked against (checked), which names what git
+// fetches: a path is cleaned; a file:// URL has its percent-escapes decoded
+// (git decodes them) and its path cleaned, and git is given that decoded
+// form; a network URL's path is decoded as its server would. A URL whose
+// decoded path has "." or ".." elements, or a file:// URL that still holds
+// '%' once decoded or names a host, is refused.
+func normalizeCloneURL(raw string) (fetch, checked string, err error) {
+	bad := func(why string) (string, string, error) {
+		return "", "", fmt.Errorf("clone_url: clone URL %q %s", raw, why)
+	}
+	dotted := func(p string) bool {
+		for _, e := range strings.Split(p, "/") {
+			if e == ".." || e == "." {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case strings.HasPrefix(raw, "/"):
+		return path.Clean(raw), path.Clean(raw), nil
+	case strings.HasPrefix(raw, "file://"):
+		u, err := url.Parse(raw)
+		if err != nil {
+			return bad("cannot be parsed")
+		}
+		if u.Host != "" && u.Host != "localhost" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return bad("must be file:///path")
+		}
+		if dotted(u.Path) {
+			return bad("has a '.' or '..' path element once decoded")
+		}
+		if strings.Contains(u.Path, "%") || strings.ContainsFunc(u.Path, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+			return bad("holds '%' or a control character once decoded")
+		}
+		u2 := "file://" + path.Clean(u.Path)
+		return u2, u2, nil
+	case strings.Contains(raw, "://"):
+		u, err := url.Parse(raw)
+		if err != nil {
+			return bad("cannot be parsed")
+		}
+		if dotted(u.Path) {
+			return bad("has a '.' or '..' path element once decoded")
+		}
+		checked := u.Scheme + "://"
+		if u.User != nil {
+			checked += u.User.Username() + "@"
+		}
+		return raw, checked + u.Host + u.Path, nil
+	}
+	return raw, raw, nil
 }
 
 // allowedRepository reports whether the runner may fetch from cloneURL: any

@@ -4,42 +4,44 @@ package runnerd
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/pontus-ci/pontus/internal/testrun"
 )
 
-// shim is the group leader of every native step. It receives the
-// parent-death signal (SIGUSR1, see sysProcAttr) and answers it by killing its
-// whole process group, which Pdeathsig alone cannot do: the kernel sends that
-// signal only to the direct child. It runs the real command in the
-// background and exits with its status. Its text is fixed; the command comes
-// in as arguments ("$@"), never as shell text.
-const shim = `trap 'kill -KILL 0' USR1; "$@" & wait $!`
-
 // Timings of the native executor.
 const (
-	// groupPoll is how often a stopping step checks whether its group is gone.
-	groupPoll = 10 * time.Millisecond
+	// stopSlack is how long, beyond the kill grace, a stopping step's
+	// supervisor may take to kill and reap the step's processes before the
+	// runner kills it.
+	stopSlack = 5 * time.Second
 	// drainTimeout bounds the wait for the output pipe to close once the
-	// group is dead (a process that left the group may still hold it).
+	// supervisor has exited.
 	drainTimeout = 2 * time.Second
+	// maxStepReport bounds the supervisor's report the runner reads.
+	maxStepReport = 64 << 10
 )
 
-// Native runs a step's command as a native process on this host.
+// Native runs a step's command as a native process on this host, under a
+// supervisor (see StepCommand) that is the only process the runner starts.
 type Native struct {
 	logger *slog.Logger
+	// user is who steps run as; nil means the runner's own user.
+	user *stepUser
 }
 
-// NewNative returns the native executor.
+// NewNative returns the native executor; steps run as the runner's user.
 func NewNative(logger *slog.Logger) *Native {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -49,11 +51,14 @@ func NewNative(logger *slog.Logger) *Native {
 
 var _ Executor = (*Native)(nil)
 
-// Run runs spec.Command in spec.Dir with spec.Env, in a process group of its
-// own, its stdout and stderr merged in order into spec.Output. It returns
-// when the command has exited and every process left in its group is gone.
-// When spec.Timeout passes or ctx is canceled, the group gets SIGTERM and,
-// after spec.KillGrace, SIGKILL; the result is TimedOut or Canceled.
+// Run runs spec.Command in spec.Dir with spec.Env under a step supervisor,
+// its stdout and stderr merged in order into spec.Output. It returns when
+// the command has exited and every process it started, wherever it went
+// (another process group or session, double-forked), is gone; processes
+// left running when the command exited are killed and named in the output.
+// When spec.Timeout passes or ctx is canceled, every process of the step
+// gets SIGTERM and, after spec.KillGrace, SIGKILL; the result is TimedOut
+// or Canceled.
 func (n *Native) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 	if spec.Plugin != nil {
 		return errored("the native executor cannot run plugin %q", spec.Plugin.Name)
@@ -64,6 +69,10 @@ func (n *Native) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 	if err := ctx.Err(); err != nil {
 		return testrun.Result{Status: testrun.Canceled, ExitCode: -1, Reason: causeText(ctx)}
 	}
+	exe, err := os.Executable()
+	if err != nil {
+		return errored("find the runner's executable to supervise the step: %v", err)
+	}
 	out := spec.Output
 	if out == nil {
 		out = io.Discard
@@ -72,14 +81,22 @@ func (n *Native) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 	if err != nil {
 		return errored("create output pipe: %v", err)
 	}
-	cmd := exec.Command("/bin/sh", append([]string{"-c", shim, "sh"}, spec.Command...)...)
-	cmd.Dir = spec.Dir
-	cmd.Env = spec.Env
-	if cmd.Env == nil {
-		cmd.Env = []string{}
+	rr, rw, err := os.Pipe()
+	if err != nil {
+		pr.Close()
+		pw.Close()
+		return errored("create report pipe: %v", err)
 	}
+	args := []string{StepCommand, "-parent", strconv.Itoa(os.Getpid()), "-grace", spec.KillGrace.String()}
+	if n.user != nil {
+		args = append(args, "-uid", strconv.Itoa(n.user.uid), "-gid", strconv.Itoa(n.user.gid))
+	}
+	cmd := exec.Command(exe, append(append(args, "--"), spec.Command...)...)
+	cmd.Dir = spec.Dir
+	cmd.Env = append(slices.Clip(spec.Env), StepEnv+"=1")
 	cmd.Stdout, cmd.Stderr = pw, pw
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.ExtraFiles = []*os.File{rw} // stepReportFD
+	cmd.SysProcAttr = supervisorProcAttr()
 
 	// Pdeathsig fires when the thread that started the child exits, so start
 	// it from a thread this goroutine holds.
@@ -87,17 +104,28 @@ func (n *Native) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 	err = cmd.Start()
 	runtime.UnlockOSThread()
 	pw.Close()
+	rw.Close()
 	if err != nil {
 		pr.Close()
+		rr.Close()
 		return errored("start %s: %v", spec.Command[0], err)
 	}
-	pgid := cmd.Process.Pid
-	log := n.logger.With("pid", pgid)
+	log := n.logger.With("pid", cmd.Process.Pid)
 
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
 		drain(out, pr)
+	}()
+	reported := make(chan stepReport, 1)
+	go func() {
+		defer rr.Close()
+		var rep stepReport
+		if err := json.NewDecoder(io.LimitReader(rr, maxStepReport)).Decode(&rep); err != nil {
+			rep = stepReport{Error: "the step supervisor ended without a report", ExitCode: -1}
+		}
+		io.Copy(io.Discard, rr)
+		reported <- rep
 	}()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -110,87 +138,76 @@ func (n *Native) Run(ctx context.Context, spec testrun.Spec) testrun.Result {
 	}
 
 	var res testrun.Result
-	var waitErr error
 	select {
-	case waitErr = <-exited:
+	case <-exited:
 	case <-timeout:
 		log.Debug("step timed out", "timeout", spec.Timeout)
-		waitErr = stopGroup(pgid, spec.KillGrace, exited)
+		stop(cmd.Process.Pid, spec.KillGrace, exited, log)
 		res = testrun.Result{Status: testrun.TimedOut, Reason: fmt.Sprintf("timed out after %v", spec.Timeout)}
 	case <-ctx.Done():
 		log.Debug("step canceled", "cause", context.Cause(ctx))
-		waitErr = stopGroup(pgid, spec.KillGrace, exited)
+		stop(cmd.Process.Pid, spec.KillGrace, exited, log)
 		res = testrun.Result{Status: testrun.Canceled, Reason: causeText(ctx)}
 	}
-	// Whatever the command left behind in its group goes with it.
-	killGroup(pgid, syscall.SIGKILL)
+	rep := <-reported
 
 	select {
 	case <-copied:
 	case <-time.After(drainTimeout):
-		log.Warn("output pipe still open after the step ended; a process left its group")
+		log.Warn("output pipe still open after the step ended")
 		pr.Close()
 		<-copied
 	}
 	pr.Close()
 
-	code := -1
-	if cmd.ProcessState != nil {
-		code = cmd.ProcessState.ExitCode()
+	if len(rep.LeftBehind) > 0 {
+		msg := leftBehindText(rep)
+		log.Info(msg)
+		fmt.Fprintf(out, "[pontus: %s]\n", msg)
 	}
 	if res.Status != 0 {
-		res.ExitCode = code
+		res.ExitCode = -1
 		return res
 	}
-	var exitErr *exec.ExitError
 	switch {
-	case waitErr == nil:
+	case rep.Error != "":
+		return errored("%s", rep.Error)
+	case rep.ExitCode == 0:
 		return testrun.Result{Status: testrun.Passed, ExitCode: 0}
-	case errors.As(waitErr, &exitErr) && code >= 0:
-		return testrun.Result{Status: testrun.Failed, ExitCode: code}
-	case errors.As(waitErr, &exitErr):
-		return testrun.Result{Status: testrun.Errored, ExitCode: -1, Reason: fmt.Sprintf("test command killed: %v", waitErr)}
-	default:
-		return testrun.Result{Status: testrun.Errored, ExitCode: -1, Reason: fmt.Sprintf("wait for test command: %v", waitErr)}
+	case rep.ExitCode > 0:
+		return testrun.Result{Status: testrun.Failed, ExitCode: rep.ExitCode}
+	}
+	return errored("the step supervisor died: %v", cmd.ProcessState)
+}
+
+// stop has the supervisor stop the step (SIGTERM: it forwards SIGTERM and
+// kills what is left after grace) and waits for it; a supervisor that has
+// not finished stopSlack later is killed with its process group.
+func stop(pid int, grace time.Duration, exited <-chan error, log *slog.Logger) {
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	t := time.NewTimer(grace + stopSlack)
+	defer t.Stop()
+	select {
+	case <-exited:
+	case <-t.C:
+		log.Error("step supervisor did not stop the step in time; killing it", "grace", grace)
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-exited
 	}
 }
 
-// stopGroup sends SIGTERM to the process group, waits up to grace for every
-// process in it to exit, then sends SIGKILL. It returns the shim's wait error.
-func stopGroup(pgid int, grace time.Duration, exited <-chan error) error {
-	killGroup(pgid, syscall.SIGTERM)
-	var waitErr error
-	gotExit := false
-	deadline := time.Now().Add(grace)
-	tick := time.NewTicker(groupPoll)
-	defer tick.Stop()
-	for time.Now().Before(deadline) {
-		if gotExit && !groupAlive(pgid) {
-			return waitErr
-		}
-		select {
-		case waitErr = <-exited:
-			gotExit = true
-		case <-tick.C:
-		}
+// leftBehindText is the log line for processes a step left running.
+func leftBehindText(rep stepReport) string {
+	n := len(rep.LeftBehind) + rep.More
+	noun := "processes"
+	if n == 1 {
+		noun = "process"
 	}
-	killGroup(pgid, syscall.SIGKILL)
-	if !gotExit {
-		waitErr = <-exited
+	text := fmt.Sprintf("killed %d %s left behind: %s", n, noun, strings.Join(rep.LeftBehind, ", "))
+	if rep.More > 0 {
+		text += fmt.Sprintf(" and %d more", rep.More)
 	}
-	return waitErr
-}
-
-func killGroup(pgid int, sig syscall.Signal) {
-	if pgid > 1 {
-		_ = syscall.Kill(-pgid, sig)
-	}
-}
-
-// groupAlive reports whether any process of the group still exists. Zombies
-// count, which at worst makes a stop wait its full grace period.
-func groupAlive(pgid int) bool {
-	return syscall.Kill(-pgid, 0) == nil
+	return text
 }
 
 // drain copies r to w; after w fails it keeps reading (and discarding) so the

@@ -3,6 +3,7 @@ package runnerd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -119,3 +120,33 @@ func TestNativeFailingWriter(t *testing.T) {
 type failingWriter struct{}
 
 func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+// Nothing a step starts outlives it: not a child that left the step's
+// session (setsid), not one double-forked away from its parent, not one
+// that ignores SIGTERM. What the step left running is killed and named.
+func TestNativeNothingOutlivesStep(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	// execed waits until process $p runs sleep.
+	const execed = `until grep -qa '^sleep' /proc/$p/cmdline; do sleep 0.01; done; `
+	res, out := runNative(t, t.Context(), "setsid sleep 301 & p=$!; echo $p > "+dir+"/setsid; "+execed+
+		"(setsid sleep 302 & p=$!; echo $p > "+dir+"/double; "+execed+"); exit 0", time.Minute)
+	if res.Status != testrun.Passed {
+		t.Fatalf("%+v\n%s", res, out)
+	}
+	setsid, double := readPID(t, dir+"/setsid"), readPID(t, dir+"/double")
+	waitGone(t, setsid, double)
+	for _, want := range []string{"[pontus: killed 2 processes left behind: ", fmt.Sprintf("sleep 301 (pid %d)", setsid), fmt.Sprintf("sleep 302 (pid %d)", double)} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+
+	// A timed-out step whose child left the session and ignores SIGTERM.
+	script := "setsid sh -c 'trap \"\" TERM; echo $$ > " + dir + "/stubborn; while :; do sleep 1; done' & sleep 300"
+	res, out = runNative(t, t.Context(), script, time.Second)
+	if res.Status != testrun.TimedOut {
+		t.Fatalf("%+v\n%s", res, out)
+	}
+	waitGone(t, readPID(t, dir+"/stubborn"))
+}

@@ -4,8 +4,9 @@ package runnerd
 
 import "syscall"
 
-// sysProcAttr puts the step in a new process group. Without Pdeathsig
-// (Linux only) a SIGKILLed runner leaves its steps running on this system.
-func sysProcAttr() *syscall.SysProcAttr {
+// supervisorProcAttr puts a step's supervisor in a process group of its
+// own. Without Pdeathsig (Linux only) a SIGKILLed runner leaves its steps
+// running on this system.
+func supervisorProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }

@@ -61,6 +61,7 @@ type Runner struct {
 	exec    Executor
 	sandbox Sandbox // nil unless cfg.WASM; set by Run
 	repos   *repoCache
+	user    *stepUser // who native steps run as; nil: the runner's user
 	version string
 
 	regLock  chan struct{}  // held while registering again
@@ -126,13 +127,20 @@ func New(cfg Config, logger *slog.Logger) (*Runner, error) {
 		return nil, fmt.Errorf("runner.ca_file: %w", err)
 	}
 	logger = logger.With(keyRunner, cfg.Name)
+	native := NewNative(logger)
+	if os.Geteuid() == 0 {
+		if native.user, err = lookupStepUser(cfg.StepUser); err != nil {
+			return nil, err
+		}
+	}
 	return &Runner{
 		cfg:     cfg,
 		logger:  logger,
 		http:    hc,
 		client:  pontusv1connect.NewRunnerServiceClient(hc, cfg.ControlPlane, dial.Options(dc)...),
-		exec:    NewNative(logger),
-		repos:   newRepoCache(wd, logger),
+		exec:    native,
+		user:    native.user,
+		repos:   newRepoCache(wd, native.user, logger),
 		version: version(),
 		regLock: make(chan struct{}, 1),
 		held:    make(map[jobKey]context.CancelCauseFunc),
@@ -159,6 +167,19 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	defer unlock()
 	defer r.http.CloseIdleConnections()
+	// Steps running as the runner's own user must not read its memory or
+	// environment (the token) through /proc.
+	if err := SetNonDumpable(); err != nil {
+		return err
+	}
+	if r.user != nil {
+		if err := r.user.prepareCache(r.cfg.Workdir); err != nil {
+			return err
+		}
+		if r.cfg.TokenFile != "" && r.user.canRead(r.cfg.TokenFile) {
+			return fmt.Errorf("runner.token_file %s is readable by step_user %s: make it private to the runner (chmod 600)", r.cfg.TokenFile, r.user.name)
+		}
+	}
 	if r.cfg.WASM {
 		host, err := plugins.NewHost(ctx, r.cfg.PluginHostConfig(), r.logger.With("component", "wasm"))
 		if err != nil {
@@ -167,10 +188,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		defer host.Close(context.Background())
 		r.sandbox = host
 	}
-	if err := r.repos.prepare(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
+	if err := r.repos.prepare(); err != nil {
 		return fmt.Errorf("prepare workdir: %w", err)
 	}
 	sess, ok := r.register(ctx)

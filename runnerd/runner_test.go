@@ -1,7 +1,6 @@
 package runnerd
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -91,15 +90,12 @@ func TestPythonCommits(t *testing.T) {
 		t.Errorf("reason %q; log:\n%s", req.GetReason(), log)
 	}
 	waitDirEmpty(t, filepath.Join(cfg.Workdir, "jobs"))
-	if out := repoGit(t, cfg, repo.dir, "worktree", "list", "--porcelain"); strings.Count(out, "worktree ") != 1 {
-		t.Errorf("worktrees left in the cache clone:\n%s", out)
-	}
 }
 
 // repoGit runs git in the runner's cache clone of url.
 func repoGit(t testing.TB, cfg Config, url string, args ...string) string {
 	t.Helper()
-	c := newRepoCache(cfg.Workdir, nil)
+	c := newRepoCache(cfg.Workdir, nil, nil)
 	out, err := exec.Command("git", append([]string{"-C", c.cloneDir(url)}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("git %v: %v\n%s", args, err, out)
@@ -198,7 +194,7 @@ func TestTimeout(t *testing.T) {
 	fake.start()
 	repo := newRepo(t)
 	c := repo.commit(map[string]string{"slow": "1\n"})
-	pids := t.TempDir()
+	pids := openDir(t)
 	cfg := testConfig(t, fake)
 	cfg.Timeout = 2 * time.Second
 	cfg.KillGrace = 500 * time.Millisecond
@@ -224,7 +220,7 @@ func TestHeartbeatCancelAndLost(t *testing.T) {
 	fake.start()
 	repo := newRepo(t)
 	slow := repo.commit(map[string]string{"slow": "1\n"})
-	pids := t.TempDir()
+	pids := openDir(t)
 	cfg := testConfig(t, fake)
 	cfg.Capacity = 2
 	cfg.TestCommand = slowCommand(pids)
@@ -278,7 +274,7 @@ func TestGracefulStop(t *testing.T) {
 	fake.start()
 	repo := newRepo(t)
 	c := repo.commit(map[string]string{"slow": "1\n"})
-	pids := t.TempDir()
+	pids := openDir(t)
 	cfg := testConfig(t, fake)
 	cfg.TestCommand = slowCommand(pids)
 	tr := startRunner(t, cfg)
@@ -299,24 +295,8 @@ func TestRunnerKilled(t *testing.T) {
 	fake.start()
 	repo := newRepo(t)
 	c := repo.commit(map[string]string{"slow": "1\n"})
-	pids := t.TempDir()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(),
-		helperEnv+"=1",
-		helperURLEnv+"="+fake.url(),
-		helperWorkdirEnv+"="+filepath.Join(t.TempDir(), "work"),
-		helperCommandEnv+"="+slowCommand(pids),
-	)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	pids := openDir(t)
+	cmd, _ := startHelper(t, fake, "", filepath.Join(openDir(t), "work"), slowCommand(pids), nil, nil)
 	fake.enqueue(repo.dir, c)
 	child, shell := readPID(t, pids+"/child.1"), readPID(t, pids+"/shell.1")
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -324,9 +304,6 @@ func TestRunnerKilled(t *testing.T) {
 	}
 	cmd.Wait()
 	waitGone(t, child, shell)
-	if t.Failed() {
-		t.Logf("runner log:\n%s", stderr.String())
-	}
 }
 
 // AppendLog answering out_of_range makes the runner resend from the size the
@@ -389,7 +366,7 @@ func TestControlPlaneDown(t *testing.T) {
 	fake.start()
 	repo := newRepo(t)
 	c := repo.commit(map[string]string{"README": "x\n"})
-	dir := t.TempDir()
+	dir := openDir(t)
 	cfg := testConfig(t, fake)
 	cfg.TestCommand = fmt.Sprintf(`echo start; while [ ! -f %[1]s/go ]; do sleep 0.05; done; echo end; touch %[1]s/done`, dir)
 	startRunner(t, cfg)
@@ -438,7 +415,7 @@ func TestRegisterAgain(t *testing.T) {
 	fake.start()
 	repo := newRepo(t)
 	c := repo.commit(nil)
-	dir := t.TempDir()
+	dir := openDir(t)
 	cfg := testConfig(t, fake)
 	cfg.TestCommand = fmt.Sprintf(`echo start; while [ ! -f %[1]s/go ]; do sleep 0.05; done; echo end`, dir)
 	tr := startRunner(t, cfg)

@@ -59,8 +59,8 @@ func (s jobStep) describe() string {
 }
 
 // planSteps decides what a job runs in the checkout at dir, in this order:
-// the plugin steps (the repository's, when it has a .pontus.toml the runner
-// allows, else the runner's), then the test step: the repository's
+// the runner's plugin steps, the repository's (when it has a .pontus.toml
+// the runner allows), then the test step: the repository's
 // test_command, the runner's test_command, or what the checkout's files call
 // for (Python unittest, Go tests natively or in the sandbox, tests/*.wasm
 // modules). A reason is returned when the job cannot run.
@@ -73,7 +73,9 @@ func (r *Runner) planSteps(dir string) ([]jobStep, string) {
 			return nil, err.Error()
 		}
 		if found {
-			pluginSteps = rc.Plugins
+			// The repository adds steps; the runner's own (a mandatory
+			// secrets scan, say) always run.
+			pluginSteps = append(slices.Clip(pluginSteps), rc.Plugins...)
 			if rc.TestCommand != "" {
 				testCommand = rc.TestCommand
 			}
@@ -205,8 +207,12 @@ func (r *Runner) runStep(ctx context.Context, job *pontusv1.Job, dir string, s j
 				return errored("cannot run the tests: %s is not installed on this runner (not found on PATH)", s.native.argv[0])
 			}
 		}
+		env := stepEnv(os.Environ(), job, s.native.env)
+		if r.user != nil {
+			env = r.user.env(env, homeDir(dir))
+		}
 		return r.exec.Run(ctx, testrun.Spec{
-			Dir: dir, Command: s.native.argv, Env: stepEnv(os.Environ(), job, s.native.env),
+			Dir: dir, Command: s.native.argv, Env: env,
 			Output: out, Timeout: r.cfg.Timeout, KillGrace: r.cfg.KillGrace,
 		})
 	}

@@ -475,7 +475,7 @@ allow_repo_config = true
 	}
 	want := Config{ControlPlane: "https://ci.example.com", TokenFile: "/etc/pontus/runner.token", Workdir: "/var/lib/pontus",
 		Name: "build-1", Labels: []string{"linux", "pool=big"}, Capacity: 4, TestCommand: "make test",
-		Timeout: 15 * time.Minute, KillGrace: 10 * time.Second, OutputLimitMiB: 16, JUnit: []string{"reports/*.xml"}, AllowRepoConfig: true,
+		Timeout: 15 * time.Minute, KillGrace: 10 * time.Second, OutputLimitMiB: 16, JUnit: []string{"reports/*.xml"}, AllowRepoConfig: true, StepUser: DefaultStepUser,
 		Native: true, WASM: true, WASMMemoryLimitMiB: DefaultWASMMemoryLimitMiB, WASMIsolation: plugins.IsolationProcess}
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("decoded config (-want +got):\n%s", diff)

@@ -128,7 +128,7 @@ func TestExamplesAgainstLiveControlPlane(t *testing.T) {
 // than a free port, the failing test fixed by a commit.
 func TestWalkthrough(t *testing.T) {
 	t.Parallel()
-	dir := filepath.Join(t.TempDir(), "demo")
+	dir := filepath.Join(TempDir(t), "demo")
 	cmd := exec.Command("cp", "-r", filepath.Join(Root(), "examples", "demo"), dir)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v\n%s", err, out)

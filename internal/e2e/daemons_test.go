@@ -26,7 +26,7 @@ type cluster struct {
 // newCluster writes a pontus.toml for repo. extra is appended to it.
 func newCluster(t *testing.T, repo *Repo, mode, extra string) *cluster {
 	t.Helper()
-	c := &cluster{dir: t.TempDir(), repo: repo}
+	c := &cluster{dir: TempDir(t), repo: repo}
 	c.addr = FreeAddr(t)
 	c.url = "http://" + c.addr
 	c.results = filepath.Join(c.dir, "results")

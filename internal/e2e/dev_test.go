@@ -26,7 +26,7 @@ type dev struct {
 
 func startDev(t *testing.T, repo *Repo, extra ...string) *dev {
 	t.Helper()
-	work := t.TempDir()
+	work := TempDir(t)
 	d := &dev{repo: repo, results: filepath.Join(work, "results"), data: filepath.Join(work, "state")}
 	addr := FreeAddr(t)
 	d.url = "http://" + addr

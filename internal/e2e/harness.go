@@ -139,6 +139,20 @@ func (r *Repo) Head(t testing.TB) string {
 	return Git(t, r.Dir, "rev-parse", "HEAD")
 }
 
+// TempDir is t.TempDir() that every user may search, down from /: a runner
+// that runs as root runs its steps as an unprivileged step_user, which must
+// reach the runner's workdir.
+func TempDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
 // FreeAddr returns a free 127.0.0.1 port address.
 func FreeAddr(t testing.TB) string {
 	t.Helper()

@@ -122,7 +122,7 @@ func TestRunnersOnOtherHostsSurviveAPartition(t *testing.T) {
 	hostB := net.addHost("b", 3)
 
 	repo := NewRepo(t, map[string]string{"tests/test_slow.py": pyTest("test_slow", "import time\n        time.sleep(4)")})
-	dir := t.TempDir()
+	dir := TempDir(t)
 	// The repository is served to the other hosts by git daemon.
 	gitPort := strings.Split(FreeAddr(t), ":")[1]
 	gitd := exec.Command("git", "daemon", "--reuseaddr", "--export-all", "--base-path="+filepath.Dir(repo.Dir),
