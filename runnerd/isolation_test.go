@@ -324,9 +324,10 @@ func TestLeftBehindNamedInLog(t *testing.T) {
 	}
 }
 
-// A runner SIGKILLed while a timed-out test that ignores SIGTERM is in its
-// kill-grace period leaves nothing running: not the test, not a child it
-// moved to a session of its own.
+// A runner SIGKILLed while a test that ignores SIGTERM is in its
+// kill-grace period (here after a cancel; a timeout stops a test the same
+// way) leaves nothing running: not the test, not a child it moved to a
+// session of its own.
 func TestRunnerKilledDuringKillGrace(t *testing.T) {
 	t.Parallel()
 	fake := newFakeCP(t)
@@ -338,10 +339,11 @@ func TestRunnerKilledDuringKillGrace(t *testing.T) {
 setsid sh -c 'trap "" TERM; echo $$ > %[1]s/setsid; while :; do sleep 1; done' &
 echo $$ > %[1]s/shell
 while :; do sleep 1; done`, pids)
-	cmd, _ := startHelper(t, fake, "", filepath.Join(openDir(t), "work"), command, []string{helperTimingEnv + "=1s 10m"}, nil)
-	fake.enqueue(repo.dir, c)
+	cmd, _ := startHelper(t, fake, "", filepath.Join(openDir(t), "work"), command, []string{helperTimingEnv + "=10m 10m"}, nil)
+	key := fake.enqueue(repo.dir, c)
 	shell, setsid := readPID(t, pids+"/shell"), readPID(t, pids+"/setsid")
-	waitFile(t, pids+"/term") // timed out: SIGTERM sent, the grace period runs
+	fake.set(fake.cancel, key)
+	waitFile(t, pids+"/term") // SIGTERM sent: the grace period runs
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
