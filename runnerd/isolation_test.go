@@ -399,3 +399,27 @@ mkdir -p "$GOCACHE" && touch "$GOCACHE/kept" "$HOME/.gitconfig" && echo "home $H
 		t.Errorf("second job saw the first job's home or not its cache:\n%s", log)
 	}
 }
+
+// A root runner whose workdir step_user cannot reach says so before it
+// starts anything.
+func TestUnreachableWorkdirRefused(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("steps drop to step_user only under a root runner")
+	}
+	fake := newFakeCP(t)
+	fake.start()
+	cfg := testConfig(t, fake)
+	private := filepath.Join(t.TempDir(), "private")
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Workdir = filepath.Join(private, "work")
+	_, err := New(cfg, nil)
+	if err == nil || !strings.Contains(err.Error(), "step_user nobody cannot reach it") {
+		t.Fatalf("New: %v", err)
+	}
+	if _, err := os.Stat(cfg.Workdir); err == nil {
+		t.Error("the refused runner created its workdir")
+	}
+}

@@ -146,6 +146,23 @@ func (u *stepUser) canRead(path string) bool {
 	return mode&0o004 != 0
 }
 
+// checkWorkdir checks, before the runner creates anything, that the user
+// will be able to reach workdir: every directory above it that exists
+// already must be searchable (Run checks workdir itself once it exists).
+func (u *stepUser) checkWorkdir(workdir string) error {
+	p := workdir
+	for {
+		if _, err := os.Stat(p); err == nil || p == filepath.Dir(p) {
+			break
+		}
+		p = filepath.Dir(p)
+	}
+	if err := reachable(p, u.uid, u.gid); err != nil {
+		return fmt.Errorf("runner.workdir %s: step_user %s cannot reach it (make every directory above it searchable, or choose another workdir): %w", workdir, u.name, err)
+	}
+	return nil
+}
+
 // reachable checks that uid (with gid) may search every directory from
 // the root down to dir.
 func reachable(dir string, uid, gid int) error {
