@@ -263,17 +263,24 @@ func hasCommit(ctx context.Context, clone, commit string) bool {
 }
 
 // removeAll is os.RemoveAll that also removes directories a test made
-// read-only (Go's module cache does that).
+// read-only (Go's module cache does that). It makes them writable from
+// inside dir only (os.Root), so a symlink a step left cannot point it
+// elsewhere.
 func removeAll(dir string) error {
 	err := os.RemoveAll(dir)
 	if err == nil {
 		return nil
 	}
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	root, rerr := os.OpenRoot(dir)
+	if rerr != nil {
+		return err
+	}
+	_ = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err == nil && d.IsDir() {
-			_ = os.Chmod(p, 0o755)
+			_ = root.Chmod(p, 0o755)
 		}
 		return nil
 	})
+	root.Close()
 	return os.RemoveAll(dir)
 }

@@ -58,7 +58,8 @@
 // and settings), plus CI=true, PONTUS=true and PONTUS_COMMIT, PONTUS_BRANCH,
 // PONTUS_BUILD_ID, PONTUS_JOB_ATTEMPT, PONTUS_REPO. When the runner runs as
 // root, native steps run as Config.StepUser, owning the checkout, with a
-// HOME new for each job and caches kept between jobs in Workdir/cache. The runner makes itself
+// HOME new for each job and caches kept between jobs in Workdir/cache; a
+// token file that user could read is refused. The runner makes itself
 // non-dumpable, so that no step reads its environment or memory.
 //
 // Config.Timeout bounds the test step, and separately the checkout. Output

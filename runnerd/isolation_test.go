@@ -324,9 +324,10 @@ func TestLeftBehindNamedInLog(t *testing.T) {
 	}
 }
 
-// A runner SIGKILLed while a timed-out test that ignores SIGTERM is in its
-// kill-grace period leaves nothing running: not the test, not a child it
-// moved to a session of its own.
+// A runner SIGKILLed while a test that ignores SIGTERM is in its
+// kill-grace period (here after a cancel; a timeout stops a test the same
+// way) leaves nothing running: not the test, not a child it moved to a
+// session of its own.
 func TestRunnerKilledDuringKillGrace(t *testing.T) {
 	t.Parallel()
 	fake := newFakeCP(t)
@@ -338,10 +339,11 @@ func TestRunnerKilledDuringKillGrace(t *testing.T) {
 setsid sh -c 'trap "" TERM; echo $$ > %[1]s/setsid; while :; do sleep 1; done' &
 echo $$ > %[1]s/shell
 while :; do sleep 1; done`, pids)
-	cmd, _ := startHelper(t, fake, "", filepath.Join(openDir(t), "work"), command, []string{helperTimingEnv + "=1s 10m"}, nil)
-	fake.enqueue(repo.dir, c)
+	cmd, _ := startHelper(t, fake, "", filepath.Join(openDir(t), "work"), command, []string{helperTimingEnv + "=10m 10m"}, nil)
+	key := fake.enqueue(repo.dir, c)
 	shell, setsid := readPID(t, pids+"/shell"), readPID(t, pids+"/setsid")
-	waitFile(t, pids+"/term") // timed out: SIGTERM sent, the grace period runs
+	fake.set(fake.cancel, key)
+	waitFile(t, pids+"/term") // SIGTERM sent: the grace period runs
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -395,5 +397,29 @@ mkdir -p "$GOCACHE" && touch "$GOCACHE/kept" "$HOME/.gitconfig" && echo "home $H
 	wantStatus(t, req, log, passed)
 	if strings.Contains(log, ".gitconfig\n") || !strings.Contains(log, "\ncache kept\n") || !strings.Contains(log, "home "+filepath.Join(cfg.Workdir, "jobs", "2-1.home")) {
 		t.Errorf("second job saw the first job's home or not its cache:\n%s", log)
+	}
+}
+
+// A root runner whose workdir step_user cannot reach says so before it
+// starts anything.
+func TestUnreachableWorkdirRefused(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("steps drop to step_user only under a root runner")
+	}
+	fake := newFakeCP(t)
+	fake.start()
+	cfg := testConfig(t, fake)
+	private := filepath.Join(t.TempDir(), "private")
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Workdir = filepath.Join(private, "work")
+	_, err := New(cfg, nil)
+	if err == nil || !strings.Contains(err.Error(), "step_user nobody cannot reach it") {
+		t.Fatalf("New: %v", err)
+	}
+	if _, err := os.Stat(cfg.Workdir); err == nil {
+		t.Error("the refused runner created its workdir")
 	}
 }

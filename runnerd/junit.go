@@ -6,6 +6,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/pontus-ci/pontus/internal/testreport"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
@@ -24,6 +25,11 @@ func junitTests(dir string, patterns []string) []*pontusv1.TestCase {
 	if len(patterns) == 0 {
 		return nil
 	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil
+	}
+	defer root.Close()
 	var cases []*pontusv1.TestCase
 	visited, files := 0, 0
 	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -44,11 +50,18 @@ func junitTests(dir string, patterns []string) []*pontusv1.TestCase {
 		if err != nil || !matchAny(filepath.ToSlash(rel), patterns) {
 			return nil
 		}
-		f, err := os.Open(p)
+		// Opened inside the checkout, without following a symlink or
+		// blocking on a FIFO, and checked again once open: a process of
+		// another job (the same step_user) may have swapped the file or a
+		// directory above it since the walk saw it.
+		f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 		if err != nil {
 			return nil
 		}
 		defer f.Close()
+		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+			return nil
+		}
 		files++
 		got, _ := testreport.ParseJUnit(f)
 		cases = append(cases, got...)

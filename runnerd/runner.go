@@ -132,6 +132,9 @@ func New(cfg Config, logger *slog.Logger) (*Runner, error) {
 		if native.user, err = lookupStepUser(cfg.StepUser); err != nil {
 			return nil, err
 		}
+		if err := native.user.checkWorkdir(wd); err != nil {
+			return nil, err
+		}
 	}
 	return &Runner{
 		cfg:     cfg,

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/BurntSushi/toml"
 
@@ -121,18 +122,25 @@ func (r *Runner) planSteps(dir string) ([]jobStep, string) {
 // unknown keys, and its plugin modules must lie inside the checkout.
 func readRepoConfig(dir string) (repoConfig, bool, error) {
 	var rc repoConfig
-	p := filepath.Join(dir, repoConfigFile)
-	fi, err := os.Lstat(p)
+	// Opened without following a symlink or blocking on a FIFO, then
+	// checked: the checkout belongs to step_user, whose other jobs may
+	// change it at any time.
+	f, err := os.OpenFile(filepath.Join(dir, repoConfigFile), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return rc, false, nil
+	}
+	if errors.Is(err, syscall.ELOOP) {
+		return rc, false, fmt.Errorf("%s must be a regular file of at most 1 MiB", repoConfigFile)
 	}
 	if err != nil {
 		return rc, false, fmt.Errorf("%s: %v", repoConfigFile, err)
 	}
-	if !fi.Mode().IsRegular() || fi.Size() > 1<<20 {
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() > 1<<20 {
 		return rc, false, fmt.Errorf("%s must be a regular file of at most 1 MiB", repoConfigFile)
 	}
-	data, err := os.ReadFile(p)
+	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
 	if err != nil {
 		return rc, false, fmt.Errorf("%s: %v", repoConfigFile, err)
 	}

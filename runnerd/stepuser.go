@@ -98,14 +98,32 @@ func (u *stepUser) privateDir(dir string) error {
 	return os.Chmod(dir, 0o700)
 }
 
-// chownTree gives every file under dir to the user.
+// chownTree gives every file under dir to the user. It works inside dir
+// only (os.Root: no symlink leads out) and bottom up, so that while it
+// works on an entry, the directories above it are still not the user's and
+// cannot be changed under it by a step running as that user.
 func (u *stepUser) chownTree(dir string) error {
-	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	var paths []string
+	if err := fs.WalkDir(root.FS(), ".", func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		return os.Lchown(p, u.uid, u.gid)
-	})
+		paths = append(paths, p)
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, p := range slices.Backward(paths) {
+		if err := root.Lchown(p, u.uid, u.gid); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // canRead reports whether the user could read the file at path.
@@ -126,6 +144,23 @@ func (u *stepUser) canRead(path string) bool {
 		return mode&0o040 != 0
 	}
 	return mode&0o004 != 0
+}
+
+// checkWorkdir checks, before the runner creates anything, that the user
+// will be able to reach workdir: every directory above it that exists
+// already must be searchable (Run checks workdir itself once it exists).
+func (u *stepUser) checkWorkdir(workdir string) error {
+	p := workdir
+	for {
+		if _, err := os.Stat(p); err == nil || p == filepath.Dir(p) {
+			break
+		}
+		p = filepath.Dir(p)
+	}
+	if err := reachable(p, u.uid, u.gid); err != nil {
+		return fmt.Errorf("runner.workdir %s: step_user %s cannot reach it (make every directory above it searchable, or choose another workdir): %w", workdir, u.name, err)
+	}
+	return nil
 }
 
 // reachable checks that uid (with gid) may search every directory from

@@ -44,6 +44,8 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.KillGrace = -time.Second }, "runner.kill_grace"},
 		{func(c *Config) { c.OutputLimitMiB = 0 }, "runner.output_limit_mib"},
 		{func(c *Config) { c.TestCommand = "a\x00b" }, "runner.test_command"},
+		{func(c *Config) { c.StepUser = "root" }, "runner.step_user"},
+		{func(c *Config) { c.StepUser = "" }, "runner.step_user"},
 	} {
 		c := DefaultConfig()
 		tc.edit(&c)
