@@ -19,7 +19,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pontus-ci/pontus/controlplane/store"
-	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
@@ -929,22 +928,32 @@ func (d *dispatcher) trigger(ctx context.Context, commit, repo, branch string) (
 	if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
 		return nil, err
 	}
-	cloneURL, labels := "", []string(nil)
-	if prev != nil {
-		if repo == "" {
-			repo = prev.Repo
+	if prev == nil {
+		if repo == "" || branch == "" {
+			return nil, connect.NewError(connect.CodeNotFound,
+				fmt.Errorf("commit: no build of commit %s; give repo and branch to build it for the first time", commit))
 		}
-		if branch == "" {
-			branch = prev.Branch
+		// A commit never built before: only in a repository an observer
+		// reported, fetched from where the observer said and routed by its
+		// labels. The user token must not choose what runners fetch.
+		known, err := d.st.ListBuilds(ctx, store.Query{Repo: repo, Limit: 1})
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
 		}
-		cloneURL, labels = prev.CloneUrl, prev.Labels
-	} else if repo == "" || branch == "" {
-		return nil, connect.NewError(connect.CodeNotFound,
-			fmt.Errorf("commit: no build of commit %s; give repo and branch to build it for the first time", commit))
-	} else if err := validate.CloneURL("repo", repo); err != nil {
-		// A first build fetches from repo itself.
-		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+		if len(known) == 0 {
+			return nil, connect.NewError(connect.CodePermissionDenied,
+				fmt.Errorf("repo: no observer has reported repository %q, so TriggerBuild cannot build it; "+
+					"report its commits with the observer token (ObserverService.ReportCommits, or pontus notify)", repo))
+		}
+		prev = known[0]
 	}
+	if repo == "" {
+		repo = prev.Repo
+	}
+	if branch == "" {
+		branch = prev.Branch
+	}
+	cloneURL, labels := prev.CloneUrl, prev.Labels
 	d.mu.Lock()
 	if err := d.roomLocked(1); err != nil {
 		d.mu.Unlock()
