@@ -57,12 +57,12 @@ type dispatcher struct {
 	runners  map[string]*runnerState
 	// onlineRunners counts runners not counted offline (queue.go).
 	onlineRunners int
-	waiters  []*waiter
-	cursors  map[cursorKey]string
-	nextID   int64
-	subs     map[*subscriber]struct{}
-	shutdown chan struct{}
-	closed   bool
+	waiters       []*waiter
+	cursors       map[cursorKey]string
+	nextID        int64
+	subs          map[*subscriber]struct{}
+	shutdown      chan struct{}
+	closed        bool
 }
 
 type cursorKey struct{ repo, branch string }
