@@ -83,6 +83,8 @@ type runnerState struct {
 	lastSeen time.Time
 	// counted is the state the label queues' counts hold for this runner.
 	counted pontusv1.RunnerState
+	// contacted: the runner called again after registering.
+	contacted bool
 }
 
 type waiter struct {
@@ -186,15 +188,56 @@ func (d *dispatcher) register(ctx context.Context, name string, labels []string,
 		State: pontusv1.RunnerState_RUNNER_STATE_IDLE, RegisteredAt: timestamppb.New(now), LastSeen: timestamppb.New(now),
 	}
 	d.mu.Lock()
+	var muts []store.Mutation
+	if len(d.runners) >= d.cfg.MaxRunners {
+		old := d.evictableRunnerLocked(now)
+		if old == nil {
+			n := len(d.runners)
+			d.mu.Unlock()
+			return nil, connect.NewError(connect.CodeResourceExhausted,
+				fmt.Errorf("too many runners: %d registered and active (max_runners is %d); retry later", n, d.cfg.MaxRunners))
+		}
+		d.log.Warn("runner forgotten to make room for a registration", "runner", old.r.Id, "name", old.r.Name,
+			"last_seen", old.lastSeen)
+		d.forgetRunnerLocked(old)
+		muts = append(muts, store.Mutation{DeleteRunner: old.r.Id})
+	}
 	rs := &runnerState{r: r, leases: map[int64]int32{}, lastSeen: now}
 	d.runners[r.Id] = rs
 	d.recountLocked(rs, now)
-	c := d.st.Enqueue(store.Mutation{PutRunner: proto.Clone(r).(*pontusv1.Runner)})
+	c := d.st.Enqueue(append(muts, store.Mutation{PutRunner: proto.Clone(r).(*pontusv1.Runner)})...)
 	d.mu.Unlock()
 	if err := c.Wait(ctx); err != nil {
 		return nil, storeErr(err)
 	}
 	return r, nil
+}
+
+// evictableRunnerLocked picks the runner a registration may replace when
+// max_runners is reached: one holding no job and not polling — the
+// longest-silent offline one, else the oldest that never called again after
+// registering. Nil if every runner is in use.
+func (d *dispatcher) evictableRunnerLocked(now time.Time) *runnerState {
+	var offline, silent *runnerState
+	for _, r := range d.runners {
+		if r.polling > 0 || len(r.leases) > 0 {
+			continue
+		}
+		switch {
+		case d.runnerStateLocked(r, now) == pontusv1.RunnerState_RUNNER_STATE_OFFLINE:
+			if offline == nil || r.lastSeen.Before(offline.lastSeen) {
+				offline = r
+			}
+		case !r.contacted:
+			if silent == nil || r.lastSeen.Before(silent.lastSeen) {
+				silent = r
+			}
+		}
+	}
+	if offline != nil {
+		return offline
+	}
+	return silent
 }
 
 func storeErr(err error) error {
@@ -210,6 +253,7 @@ func (d *dispatcher) runnerLocked(id string) (*runnerState, error) {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("runner_id: runner %q is not registered; call Register", id))
 	}
 	r.lastSeen = d.now()
+	r.contacted = true
 	d.recountLocked(r, r.lastSeen)
 	return r, nil
 }
@@ -693,9 +737,9 @@ func (d *dispatcher) expireLeases() {
 		}
 	}
 	d.dispatchLocked()
-	// Forget runners that have been offline for an hour and hold nothing.
+	// Forget runners silent for runner_expiry that hold nothing.
 	for id, r := range d.runners {
-		if r.polling == 0 && len(r.leases) == 0 && now.Sub(r.lastSeen) > time.Hour {
+		if r.polling == 0 && len(r.leases) == 0 && now.Sub(r.lastSeen) > d.cfg.RunnerExpiry {
 			d.forgetRunnerLocked(r)
 			commits = append(commits, d.st.Enqueue(store.Mutation{DeleteRunner: id}))
 		}
