@@ -902,9 +902,25 @@ func (d *dispatcher) find(ctx context.Context, id int64, commit, repo string) (*
 		}
 		return b, nil
 	}
-	stored, err := d.st.LatestBuild(ctx, repo, commit)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
+	var stored *pontusv1.Build
+	if repo == "" {
+		// Without repo, the commit must name builds of one repository.
+		bs, err := d.st.ListBuilds(ctx, store.Query{Commit: commit, Limit: 1000})
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
+		}
+		if len(bs) > 0 {
+			stored = bs[0]
+		}
+		if err := d.oneRepoOf(commit, bs); err != nil {
+			return nil, err
+		}
+	} else {
+		b, err := d.st.LatestBuild(ctx, repo, commit)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
+		}
+		stored = b
 	}
 	if live := d.liveByCommit(repo, commit); live != nil && (stored == nil || live.Id >= stored.Id) {
 		return live, nil
@@ -917,6 +933,35 @@ func (d *dispatcher) find(ctx context.Context, id int64, commit, repo string) (*
 
 // listChunk is how many builds a list overlays per hold of the lock.
 const listChunk = 32
+
+// oneRepoOf refuses a commit that names builds (stored, or live) of more
+// than one repository, naming them.
+func (d *dispatcher) oneRepoOf(commit string, stored []*pontusv1.Build) error {
+	var repos []string
+	for _, b := range stored {
+		if !slices.Contains(repos, b.Repo) {
+			repos = append(repos, b.Repo)
+		}
+	}
+	d.mu.Lock()
+	for _, lb := range d.byCommit[commit] {
+		if !slices.Contains(repos, lb.b.Repo) {
+			repos = append(repos, lb.b.Repo)
+		}
+	}
+	d.mu.Unlock()
+	if len(repos) < 2 {
+		return nil
+	}
+	slices.Sort(repos)
+	quoted := make([]string, len(repos))
+	for i, r := range repos {
+		quoted[i] = fmt.Sprintf("%q", r)
+	}
+	return connect.NewError(connect.CodeFailedPrecondition,
+		fmt.Errorf("repo: commit %s has builds in %d repositories (%s); give repo (--repo) to choose one",
+			commit, len(repos), strings.Join(quoted, ", ")))
+}
 
 // list is ListBuilds: the store's rows with live builds' fresher state.
 // LEASED and RUNNING builds are answered from the live state alone, since

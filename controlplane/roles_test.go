@@ -63,3 +63,58 @@ func TestTriggerStaysInItsLane(t *testing.T) {
 		t.Fatalf("report with the observer token: %v", err)
 	}
 }
+
+// A commit with builds in two repositories is ambiguous without repo:
+// every RPC that takes a commit says so, naming both, and repo chooses.
+func TestCommitInTwoRepositoriesNeedsRepo(t *testing.T) {
+	cp := startCP(t, testConfig(t))
+	ctx := context.Background()
+	app := cp.report(t, "main", nil, commitA)[0] // in /srv/repo
+	res, err := cp.observer.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{Repo: "/srv/lib", Branch: "main", Commits: []string{commitA}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib := res.Builds[0]
+	ambiguous := func(name string, err error) {
+		t.Helper()
+		if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), `"/srv/lib"`) ||
+			!strings.Contains(err.Error(), `"/srv/repo"`) || !strings.Contains(err.Error(), "repo") {
+			t.Errorf("%s without repo: %v; want failed_precondition naming both repositories", name, err)
+		}
+	}
+	_, err = cp.builds.GetBuild(ctx, &pontusv1.GetBuildRequest{Commit: commitA})
+	ambiguous("GetBuild", err)
+	_, err = cp.builds.TriggerBuild(ctx, &pontusv1.TriggerBuildRequest{Commit: commitA})
+	ambiguous("TriggerBuild", err)
+	_, err = cp.builds.CancelBuild(ctx, &pontusv1.CancelBuildRequest{Commit: commitA})
+	ambiguous("CancelBuild", err)
+	stream, err := cp.builds.TailLog(ctx, &pontusv1.TailLogRequest{Commit: commitA})
+	if err == nil {
+		for stream.Receive() {
+		}
+		err = stream.Err()
+		stream.Close()
+	}
+	ambiguous("TailLog", err)
+
+	got, err := cp.builds.GetBuild(ctx, &pontusv1.GetBuildRequest{Commit: commitA, Repo: "/srv/lib"})
+	if err != nil || got.Build.Id != lib.Id {
+		t.Fatalf("GetBuild with repo /srv/lib: %v, %v; want build %d", got.GetBuild().GetId(), err, lib.Id)
+	}
+	c, err := cp.builds.CancelBuild(ctx, &pontusv1.CancelBuildRequest{Commit: commitA, Repo: "/srv/repo"})
+	if err != nil || c.Build.Id != app.Id || c.Build.Status != pontusv1.BuildStatus_BUILD_STATUS_CANCELED {
+		t.Fatalf("CancelBuild with repo /srv/repo: %v, %v; want build %d canceled", c.GetBuild(), err, app.Id)
+	}
+	// Finished or not, the ambiguity stays until repo is given.
+	_, err = cp.builds.GetBuild(ctx, &pontusv1.GetBuildRequest{Commit: commitA})
+	ambiguous("GetBuild after one finished", err)
+	tr, err := cp.builds.TriggerBuild(ctx, &pontusv1.TriggerBuildRequest{Commit: commitA, Repo: "/srv/repo"})
+	if err != nil || tr.Build.Repo != "/srv/repo" {
+		t.Fatalf("TriggerBuild with repo: %v, %v", tr.GetBuild(), err)
+	}
+	// A commit of one repository needs no repo.
+	cp.report(t, "main", nil, commitB)
+	if _, err := cp.builds.GetBuild(ctx, &pontusv1.GetBuildRequest{Commit: commitB}); err != nil {
+		t.Fatalf("GetBuild of a commit in one repository: %v", err)
+	}
+}
