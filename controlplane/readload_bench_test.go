@@ -22,7 +22,8 @@ import (
 // the hand-out of a queued job — on a control plane holding 100,000 queued
 // builds no runner can take ("no runner has labels [gpu]"), while readers
 // hammer ListBuilds (1,000 builds a call, every one with its pending
-// reason) and the public /badge.svg. PONTUS_BENCH_QUEUED changes the count.
+// reason), the public /badge.svg and the dashboard's front page.
+// PONTUS_BENCH_QUEUED changes the count.
 //
 //	go test -run '^$' -bench RunnersUnderReadLoad -benchtime 2000x ./controlplane
 func BenchmarkRunnersUnderReadLoad(b *testing.B) {
@@ -53,13 +54,15 @@ func BenchmarkRunnersUnderReadLoad(b *testing.B) {
 
 	// hammer runs n readers of each kind until stop, counting calls and
 	// their total time.
-	type readStats struct{ lists, badges, listNanos, badgeNanos atomic.Int64 }
+	type readStats struct {
+		lists, badges, pages, listNanos, badgeNanos, pageNanos atomic.Int64
+	}
 	hammer := func(n int) (stop func() *readStats) {
 		st := &readStats{}
 		rctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		for range n {
-			wg.Add(2)
+			wg.Add(3)
 			go func() {
 				defer wg.Done()
 				for rctx.Err() == nil {
@@ -70,21 +73,23 @@ func BenchmarkRunnersUnderReadLoad(b *testing.B) {
 					}
 				}
 			}()
-			go func() {
+			get := func(path string, count, nanos *atomic.Int64) {
 				defer wg.Done()
 				for rctx.Err() == nil {
 					t0 := time.Now()
-					req, _ := http.NewRequestWithContext(rctx, http.MethodGet, cp.url+"/badge.svg?branch=main", nil)
+					req, _ := http.NewRequestWithContext(rctx, http.MethodGet, cp.url+path, nil)
 					res, err := http.DefaultClient.Do(req)
 					if err != nil {
 						continue
 					}
 					_, _ = io.Copy(io.Discard, res.Body)
 					res.Body.Close()
-					st.badges.Add(1)
-					st.badgeNanos.Add(int64(time.Since(t0)))
+					count.Add(1)
+					nanos.Add(int64(time.Since(t0)))
 				}
-			}()
+			}
+			go get("/badge.svg?branch=main", &st.badges, &st.badgeNanos)
+			go get("/", &st.pages, &st.pageNanos) // the dashboard: newest 50 builds
 		}
 		return func() *readStats { cancel(); wg.Wait(); return st }
 	}
@@ -100,6 +105,9 @@ func BenchmarkRunnersUnderReadLoad(b *testing.B) {
 		}
 		if st != nil && st.badges.Load() > 0 {
 			b.ReportMetric(float64(st.badgeNanos.Load()/st.badges.Load())/1e6, "badge-ms")
+		}
+		if st != nil && st.pages.Load() > 0 {
+			b.ReportMetric(float64(st.pageNanos.Load()/st.pages.Load())/1e6, "dashboard-ms")
 		}
 	}
 	heartbeats := func(b *testing.B, readers int) {
@@ -125,6 +133,23 @@ func BenchmarkRunnersUnderReadLoad(b *testing.B) {
 	}
 	b.Run("heartbeat/quiet", func(b *testing.B) { heartbeats(b, 0) })
 	b.Run("heartbeat/hammered", func(b *testing.B) { heartbeats(b, 4) })
+	// What a runner call waits for behind readers, without the CPU the
+	// call itself needs: the time to take the dispatch lock.
+	b.Run("lockwait/hammered", func(b *testing.B) {
+		stop := hammer(4)
+		d := cp.server.d
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for range b.N {
+			t0 := time.Now()
+			d.mu.Lock()
+			lat = append(lat, time.Since(t0))
+			d.mu.Unlock()
+			time.Sleep(time.Millisecond)
+		}
+		b.StopTimer()
+		report(b, lat, stop())
+	})
 	next := queued // commits of routable builds, distinct across runs
 	b.Run("handout/hammered", func(b *testing.B) {
 		stop := hammer(4)
