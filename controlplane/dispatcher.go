@@ -816,6 +816,11 @@ func (d *dispatcher) report(ctx context.Context, repo, branch, cloneURL string, 
 		d.reportMu.Unlock()
 		return nil, err
 	}
+	if err := d.labelRoomLocked(labels); fresh > 0 && err != nil {
+		d.mu.Unlock()
+		d.reportMu.Unlock()
+		return nil, err
+	}
 	var muts []store.Mutation
 	for i, c := range commits {
 		if out[i] != nil {
@@ -1052,6 +1057,10 @@ func (d *dispatcher) trigger(ctx context.Context, commit, repo, branch string) (
 	cloneURL, labels := prev.CloneUrl, prev.Labels
 	d.mu.Lock()
 	if err := d.roomLocked(1); err != nil {
+		d.mu.Unlock()
+		return nil, err
+	}
+	if err := d.labelRoomLocked(labels); err != nil {
 		d.mu.Unlock()
 		return nil, err
 	}

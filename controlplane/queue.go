@@ -2,6 +2,8 @@ package controlplane
 
 import (
 	"fmt"
+
+	"connectrpc.com/connect"
 	"slices"
 	"strings"
 	"time"
@@ -33,6 +35,29 @@ type labelQueue struct {
 // emptyQueueTicks is how many lease-check ticks (at most a second each) an
 // empty label queue is kept.
 const emptyQueueTicks = 60
+
+// maxLabelSets bounds the distinct label sets queued at once, so the
+// per-set work of a hand-out or a runner's change of state stays small
+// whatever observers report.
+const maxLabelSets = 1024
+
+// labelRoomLocked refuses builds needing a label set not yet queued when
+// maxLabelSets sets are.
+func (d *dispatcher) labelRoomLocked(labels []string) error {
+	if len(d.queues) < maxLabelSets || d.queues[labelKey(labels)] != nil {
+		return nil
+	}
+	for key, q := range d.queues {
+		if len(q.ids) == 0 {
+			delete(d.queues, key)
+		}
+	}
+	if len(d.queues) < maxLabelSets {
+		return nil
+	}
+	return connect.NewError(connect.CodeResourceExhausted,
+		fmt.Errorf("labels: builds needing %d different label sets are queued, the most the control plane keeps; retry when some have run", len(d.queues)))
+}
 
 // labelKey names a set of labels independently of order and repeats.
 func labelKey(labels []string) string {

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
@@ -193,5 +195,24 @@ func TestPendingReasonFromCounts(t *testing.T) {
 	res, err := cp.builds.ListBuilds(ctx, &pontusv1.ListBuildsRequest{Status: statusQueued})
 	if err != nil || len(res.Builds) != 2 {
 		t.Fatalf("queued builds: %v, %v", res.GetBuilds(), err)
+	}
+}
+
+// Builds needing more distinct label sets than the control plane keeps are
+// refused with resource_exhausted naming labels; a known set still queues.
+func TestLabelSetsAreBounded(t *testing.T) {
+	d := newTestDispatcher(t, testConfig(t))
+	ctx := t.Context()
+	for i := range maxLabelSets {
+		if _, err := d.report(ctx, "/srv/repo", "main", "", []string{fmt.Sprintf("l%d", i)}, []string{fmt.Sprintf("%040x", i+1)}, false); err != nil {
+			t.Fatalf("label set %d: %v", i, err)
+		}
+	}
+	_, err := d.report(ctx, "/srv/repo", "main", "", []string{"one-too-many"}, []string{fmt.Sprintf("%040x", maxLabelSets+1)}, false)
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "labels:") {
+		t.Fatalf("a new label set beyond the bound: %v, want resource_exhausted naming labels", err)
+	}
+	if _, err := d.report(ctx, "/srv/repo", "main", "", []string{"l7"}, []string{fmt.Sprintf("%040x", maxLabelSets+2)}, false); err != nil {
+		t.Fatalf("a known label set at the bound: %v", err)
 	}
 }

@@ -200,7 +200,7 @@ func (h *handler) signin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ok, wait := h.signins.allow(remoteHost(r)); !ok {
-		h.log.Warn("dashboard sign-in rate limited", "remote", r.RemoteAddr)
+		h.log.Debug("dashboard sign-in rate limited", "remote", r.RemoteAddr)
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
 		h.render(w, http.StatusTooManyRequests, "signin", "Sign in", "",
 			signinView{Next: next, Error: "Too many sign-in attempts from your address; wait a minute and try again."})
