@@ -989,7 +989,14 @@ func (d *dispatcher) list(ctx context.Context, q store.Query) ([]*pontusv1.Build
 				if q.Status != 0 && lb.b.Status != q.Status {
 					continue
 				}
-				b = d.viewLocked(lb.b)
+				if lb.b.Status == statusQueued && b.Status == statusQueued && b.Attempt == lb.b.Attempt {
+					// The row is the queued build's state (a queued build
+					// changes only by leaving the queue): only the reason
+					// is live, so no copy is made under the lock.
+					b.Reason = d.pendingReasonLocked(lb.b)
+				} else {
+					b = d.viewLocked(lb.b)
+				}
 			}
 			out = append(out, b)
 		}
