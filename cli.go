@@ -330,7 +330,7 @@ func runRunners(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 func runTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newClientFlags("trigger", stderr)
-	repo := c.fs.String("repo", "", "the `repository` (needed for a commit never built before)")
+	repo := c.fs.String("repo", "", "the `repository` (needed for a commit never built before; an observer must have reported it)")
 	branch := c.fs.String("branch", "", "the `branch` (needed for a commit never built before)")
 	if err := parseFlags(c.fs, args); err != nil {
 		return err
@@ -343,6 +343,10 @@ func runTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	res, err := client.TriggerBuild(ctx, &pontusv1.TriggerBuildRequest{Commit: c.fs.Arg(0), Repo: *repo, Branch: *branch})
+	if connect.CodeOf(err) == connect.CodePermissionDenied {
+		return fmt.Errorf("%w\nA repository is first built when an observer reports it. With the observer token:\n"+
+			"  PONTUS_OBSERVER_TOKEN=... pontus notify --repo %s --branch %s %s", err, orPlaceholder(*repo, "REPO"), orPlaceholder(*branch, "BRANCH"), c.fs.Arg(0))
+	}
 	if err != nil {
 		return err
 	}
@@ -351,6 +355,14 @@ func runTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintf(stdout, "build %d queued for %s (%s)\n", res.Build.Id, short(res.Build.Commit), res.Build.Reason)
 	return nil
+}
+
+// orPlaceholder returns v, or placeholder when v is empty.
+func orPlaceholder(v, placeholder string) string {
+	if v == "" {
+		return placeholder
+	}
+	return v
 }
 
 func runCancel(ctx context.Context, args []string, stdout, stderr io.Writer) error {

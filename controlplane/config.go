@@ -45,6 +45,26 @@ type Config struct {
 	// Insecure allows listening on a non-loopback address without tokens.
 	Insecure bool `toml:"insecure"`
 
+	// Bounds on what clients hold open or leave behind (limits.go).
+	//
+	// MaxStreams caps concurrent streams (WatchBuilds, TailLog, health
+	// Watch, reflection) in all; MaxStreamsPerClient caps them per client
+	// address. Streams that need no token (health Watch, reflection) are
+	// also held to MaxPublicStreams in all and MaxPublicStreamsPerClient
+	// per address. A stream beyond a cap is refused with resource_exhausted.
+	MaxStreams                int `toml:"max_streams"`
+	MaxStreamsPerClient       int `toml:"max_streams_per_client"`
+	MaxPublicStreams          int `toml:"max_public_streams"`
+	MaxPublicStreamsPerClient int `toml:"max_public_streams_per_client"`
+	// MaxRunners bounds registered runners: a registration beyond it evicts
+	// the longest-silent runner that holds no job, or is refused with
+	// resource_exhausted. RunnerExpiry forgets runners silent that long.
+	MaxRunners   int           `toml:"max_runners"`
+	RunnerExpiry time.Duration `toml:"runner_expiry"`
+	// SigninPerMinute is how many dashboard sign-in attempts one client
+	// address may make a minute (a token bucket; beyond it HTTP 429).
+	SigninPerMinute int `toml:"signin_per_minute"`
+
 	// Tokens, filled by the caller from the environment or the files.
 	RunnerToken   string `toml:"-"`
 	ObserverToken string `toml:"-"`
@@ -63,6 +83,14 @@ func DefaultConfig() Config {
 		MaxAttempts:       3,
 		MaxLogMiB:         32,
 		MaxQueuedBuilds:   100000,
+
+		MaxStreams:                4096,
+		MaxStreamsPerClient:       64,
+		MaxPublicStreams:          256,
+		MaxPublicStreamsPerClient: 4,
+		MaxRunners:                10000,
+		RunnerExpiry:              time.Hour,
+		SigninPerMinute:           10,
 	}
 }
 
@@ -101,6 +129,28 @@ func (c *Config) Validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		bad("tls_cert", "tls_cert and tls_key must be set together")
+	}
+
+	if c.MaxStreams < 1 {
+		bad("max_streams", "must be at least 1, got %d", c.MaxStreams)
+	}
+	if c.MaxStreamsPerClient < 1 || c.MaxStreamsPerClient > c.MaxStreams {
+		bad("max_streams_per_client", "must be between 1 and max_streams (%d), got %d", c.MaxStreams, c.MaxStreamsPerClient)
+	}
+	if c.MaxPublicStreams < 1 || c.MaxPublicStreams > c.MaxStreams {
+		bad("max_public_streams", "must be between 1 and max_streams (%d), got %d", c.MaxStreams, c.MaxPublicStreams)
+	}
+	if c.MaxPublicStreamsPerClient < 1 || c.MaxPublicStreamsPerClient > c.MaxPublicStreams {
+		bad("max_public_streams_per_client", "must be between 1 and max_public_streams (%d), got %d", c.MaxPublicStreams, c.MaxPublicStreamsPerClient)
+	}
+	if c.MaxRunners < 1 {
+		bad("max_runners", "must be at least 1, got %d", c.MaxRunners)
+	}
+	if c.RunnerExpiry < time.Minute {
+		bad("runner_expiry", "must be at least 1m, got %s", c.RunnerExpiry)
+	}
+	if c.SigninPerMinute < 1 {
+		bad("signin_per_minute", "must be at least 1, got %d", c.SigninPerMinute)
 	}
 	return errors.Join(errs...)
 }

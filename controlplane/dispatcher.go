@@ -19,7 +19,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pontus-ci/pontus/controlplane/store"
-	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
@@ -52,14 +51,18 @@ type dispatcher struct {
 	mu       sync.Mutex
 	builds   map[int64]*liveBuild
 	byCommit map[string][]*liveBuild // live builds of each commit, so reports need no scan
-	queue    []int64                 // ids of QUEUED builds, ascending
+	active   map[int64]*liveBuild    // LEASED and RUNNING builds
+	queues   map[string]*labelQueue  // QUEUED builds by the labels they need (queue.go)
+	queued   int                     // QUEUED builds in all queues
 	runners  map[string]*runnerState
-	waiters  []*waiter
-	cursors  map[cursorKey]string
-	nextID   int64
-	subs     map[*subscriber]struct{}
-	shutdown chan struct{}
-	closed   bool
+	// onlineRunners counts runners not counted offline (queue.go).
+	onlineRunners int
+	waiters       []*waiter
+	cursors       map[cursorKey]string
+	nextID        int64
+	subs          map[*subscriber]struct{}
+	shutdown      chan struct{}
+	closed        bool
 }
 
 type cursorKey struct{ repo, branch string }
@@ -78,6 +81,10 @@ type runnerState struct {
 	leases   map[int64]int32 // job id → attempt
 	polling  int
 	lastSeen time.Time
+	// counted is the state the label queues' counts hold for this runner.
+	counted pontusv1.RunnerState
+	// contacted: the runner called again after registering.
+	contacted bool
 }
 
 type waiter struct {
@@ -95,6 +102,8 @@ func newDispatcher(cfg Config, st store.Store, logs *logStore, results *resultWr
 		cfg: cfg, st: st, logs: logs, results: results, log: logger, metrics: m, now: time.Now,
 		builds:   map[int64]*liveBuild{},
 		byCommit: map[string][]*liveBuild{},
+		active:   map[int64]*liveBuild{},
+		queues:   map[string]*labelQueue{},
 		runners:  map[string]*runnerState{},
 		cursors:  map[cursorKey]string{},
 		subs:     map[*subscriber]struct{}{},
@@ -123,8 +132,11 @@ func (d *dispatcher) load(ctx context.Context) (unreported []*pontusv1.Build, er
 		d.addLiveLocked(lb)
 		switch b.Status {
 		case statusQueued:
-			d.queue = append(d.queue, b.Id)
+			q := d.queueForLocked(b.Labels)
+			q.ids = append(q.ids, b.Id)
+			d.queued++
 		case statusLeased, statusRunning:
+			d.active[b.Id] = lb
 			b.LeaseDeadline = timestamppb.New(now.Add(d.cfg.LeaseDuration))
 			if r := d.runners[b.RunnerId]; r != nil {
 				r.leases[b.Id] = b.Attempt
@@ -135,7 +147,12 @@ func (d *dispatcher) load(ctx context.Context) (unreported []*pontusv1.Build, er
 			}
 		}
 	}
-	sort.Slice(d.queue, func(i, j int) bool { return d.queue[i] < d.queue[j] })
+	for _, q := range d.queues {
+		slices.Sort(q.ids)
+	}
+	for _, r := range d.runners {
+		d.recountLocked(r, now)
+	}
 	for _, c := range st.Cursors {
 		d.cursors[cursorKey{c.Repo, c.Branch}] = c.Commit
 	}
@@ -171,13 +188,56 @@ func (d *dispatcher) register(ctx context.Context, name string, labels []string,
 		State: pontusv1.RunnerState_RUNNER_STATE_IDLE, RegisteredAt: timestamppb.New(now), LastSeen: timestamppb.New(now),
 	}
 	d.mu.Lock()
-	d.runners[r.Id] = &runnerState{r: r, leases: map[int64]int32{}, lastSeen: now}
-	c := d.st.Enqueue(store.Mutation{PutRunner: proto.Clone(r).(*pontusv1.Runner)})
+	var muts []store.Mutation
+	if len(d.runners) >= d.cfg.MaxRunners {
+		old := d.evictableRunnerLocked(now)
+		if old == nil {
+			n := len(d.runners)
+			d.mu.Unlock()
+			return nil, connect.NewError(connect.CodeResourceExhausted,
+				fmt.Errorf("too many runners: %d registered and active (max_runners is %d); retry later", n, d.cfg.MaxRunners))
+		}
+		d.log.Warn("runner forgotten to make room for a registration", "runner", old.r.Id, "name", old.r.Name,
+			"last_seen", old.lastSeen)
+		d.forgetRunnerLocked(old)
+		muts = append(muts, store.Mutation{DeleteRunner: old.r.Id})
+	}
+	rs := &runnerState{r: r, leases: map[int64]int32{}, lastSeen: now}
+	d.runners[r.Id] = rs
+	d.recountLocked(rs, now)
+	c := d.st.Enqueue(append(muts, store.Mutation{PutRunner: proto.Clone(r).(*pontusv1.Runner)})...)
 	d.mu.Unlock()
 	if err := c.Wait(ctx); err != nil {
 		return nil, storeErr(err)
 	}
 	return r, nil
+}
+
+// evictableRunnerLocked picks the runner a registration may replace when
+// max_runners is reached: one holding no job and not polling — the
+// longest-silent offline one, else the oldest that never called again after
+// registering. Nil if every runner is in use.
+func (d *dispatcher) evictableRunnerLocked(now time.Time) *runnerState {
+	var offline, silent *runnerState
+	for _, r := range d.runners {
+		if r.polling > 0 || len(r.leases) > 0 {
+			continue
+		}
+		switch {
+		case d.runnerStateLocked(r, now) == pontusv1.RunnerState_RUNNER_STATE_OFFLINE:
+			if offline == nil || r.lastSeen.Before(offline.lastSeen) {
+				offline = r
+			}
+		case !r.contacted:
+			if silent == nil || r.lastSeen.Before(silent.lastSeen) {
+				silent = r
+			}
+		}
+	}
+	if offline != nil {
+		return offline
+	}
+	return silent
 }
 
 func storeErr(err error) error {
@@ -193,6 +253,8 @@ func (d *dispatcher) runnerLocked(id string) (*runnerState, error) {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("runner_id: runner %q is not registered; call Register", id))
 	}
 	r.lastSeen = d.now()
+	r.contacted = true
+	d.recountLocked(r, r.lastSeen)
 	return r, nil
 }
 
@@ -225,7 +287,9 @@ func (d *dispatcher) claimLocked(r *runnerState, lb *liveBuild) (*pontusv1.Job, 
 		Status: statusLeased,
 	})
 	r.leases[b.Id] = b.Attempt
-	d.removeFromQueueLocked(b.Id)
+	d.removeFromQueueLocked(lb)
+	d.active[b.Id] = lb
+	d.recountLocked(r, now)
 	d.touchLocked(lb)
 	job := &pontusv1.Job{
 		JobId: b.Id, Attempt: b.Attempt, BuildId: b.Id, Repo: b.Repo, CloneUrl: b.CloneUrl,
@@ -244,6 +308,7 @@ func (d *dispatcher) unclaimLocked(job *pontusv1.Job) *store.Commit {
 	b := lb.b
 	if r := d.runners[b.RunnerId]; r != nil {
 		delete(r.leases, b.Id)
+		d.recountLocked(r, d.now())
 	}
 	b.Attempt--
 	b.Attempts = b.Attempts[:len(b.Attempts)-1]
@@ -258,49 +323,21 @@ func (d *dispatcher) unclaimLocked(job *pontusv1.Job) *store.Commit {
 	b.Status = statusQueued
 	b.RunnerId, b.RunnerName = "", ""
 	b.StartedAt, b.LeaseDeadline = nil, nil
-	d.insertQueueLocked(b.Id)
+	d.insertQueueLocked(lb)
 	d.touchLocked(lb)
 	c := d.st.Enqueue(store.Mutation{PutBuild: b})
 	d.dispatchLocked()
 	return c
 }
 
-func (d *dispatcher) removeFromQueueLocked(id int64) {
-	i, ok := slices.BinarySearch(d.queue, id)
-	if ok {
-		d.queue = slices.Delete(d.queue, i, i+1)
-	}
-}
-
-func (d *dispatcher) insertQueueLocked(id int64) {
-	i, ok := slices.BinarySearch(d.queue, id)
-	if !ok {
-		d.queue = slices.Insert(d.queue, i, id)
-	}
-}
-
-// nextForLocked finds the oldest queued build runner r may take.
-func (d *dispatcher) nextForLocked(r *runnerState) *liveBuild {
-	if len(r.leases) >= int(max(r.r.Capacity, 1)) {
-		return nil
-	}
-	for _, id := range d.queue {
-		lb := d.builds[id]
-		if lb != nil && hasLabels(r.r.Labels, lb.b.Labels) {
-			return lb
-		}
-	}
-	return nil
-}
-
 // dispatchLocked hands queued builds to waiting runners, oldest waiter first.
 func (d *dispatcher) dispatchLocked() {
-	if len(d.queue) == 0 || len(d.waiters) == 0 {
+	if d.queued == 0 || len(d.waiters) == 0 {
 		return
 	}
 	kept := d.waiters[:0]
 	for i, w := range d.waiters {
-		if len(d.queue) == 0 {
+		if d.queued == 0 {
 			kept = append(kept, d.waiters[i:]...)
 			break
 		}
@@ -309,8 +346,8 @@ func (d *dispatcher) dispatchLocked() {
 			kept = append(kept, w)
 			continue
 		}
-		job, mut := d.claimLocked(w.runner, lb)
 		w.runner.polling--
+		job, mut := d.claimLocked(w.runner, lb)
 		w.ch <- claim{job: job, commit: d.st.Enqueue(mut)}
 	}
 	clear(d.waiters[len(kept):])
@@ -339,6 +376,7 @@ func (d *dispatcher) acquire(ctx context.Context, runnerID string, wait time.Dur
 	w := &waiter{runner: r, ch: make(chan claim, 1)}
 	d.waiters = append(d.waiters, w)
 	r.polling++
+	d.recountLocked(r, d.now())
 	d.mu.Unlock()
 
 	timer := time.NewTimer(wait)
@@ -356,6 +394,7 @@ func (d *dispatcher) acquire(ctx context.Context, runnerID string, wait time.Dur
 		r.polling--
 	}
 	r.lastSeen = d.now()
+	d.recountLocked(r, r.lastSeen)
 	d.mu.Unlock()
 	select {
 	case c := <-w.ch: // handed a job while we were leaving
@@ -539,6 +578,7 @@ func (d *dispatcher) heartbeat(ctx context.Context, runnerID string, leases []*p
 			cancel = append(cancel, l)
 		}
 	}
+	d.recountLocked(r, now)
 	d.mu.Unlock()
 	for _, c := range commits {
 		if err := c.Wait(ctx); err != nil {
@@ -614,8 +654,10 @@ func (d *dispatcher) finishLocked(lb *liveBuild) *store.Commit {
 	b.LeaseDeadline = nil
 	if r := d.runners[b.RunnerId]; r != nil {
 		delete(r.leases, b.Id)
+		d.recountLocked(r, d.now())
 	}
-	d.removeFromQueueLocked(b.Id)
+	d.removeFromQueueLocked(lb)
+	delete(d.active, b.Id)
 	d.removeLiveLocked(lb)
 	d.touchLocked(lb)
 	d.metrics.finished(b)
@@ -656,7 +698,7 @@ func (d *dispatcher) expireLeases() {
 	var finished []*pontusv1.Build
 	var commits []*store.Commit
 	d.mu.Lock()
-	for _, lb := range d.builds {
+	for _, lb := range d.active {
 		b := lb.b
 		if (b.Status != statusLeased && b.Status != statusRunning) || b.LeaseDeadline == nil ||
 			now.Before(b.LeaseDeadline.AsTime()) {
@@ -689,19 +731,20 @@ func (d *dispatcher) expireLeases() {
 			b.Status = statusQueued
 			b.Reason = ""
 			b.RunnerId, b.RunnerName, b.LeaseDeadline = "", "", nil
-			d.insertQueueLocked(b.Id)
+			d.insertQueueLocked(lb)
 			d.touchLocked(lb)
 			commits = append(commits, d.st.Enqueue(store.Mutation{PutBuild: b}))
 		}
 	}
 	d.dispatchLocked()
-	// Forget runners that have been offline for an hour and hold nothing.
+	// Forget runners silent for runner_expiry that hold nothing.
 	for id, r := range d.runners {
-		if r.polling == 0 && len(r.leases) == 0 && now.Sub(r.lastSeen) > time.Hour {
-			delete(d.runners, id)
+		if r.polling == 0 && len(r.leases) == 0 && now.Sub(r.lastSeen) > d.cfg.RunnerExpiry {
+			d.forgetRunnerLocked(r)
 			commits = append(commits, d.st.Enqueue(store.Mutation{DeleteRunner: id}))
 		}
 	}
+	d.tickQueuesLocked(now)
 	d.mu.Unlock()
 	for _, c := range commits {
 		if err := c.Wait(context.Background()); err != nil {
@@ -726,16 +769,16 @@ func (d *dispatcher) newBuildLocked(repo, branch, commit, cloneURL string, label
 	d.nextID++
 	lb := &liveBuild{b: b, changed: make(chan struct{})}
 	d.addLiveLocked(lb)
-	d.insertQueueLocked(b.Id)
+	d.insertQueueLocked(lb)
 	d.touchLocked(lb)
 	return lb, store.Mutation{PutBuild: b}
 }
 
 // roomLocked refuses n more queued builds when the queue is full.
 func (d *dispatcher) roomLocked(n int) error {
-	if len(d.queue)+n > d.cfg.MaxQueuedBuilds {
+	if d.queued+n > d.cfg.MaxQueuedBuilds {
 		return connect.NewError(connect.CodeResourceExhausted,
-			fmt.Errorf("queue full: %d builds waiting (max_queued_builds is %d); retry later", len(d.queue), d.cfg.MaxQueuedBuilds))
+			fmt.Errorf("queue full: %d builds waiting (max_queued_builds is %d); retry later", d.queued, d.cfg.MaxQueuedBuilds))
 	}
 	return nil
 }
@@ -769,6 +812,11 @@ func (d *dispatcher) report(ctx context.Context, repo, branch, cloneURL string, 
 		}
 	}
 	if err := d.roomLocked(fresh); err != nil {
+		d.mu.Unlock()
+		d.reportMu.Unlock()
+		return nil, err
+	}
+	if err := d.labelRoomLocked(labels); fresh > 0 && err != nil {
 		d.mu.Unlock()
 		d.reportMu.Unlock()
 		return nil, err
@@ -859,9 +907,25 @@ func (d *dispatcher) find(ctx context.Context, id int64, commit, repo string) (*
 		}
 		return b, nil
 	}
-	stored, err := d.st.LatestBuild(ctx, repo, commit)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
+	var stored *pontusv1.Build
+	if repo == "" {
+		// Without repo, the commit must name builds of one repository.
+		bs, err := d.st.ListBuilds(ctx, store.Query{Commit: commit, Limit: 1000})
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
+		}
+		if len(bs) > 0 {
+			stored = bs[0]
+		}
+		if err := d.oneRepoOf(commit, bs); err != nil {
+			return nil, err
+		}
+	} else {
+		b, err := d.st.LatestBuild(ctx, repo, commit)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
+		}
+		stored = b
 	}
 	if live := d.liveByCommit(repo, commit); live != nil && (stored == nil || live.Id >= stored.Id) {
 		return live, nil
@@ -870,6 +934,38 @@ func (d *dispatcher) find(ctx context.Context, id int64, commit, repo string) (*
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("commit: no build of commit %s", commit))
 	}
 	return stored, nil
+}
+
+// listChunk is how many builds a list overlays per hold of the lock.
+const listChunk = 32
+
+// oneRepoOf refuses a commit that names builds (stored, or live) of more
+// than one repository, naming them.
+func (d *dispatcher) oneRepoOf(commit string, stored []*pontusv1.Build) error {
+	var repos []string
+	for _, b := range stored {
+		if !slices.Contains(repos, b.Repo) {
+			repos = append(repos, b.Repo)
+		}
+	}
+	d.mu.Lock()
+	for _, lb := range d.byCommit[commit] {
+		if !slices.Contains(repos, lb.b.Repo) {
+			repos = append(repos, lb.b.Repo)
+		}
+	}
+	d.mu.Unlock()
+	if len(repos) < 2 {
+		return nil
+	}
+	slices.Sort(repos)
+	quoted := make([]string, len(repos))
+	for i, r := range repos {
+		quoted[i] = fmt.Sprintf("%q", r)
+	}
+	return connect.NewError(connect.CodeFailedPrecondition,
+		fmt.Errorf("repo: commit %s has builds in %d repositories (%s); give repo (--repo) to choose one",
+			commit, len(repos), strings.Join(quoted, ", ")))
 }
 
 // list is ListBuilds: the store's rows with live builds' fresher state.
@@ -883,17 +979,28 @@ func (d *dispatcher) list(ctx context.Context, q store.Query) ([]*pontusv1.Build
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	// The live overlay takes the lock a few builds at a time, so a long
+	// list never holds up runners for its whole length.
 	out := bs[:0]
-	for _, b := range bs {
-		if lb := d.builds[b.Id]; lb != nil {
-			if q.Status != 0 && lb.b.Status != q.Status {
-				continue
+	for i := 0; i < len(bs); i += listChunk {
+		d.mu.Lock()
+		for _, b := range bs[i:min(i+listChunk, len(bs))] {
+			if lb := d.builds[b.Id]; lb != nil {
+				if q.Status != 0 && lb.b.Status != q.Status {
+					continue
+				}
+				if lb.b.Status == statusQueued && b.Status == statusQueued && b.Attempt == lb.b.Attempt {
+					// The row is the queued build's state (a queued build
+					// changes only by leaving the queue): only the reason
+					// is live, so no copy is made under the lock.
+					b.Reason = d.pendingReasonLocked(lb.b)
+				} else {
+					b = d.viewLocked(lb.b)
+				}
 			}
-			b = d.viewLocked(lb.b)
+			out = append(out, b)
 		}
-		out = append(out, b)
+		d.mu.Unlock()
 	}
 	return out, nil
 }
@@ -903,7 +1010,7 @@ func (d *dispatcher) listLive(q store.Query) []*pontusv1.Build {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []*pontusv1.Build
-	for _, lb := range d.builds {
+	for _, lb := range d.active {
 		b := lb.b
 		if b.Status != q.Status || (q.Repo != "" && b.Repo != q.Repo) || (q.Branch != "" && b.Branch != q.Branch) ||
 			(q.Commit != "" && b.Commit != q.Commit) || (q.BeforeID > 0 && b.Id >= q.BeforeID) {
@@ -929,24 +1036,38 @@ func (d *dispatcher) trigger(ctx context.Context, commit, repo, branch string) (
 	if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
 		return nil, err
 	}
-	cloneURL, labels := "", []string(nil)
-	if prev != nil {
-		if repo == "" {
-			repo = prev.Repo
+	if prev == nil {
+		if repo == "" || branch == "" {
+			return nil, connect.NewError(connect.CodeNotFound,
+				fmt.Errorf("commit: no build of commit %s; give repo and branch to build it for the first time", commit))
 		}
-		if branch == "" {
-			branch = prev.Branch
+		// A commit never built before: only in a repository an observer
+		// reported, fetched from where the observer said and routed by its
+		// labels. The user token must not choose what runners fetch.
+		known, err := d.st.ListBuilds(ctx, store.Query{Repo: repo, Limit: 1})
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
 		}
-		cloneURL, labels = prev.CloneUrl, prev.Labels
-	} else if repo == "" || branch == "" {
-		return nil, connect.NewError(connect.CodeNotFound,
-			fmt.Errorf("commit: no build of commit %s; give repo and branch to build it for the first time", commit))
-	} else if err := validate.CloneURL("repo", repo); err != nil {
-		// A first build fetches from repo itself.
-		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+		if len(known) == 0 {
+			return nil, connect.NewError(connect.CodePermissionDenied,
+				fmt.Errorf("repo: no observer has reported repository %q, so TriggerBuild cannot build it; "+
+					"report its commits with the observer token (ObserverService.ReportCommits, or pontus notify)", repo))
+		}
+		prev = known[0]
 	}
+	if repo == "" {
+		repo = prev.Repo
+	}
+	if branch == "" {
+		branch = prev.Branch
+	}
+	cloneURL, labels := prev.CloneUrl, prev.Labels
 	d.mu.Lock()
 	if err := d.roomLocked(1); err != nil {
+		d.mu.Unlock()
+		return nil, err
+	}
+	if err := d.labelRoomLocked(labels); err != nil {
 		d.mu.Unlock()
 		return nil, err
 	}
@@ -1046,58 +1167,6 @@ func (d *dispatcher) viewLocked(b *pontusv1.Build) *pontusv1.Build {
 		v.Reason = d.pendingReasonLocked(v)
 	}
 	return v
-}
-
-// pendingReasonLocked says why a queued build is still waiting.
-func (d *dispatcher) pendingReasonLocked(b *pontusv1.Build) string {
-	now := d.now()
-	var online, matching, free, matchingOffline int
-	for _, r := range d.runners {
-		st := d.runnerStateLocked(r, now)
-		match := hasLabels(r.r.Labels, b.Labels)
-		if st == pontusv1.RunnerState_RUNNER_STATE_OFFLINE {
-			if match {
-				matchingOffline++
-			}
-			continue
-		}
-		online++
-		if !match {
-			continue
-		}
-		matching++
-		if st == pontusv1.RunnerState_RUNNER_STATE_IDLE {
-			free++
-		}
-	}
-	labels := ""
-	if len(b.Labels) > 0 {
-		labels = " with labels [" + strings.Join(b.Labels, " ") + "]"
-	}
-	ahead := 0
-	for _, id := range d.queue {
-		if id >= b.Id {
-			break
-		}
-		if lb := d.builds[id]; lb != nil && hasLabels(lb.b.Labels, b.Labels) {
-			ahead++
-		}
-	}
-	switch {
-	case len(d.runners) == 0:
-		return "no runners registered"
-	case matching == 0 && len(b.Labels) > 0 && matchingOffline > 0:
-		return fmt.Sprintf("no online runner has labels [%s] (%d such runners offline)", strings.Join(b.Labels, " "), matchingOffline)
-	case matching == 0 && len(b.Labels) > 0:
-		return fmt.Sprintf("no runner has labels [%s]", strings.Join(b.Labels, " "))
-	case online == 0:
-		return fmt.Sprintf("no runner online (%d registered, all offline)", len(d.runners))
-	case free == 0:
-		return fmt.Sprintf("all %d runners%s busy", matching, labels)
-	case ahead > 0:
-		return fmt.Sprintf("waiting behind %d queued builds", ahead)
-	}
-	return "waiting for a runner to pick it up"
 }
 
 // touchLocked announces a change of lb to watchers and log followers.

@@ -61,7 +61,7 @@ func (m *metrics) registerLive(d *dispatcher) {
 	}, func() float64 {
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		return float64(len(d.queue))
+		return float64(d.queued)
 	}))
 	m.reg.MustRegister(&liveCollector{d: d,
 		builds:  prometheus.NewDesc("pontus_builds", "Builds not yet finished, by status.", []string{"status"}, nil),
@@ -82,7 +82,8 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	runners := map[string]int{"idle": 0, "busy": 0, "offline": 0}
 	d.mu.Lock()
 	now := d.now()
-	for _, lb := range d.builds {
+	builds["queued"] = d.queued
+	for _, lb := range d.active {
 		builds[statusName(lb.b.Status)]++
 	}
 	for _, r := range d.runners {

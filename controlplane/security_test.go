@@ -609,6 +609,9 @@ func TestHostileRequests(t *testing.T) {
 			switch {
 			case strings.HasSuffix(f.field, "runner_id"):
 				want = []string{"not_found", "invalid_argument"}
+			case f.proc == "/"+pontusv1connect.BuildServiceName+"/TriggerBuild" && f.field == "repo":
+				// A repository no observer reported is refused whatever its name.
+				want = []string{"invalid_argument", "permission_denied"}
 			case f.kind == lookup:
 				want = []string{"invalid_argument", "not_found", "ok", "open"}
 				field = ""

@@ -50,6 +50,8 @@ type Server struct {
 	metrics *metrics
 	health  *grpchealth.StaticChecker
 	handler http.Handler
+	// streams and publicStreams bound open streams (limits.go).
+	streams, publicStreams *streamLimiter
 }
 
 // New opens the store in cfg.DataDir, restores the live state and writes
@@ -118,23 +120,28 @@ func (s *Server) routes() http.Handler {
 	mount(s.cfg.ObserverToken, false, path, h)
 	builds := buildService{s.d}
 	path, h = pontusv1connect.NewBuildServiceHandler(builds, opts...)
-	mount(s.cfg.UserToken, true, path, h,
-		pontusv1connect.BuildServiceWatchBuildsProcedure, pontusv1connect.BuildServiceTailLogProcedure)
+	mount(s.cfg.UserToken, true, path, h)
+	s.streams = newStreamLimiter("streams", s.cfg.MaxStreams, s.cfg.MaxStreamsPerClient)
+	s.publicStreams = newStreamLimiter("unauthenticated streams", s.cfg.MaxPublicStreams, s.cfg.MaxPublicStreamsPerClient)
+	for _, proc := range []string{pontusv1connect.BuildServiceWatchBuildsProcedure, pontusv1connect.BuildServiceTailLogProcedure} {
+		mux.Handle(proc, requireToken(s.cfg.UserToken, true, noWriteDeadline(limitStreams(h, s.streams)), refused))
+	}
 
 	hpath, hh := grpchealth.NewHandler(s.health)
 	mux.Handle(hpath, s.endOnShutdown(hh))
+	mux.Handle(hpath+"Watch", s.endOnShutdown(limitStreams(hh, s.publicStreams, s.streams)))
 	reflector := grpcreflect.NewStaticReflector(
 		pontusv1connect.RunnerServiceName, pontusv1connect.ObserverServiceName, pontusv1connect.BuildServiceName,
 		grpchealth.HealthV1ServiceName)
 	rpath, rh := grpcreflect.NewHandlerV1(reflector)
-	mux.Handle(rpath, s.endOnShutdown(rh))
+	mux.Handle(rpath, s.endOnShutdown(limitStreams(rh, s.publicStreams, s.streams)))
 	rpath, rh = grpcreflect.NewHandlerV1Alpha(reflector)
-	mux.Handle(rpath, s.endOnShutdown(rh))
+	mux.Handle(rpath, s.endOnShutdown(limitStreams(rh, s.publicStreams, s.streams)))
 
 	metricsHandler := promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
 	mux.Handle("/metrics", requireToken(s.cfg.UserToken, true, metricsHandler, nil))
-	mux.Handle("/", web.New(builds, web.Options{UserToken: s.cfg.UserToken, Logger: s.log}))
-	return http.MaxBytesHandler(mux, maxBodyBytes)
+	mux.Handle("/", web.New(builds, web.Options{UserToken: s.cfg.UserToken, Logger: s.log, SigninPerMinute: s.cfg.SigninPerMinute}))
+	return http.MaxBytesHandler(hsts(mux), maxBodyBytes)
 }
 
 // noWriteDeadline lifts the server's write timeout for long-polls and

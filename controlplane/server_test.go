@@ -30,6 +30,7 @@ type testCP struct {
 	runners  pontusv1connect.RunnerServiceClient
 	observer pontusv1connect.ObserverServiceClient
 	builds   pontusv1connect.BuildServiceClient
+	server   *Server
 	stop     func()
 }
 
@@ -60,7 +61,7 @@ func startCP(t testing.TB, cfg Config) *testCP {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
 	url := "http://" + ln.Addr().String()
-	cp := &testCP{cfg: cfg, url: url}
+	cp := &testCP{cfg: cfg, url: url, server: srv}
 	var once sync.Once
 	cp.stop = func() {
 		once.Do(func() {

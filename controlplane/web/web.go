@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +31,10 @@ type Options struct {
 	// a valid cookie redirect to /signin. Compared in constant time.
 	UserToken string
 	Logger    *slog.Logger
+	// SigninPerMinute limits sign-in attempts per client address (a token
+	// bucket of that size, refilled at that rate); beyond it HTTP 429.
+	// Zero: no limit.
+	SigninPerMinute int
 }
 
 //go:embed templates/*.html
@@ -53,6 +58,7 @@ type handler struct {
 	// versions maps a static file name to a short hash of its content, used
 	// as ETag and as the ?v= cache buster in page links.
 	versions map[string]string
+	signins  *signinLimiter // nil: no limit
 }
 
 // New returns the dashboard handler. Mount it at "/" on the same mux as the
@@ -68,6 +74,7 @@ func New(svc pontusv1connect.BuildServiceHandler, opts Options) http.Handler {
 		log:      logger.With("component", "web"),
 		pages:    parsePages(),
 		versions: map[string]string{},
+		signins:  newSigninLimiter(opts.SigninPerMinute),
 	}
 	// fs.Sub fails only for an invalid name; "static" is checked by go:embed.
 	static, _ := fs.Sub(staticFS, "static")
@@ -190,6 +197,13 @@ func (h *handler) signin(w http.ResponseWriter, r *http.Request) {
 	next := safeNext(r.PostForm.Get("next"))
 	if len(h.token) == 0 {
 		http.Redirect(w, r, next, http.StatusSeeOther)
+		return
+	}
+	if ok, wait := h.signins.allow(remoteHost(r)); !ok {
+		h.log.Debug("dashboard sign-in rate limited", "remote", r.RemoteAddr)
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+		h.render(w, http.StatusTooManyRequests, "signin", "Sign in", "",
+			signinView{Next: next, Error: "Too many sign-in attempts from your address; wait a minute and try again."})
 		return
 	}
 	given := r.PostForm.Get("token")

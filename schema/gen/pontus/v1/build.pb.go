@@ -147,10 +147,12 @@ func (x *ListBuildsResponse) GetBuilds() []*Build {
 }
 
 type GetBuildRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Commit        string                 `protobuf:"bytes,1,opt,name=commit,proto3" json:"commit,omitempty"`
-	BuildId       int64                  `protobuf:"varint,2,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
-	Repo          string                 `protobuf:"bytes,3,opt,name=repo,proto3" json:"repo,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Commit  string                 `protobuf:"bytes,1,opt,name=commit,proto3" json:"commit,omitempty"`
+	BuildId int64                  `protobuf:"varint,2,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// With commit: the repository whose build is meant. Needed when the
+	// commit has builds in several repositories.
+	Repo          string `protobuf:"bytes,3,opt,name=repo,proto3" json:"repo,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -359,7 +361,8 @@ type TailLogRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Commit  string                 `protobuf:"bytes,1,opt,name=commit,proto3" json:"commit,omitempty"`
 	BuildId int64                  `protobuf:"varint,2,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
-	Repo    string                 `protobuf:"bytes,3,opt,name=repo,proto3" json:"repo,omitempty"`
+	// With commit: the repository whose build is meant (as in GetBuild).
+	Repo string `protobuf:"bytes,3,opt,name=repo,proto3" json:"repo,omitempty"`
 	// Start at this byte offset of the current attempt's log.
 	Offset int64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
 	// Keep streaming until the build ends.
@@ -522,10 +525,13 @@ func (x *TailLogResponse) GetStatus() BuildStatus {
 }
 
 type TriggerBuildRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Commit        string                 `protobuf:"bytes,1,opt,name=commit,proto3" json:"commit,omitempty"`
-	Repo          string                 `protobuf:"bytes,2,opt,name=repo,proto3" json:"repo,omitempty"`
-	Branch        string                 `protobuf:"bytes,3,opt,name=branch,proto3" json:"branch,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Commit string                 `protobuf:"bytes,1,opt,name=commit,proto3" json:"commit,omitempty"`
+	// The repository: needed when the commit has builds in several
+	// repositories, or none yet (then it must be one an observer reported).
+	Repo string `protobuf:"bytes,2,opt,name=repo,proto3" json:"repo,omitempty"`
+	// The branch: defaults to the commit's newest build's branch.
+	Branch        string `protobuf:"bytes,3,opt,name=branch,proto3" json:"branch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -626,10 +632,11 @@ func (x *TriggerBuildResponse) GetBuild() *Build {
 }
 
 type CancelBuildRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Commit        string                 `protobuf:"bytes,1,opt,name=commit,proto3" json:"commit,omitempty"`
-	BuildId       int64                  `protobuf:"varint,2,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
-	Repo          string                 `protobuf:"bytes,3,opt,name=repo,proto3" json:"repo,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Commit  string                 `protobuf:"bytes,1,opt,name=commit,proto3" json:"commit,omitempty"`
+	BuildId int64                  `protobuf:"varint,2,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// With commit: the repository whose build is meant (as in GetBuild).
+	Repo          string `protobuf:"bytes,3,opt,name=repo,proto3" json:"repo,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

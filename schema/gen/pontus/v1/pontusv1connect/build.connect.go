@@ -70,7 +70,12 @@ type BuildServiceClient interface {
 	// the log at offset 0.
 	TailLog(context.Context, *v1.TailLogRequest) (*connect.ServerStreamForClient[v1.TailLogResponse], error)
 	// TriggerBuild queues a new build of a commit (a re-run). The repository
-	// and branch are taken from the commit's newest build unless given.
+	// and branch are taken from the commit's newest build unless given. The
+	// new build is fetched from the repository's clone URL and routed by its
+	// labels as an observer reported them: the user token cannot choose what
+	// runners fetch. A commit never built before needs repo and branch, and
+	// repo must be one an observer has reported (else permission_denied:
+	// report it with ObserverService.ReportCommits and the observer token).
 	TriggerBuild(context.Context, *v1.TriggerBuildRequest) (*v1.TriggerBuildResponse, error)
 	// CancelBuild stops a build: a queued one ends CANCELED at once; a running
 	// one is told to its runner at its next heartbeat and ends CANCELED when the
@@ -223,7 +228,12 @@ type BuildServiceHandler interface {
 	// the log at offset 0.
 	TailLog(context.Context, *v1.TailLogRequest, *connect.ServerStream[v1.TailLogResponse]) error
 	// TriggerBuild queues a new build of a commit (a re-run). The repository
-	// and branch are taken from the commit's newest build unless given.
+	// and branch are taken from the commit's newest build unless given. The
+	// new build is fetched from the repository's clone URL and routed by its
+	// labels as an observer reported them: the user token cannot choose what
+	// runners fetch. A commit never built before needs repo and branch, and
+	// repo must be one an observer has reported (else permission_denied:
+	// report it with ObserverService.ReportCommits and the observer token).
 	TriggerBuild(context.Context, *v1.TriggerBuildRequest) (*v1.TriggerBuildResponse, error)
 	// CancelBuild stops a build: a queued one ends CANCELED at once; a running
 	// one is told to its runner at its next heartbeat and ends CANCELED when the

@@ -52,7 +52,11 @@ type RunnerServiceClient interface {
 	// Register announces a runner process and returns its id and the intervals
 	// the control plane wants. Calling it again (after a control-plane restart
 	// forgot the runner) gives a new id; leases held under the old id are not
-	// transferred.
+	// transferred. Registrations are bounded (max_runners): at the bound a new
+	// one replaces the longest-silent runner that holds no job and is not
+	// polling (offline, or never heard from since it registered), else it is
+	// resource_exhausted. Runners silent for runner_expiry (1 h) and holding
+	// nothing are forgotten; a forgotten runner's next call is not_found.
 	Register(context.Context, *v1.RegisterRequest) (*v1.RegisterResponse, error)
 	// Heartbeat renews the leases of the named jobs and returns those the
 	// runner must stop (canceled builds, stale attempts).
@@ -177,7 +181,11 @@ type RunnerServiceHandler interface {
 	// Register announces a runner process and returns its id and the intervals
 	// the control plane wants. Calling it again (after a control-plane restart
 	// forgot the runner) gives a new id; leases held under the old id are not
-	// transferred.
+	// transferred. Registrations are bounded (max_runners): at the bound a new
+	// one replaces the longest-silent runner that holds no job and is not
+	// polling (offline, or never heard from since it registered), else it is
+	// resource_exhausted. Runners silent for runner_expiry (1 h) and holding
+	// nothing are forgotten; a forgotten runner's next call is not_found.
 	Register(context.Context, *v1.RegisterRequest) (*v1.RegisterResponse, error)
 	// Heartbeat renews the leases of the named jobs and returns those the
 	// runner must stop (canceled builds, stale attempts).
