@@ -17,6 +17,7 @@ import (
 
 	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/internal/protofmt"
+	"github.com/pontus-ci/pontus/internal/termsafe"
 	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 	"github.com/pontus-ci/pontus/schema/gen/pontus/v1/pontusv1connect"
@@ -187,7 +188,9 @@ func runShow(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if c.json {
 		err = printJSON(stdout, b)
 	} else {
-		err = printBuild(stdout, b)
+		// Test names and messages come from the build: no terminal escapes.
+		safe := termsafe.NewWriter(stdout)
+		err = errors.Join(printBuild(safe, b), safe.Flush())
 	}
 	if err != nil || !*exitStatus {
 		return err
@@ -274,13 +277,20 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer stream.Close()
+	// The log is the tests' output: no terminal escapes reach the terminal.
+	safe := termsafe.NewWriter(stdout)
+	defer safe.Flush()
 	for stream.Receive() {
 		m := stream.Msg()
 		if m.Reset_ {
+			safe.Flush()
 			fmt.Fprintf(stderr, "\n--- attempt %d started; log restarts ---\n", m.Attempt)
 		}
-		if _, err := stdout.Write(m.Data); err != nil {
+		if _, err := safe.Write(m.Data); err != nil {
 			return err
+		}
+		if m.Eof {
+			safe.Flush()
 		}
 		if m.Eof && *follow {
 			fmt.Fprintf(stderr, "--- build %s ---\n", status(m.Status))

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
 	"time"
 )
 
@@ -42,6 +44,10 @@ type Config struct {
 	RunnerTokenFile   string `toml:"runner_token_file"`
 	ObserverTokenFile string `toml:"observer_token_file"`
 	UserTokenFile     string `toml:"user_token_file"`
+	// ResultsMode is the permission of result files, in octal. They copy
+	// the build's log, which the data_dir keeps private (0600), so they
+	// are no more readable by default; "0640" or "0644" share them.
+	ResultsMode string `toml:"results_mode"`
 	// Insecure allows listening on a non-loopback address without tokens.
 	Insecure bool `toml:"insecure"`
 
@@ -63,6 +69,7 @@ func DefaultConfig() Config {
 		MaxAttempts:       3,
 		MaxLogMiB:         32,
 		MaxQueuedBuilds:   100000,
+		ResultsMode:       "0600",
 	}
 }
 
@@ -99,8 +106,24 @@ func (c *Config) Validate() error {
 	if c.MaxQueuedBuilds < 1 {
 		bad("max_queued_builds", "must be at least 1, got %d", c.MaxQueuedBuilds)
 	}
+	if _, err := c.resultsFileMode(); err != nil {
+		bad("results_mode", "%v", err)
+	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		bad("tls_cert", "tls_cert and tls_key must be set together")
 	}
 	return errors.Join(errs...)
+}
+
+// resultsFileMode parses ResultsMode: octal, read-write for the owner, no
+// execute or special bits.
+func (c *Config) resultsFileMode() (os.FileMode, error) {
+	m, err := strconv.ParseUint(c.ResultsMode, 8, 32)
+	if err != nil || len(c.ResultsMode) < 3 {
+		return 0, fmt.Errorf("%q is not an octal file mode such as \"0600\"", c.ResultsMode)
+	}
+	if m&^0o666 != 0 || m&0o600 != 0o600 {
+		return 0, fmt.Errorf("%q must give the owner read and write and nobody execute or special bits (0600, 0640, 0644)", c.ResultsMode)
+	}
+	return os.FileMode(m), nil
 }

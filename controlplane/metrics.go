@@ -69,6 +69,18 @@ func (m *metrics) registerLive(d *dispatcher) {
 	})
 }
 
+// registerResults adds the result writer's health: whether writing result
+// files is failing now (a full or read-only results_dir), and how often it
+// failed.
+func (m *metrics) registerResults(w *resultWriter) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pontus_result_writes_failing", Help: "1 while result files cannot be written and are being retried, else 0.",
+	}, func() float64 { return float64(w.failing.Load()) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "pontus_result_write_errors_total", Help: "Failed attempts to write result files (each is retried).",
+	}, func() float64 { return float64(w.failures.Load()) }))
+}
+
 type liveCollector struct {
 	d               *dispatcher
 	builds, runners *prometheus.Desc

@@ -68,7 +68,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		st.Close()
 		return nil, fmt.Errorf("create log directory: %w", err)
 	}
-	results := &resultWriter{dir: cfg.ResultsDir, logs: logs, fsync: cfg.Fsync}
+	mode, _ := cfg.resultsFileMode() // validated above
+	results := &resultWriter{dir: cfg.ResultsDir, logs: logs, fsync: cfg.Fsync, mode: mode, log: logger}
 	d := newDispatcher(cfg, st, logs, results, m, logger)
 	unreported, err := d.load(ctx)
 	if err != nil {
@@ -80,6 +81,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		d.reportResults(b)
 	}
 	m.registerLive(d)
+	m.registerResults(results)
 	s := &Server{cfg: cfg, log: logger, st: st, d: d, metrics: m}
 	s.health = grpchealth.NewStaticChecker(servedServices()...)
 	s.handler = s.routes()
