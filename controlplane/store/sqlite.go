@@ -57,6 +57,8 @@ type op struct {
 	status int32
 	live   bool
 	data   []byte
+	// finished is when a build finished (Unix seconds), 0 while live.
+	finished int64
 }
 
 const (
@@ -67,7 +69,15 @@ const (
 	opReported
 )
 
-const schema = `
+// migrations take a store from one schema version to the next:
+// migrations[i] makes version i+1 of version i. The version is kept in
+// PRAGMA user_version. A store made before versions were recorded has
+// version 0 and the tables of version 1, which is why version 1 creates
+// only what is missing. Append to this list; never change an entry.
+var migrations = []func(tx *sql.Tx) error{
+	// 1: builds, runners and cursors.
+	func(tx *sql.Tx) error {
+		_, err := tx.Exec(`
 CREATE TABLE IF NOT EXISTS builds (
 	id        INTEGER PRIMARY KEY,
 	repo      TEXT NOT NULL,
@@ -94,15 +104,97 @@ CREATE TABLE IF NOT EXISTS cursors (
 	branch    TEXT NOT NULL,
 	commit_id TEXT NOT NULL,
 	PRIMARY KEY (repo, branch)
-);
-`
+);`)
+		return err
+	},
+	// 2: when each finished build finished (Unix seconds, 0 while live),
+	// for retention by age; filled in from the stored builds.
+	func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`ALTER TABLE builds ADD COLUMN finished INTEGER NOT NULL DEFAULT 0`); err != nil {
+			return err
+		}
+		rows, err := tx.Query(`SELECT id, data FROM builds WHERE live = 0`)
+		if err != nil {
+			return err
+		}
+		finished := map[int64]int64{}
+		for rows.Next() {
+			var id int64
+			var data []byte
+			if err := rows.Scan(&id, &data); err != nil {
+				rows.Close()
+				return err
+			}
+			b := new(pontusv1.Build)
+			if err := proto.Unmarshal(data, b); err != nil {
+				rows.Close()
+				return fmt.Errorf("decode build %d: %w", id, err)
+			}
+			finished[id] = finishedUnix(b)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for id, f := range finished {
+			if _, err := tx.Exec(`UPDATE builds SET finished = ? WHERE id = ?`, f, id); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Exec(`CREATE INDEX builds_finished ON builds(finished) WHERE live = 0`)
+		return err
+	},
+}
+
+// SchemaVersion is the store schema this Pontus writes.
+var SchemaVersion = len(migrations)
+
+// finishedUnix is when a build finished, 0 if it has not.
+func finishedUnix(b *pontusv1.Build) int64 {
+	if b.FinishedAt == nil || !IsTerminal(b.Status) {
+		return 0
+	}
+	return b.FinishedAt.AsTime().Unix()
+}
+
+// migrate brings the store at path to SchemaVersion in one transaction,
+// or refuses a store written by a newer Pontus.
+func migrate(db *sql.DB, path string) error {
+	tx, err := db.Begin()
+	if err != nil {
+		return fmt.Errorf("open store %s: %w", path, err)
+	}
+	defer tx.Rollback()
+	var version int
+	if err := tx.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("read store schema version of %s: %w", path, err)
+	}
+	if version > SchemaVersion {
+		return fmt.Errorf("store %s has schema version %d, newer than this Pontus knows (%d): run the Pontus that wrote it (or newer), or restore a backup made by this version", path, version, SchemaVersion)
+	}
+	if version == SchemaVersion {
+		return nil
+	}
+	for v := version; v < SchemaVersion; v++ {
+		if err := migrations[v](tx); err != nil {
+			return fmt.Errorf("migrate store %s from schema version %d to %d: %w", path, v, v+1, err)
+		}
+	}
+	if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, SchemaVersion)); err != nil {
+		return fmt.Errorf("migrate store %s: %w", path, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate store %s: %w", path, err)
+	}
+	return nil
+}
 
 // writeSQL is the statement of each write kind.
 var writeSQL = [opReported + 1]string{
-	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data)
-		VALUES (?, ?, ?, ?, ?, ?, 0, ?)
+	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data, finished)
+		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
 		ON CONFLICT(id) DO UPDATE SET status = excluded.status, live = excluded.live,
-		reported = 0, data = excluded.data, branch = excluded.branch`,
+		reported = 0, data = excluded.data, branch = excluded.branch, finished = excluded.finished`,
 	opRunner: `INSERT INTO runners (id, data) VALUES (?, ?)
 		ON CONFLICT(id) DO UPDATE SET data = excluded.data`,
 	opDeleteRunner: `DELETE FROM runners WHERE id = ?`,
@@ -129,9 +221,9 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLite, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	w.SetMaxOpenConns(1)
-	if _, err := w.Exec(schema); err != nil {
+	if err := migrate(w, path); err != nil {
 		w.Close()
-		return nil, fmt.Errorf("create store schema in %s: %w", path, err)
+		return nil, err
 	}
 	s := &SQLite{write: w, opts: opts, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
 	for kind, q := range writeSQL {
@@ -201,7 +293,7 @@ func prepare(m Mutation) (op, error) {
 			return op{}, fmt.Errorf("encode build: %w", err)
 		}
 		return op{kind: opBuild, id: b.Id, repo: b.Repo, branch: b.Branch, commit: b.Commit,
-			status: int32(b.Status), live: !IsTerminal(b.Status), data: data}, nil
+			status: int32(b.Status), live: !IsTerminal(b.Status), data: data, finished: finishedUnix(b)}, nil
 	case m.PutRunner != nil:
 		data, err := proto.Marshal(m.PutRunner)
 		if err != nil {
@@ -271,7 +363,7 @@ func (s *SQLite) apply(batch []pendingWrite) error {
 		var err error
 		switch o.kind {
 		case opBuild:
-			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data)
+			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data, o.finished)
 		case opRunner:
 			_, err = st.Exec(o.key, o.data)
 		case opDeleteRunner:
