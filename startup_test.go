@@ -177,3 +177,23 @@ func TestFailedStartKeepsExistingState(t *testing.T) {
 		t.Fatalf("files changed: before %v, after %v", before, after)
 	}
 }
+
+// pontus backup copies a serving control plane's state, and the copy
+// serves (the copy holds no lock, so it starts while the original runs).
+func TestBackupCommand(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	startServing(t, dir, "--data", "state", "--results", "results")
+	out, err := pontus(t, dir, "backup", "--data", "state", "--to", "copy").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "backed up state to copy: 0 builds") {
+		t.Fatalf("pontus backup: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "copy", "lock")); err == nil {
+		t.Fatal("the copy holds the lock file")
+	}
+	startServing(t, dir, "--data", "copy", "--results", "results2")
+	line := failedStart(t, pontus(t, dir, "backup", "--data", "state", "--to", "copy"))
+	if !strings.Contains(line, "copy is not empty") {
+		t.Fatalf("backup over a backup: %q", line)
+	}
+}
