@@ -18,6 +18,8 @@ type metrics struct {
 	queueWait     prometheus.Histogram
 	leaseExpiries prometheus.Counter
 	rpcs          *prometheus.CounterVec
+	storeFailing  prometheus.Gauge
+	logErrors     prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -41,6 +43,13 @@ func newMetrics() *metrics {
 			Name: "pontus_rpc_requests_total", Help: "RPCs served, by procedure and result code.",
 		}, []string{"procedure", "code"}),
 	}
+	m.storeFailing = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pontus_store_writes_failing", Help: "1 while the store cannot commit writes (health is NOT_SERVING), else 0.",
+	})
+	m.logErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pontus_log_write_errors_total", Help: "Log appends that could not be written (runners retry them).",
+	})
+	m.reg.MustRegister(m.storeFailing, m.logErrors)
 	m.reg.MustRegister(m.buildsTotal, m.jobDuration, m.queueWait, m.leaseExpiries, m.rpcs,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m

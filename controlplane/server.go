@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -50,6 +51,8 @@ type Server struct {
 	metrics *metrics
 	health  *grpchealth.StaticChecker
 	handler http.Handler
+	// stopping keeps health NOT_SERVING once shutdown began.
+	stopping *atomic.Bool
 }
 
 // New opens the store in cfg.DataDir, restores the live state and writes
@@ -58,11 +61,35 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	st, err := store.OpenSQLite(filepath.Join(cfg.DataDir, storeFile), store.SQLiteOptions{Fsync: cfg.Fsync})
+	m := newMetrics()
+	health := grpchealth.NewStaticChecker(servedServices()...)
+	var stopping atomic.Bool
+	writeHealth := func(err error) {
+		// Only the store's own failures take the control plane out of
+		// service: without it nothing can be accepted. Result files and
+		// logs that cannot be written are retried instead.
+		if err != nil {
+			m.storeFailing.Set(1)
+			logger.Error("store writes are failing; reporting NOT_SERVING", "err", err)
+		} else {
+			m.storeFailing.Set(0)
+			logger.Info("store writes succeed again")
+		}
+		if stopping.Load() {
+			return
+		}
+		status := grpchealth.StatusServing
+		if err != nil {
+			status = grpchealth.StatusNotServing
+		}
+		for _, svc := range append([]string{""}, servedServices()...) {
+			health.SetStatus(svc, status)
+		}
+	}
+	st, err := store.OpenSQLite(filepath.Join(cfg.DataDir, storeFile), store.SQLiteOptions{Fsync: cfg.Fsync, WriteHealth: writeHealth})
 	if err != nil {
 		return nil, err
 	}
-	m := newMetrics()
 	logs := &logStore{dir: filepath.Join(cfg.DataDir, "logs"), max: int64(cfg.MaxLogMiB) << 20, fsync: cfg.Fsync}
 	if err := os.MkdirAll(logs.dir, 0o700); err != nil {
 		st.Close()
@@ -82,8 +109,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}
 	m.registerLive(d)
 	m.registerResults(results)
-	s := &Server{cfg: cfg, log: logger, st: st, d: d, metrics: m}
-	s.health = grpchealth.NewStaticChecker(servedServices()...)
+	s := &Server{cfg: cfg, log: logger, st: st, d: d, metrics: m, stopping: &stopping}
+	s.health = health
 	s.handler = s.routes()
 	logger.Info("control plane state loaded", "live_builds", len(d.builds), "runners", len(d.runners), "data_dir", cfg.DataDir)
 	return s, nil
@@ -259,6 +286,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
+	s.stopping.Store(true)
 	for _, svc := range append([]string{""}, servedServices()...) {
 		s.health.SetStatus(svc, grpchealth.StatusNotServing)
 	}

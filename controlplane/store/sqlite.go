@@ -24,6 +24,9 @@ type SQLiteOptions struct {
 	Fsync bool
 	// MaxBatch caps how many queued writes share one transaction.
 	MaxBatch int
+	// WriteHealth, if set, is called from the writer when writing starts
+	// to fail (with the error) and when it succeeds again (with nil).
+	WriteHealth func(err error)
 }
 
 // SQLite is the embedded Store.
@@ -38,6 +41,7 @@ type SQLite struct {
 	wake    chan struct{}
 	closed  bool
 	stopped chan struct{}
+	failing bool // the last group commit failed (writer goroutine only)
 }
 
 type pendingWrite struct {
@@ -339,6 +343,12 @@ func (s *SQLite) writer() {
 		s.mu.Unlock()
 
 		err := s.apply(batch)
+		if failing := err != nil; failing != s.failing {
+			s.failing = failing
+			if s.opts.WriteHealth != nil {
+				s.opts.WriteHealth(err)
+			}
+		}
 		for _, pw := range batch {
 			if pw.commit != nil {
 				pw.commit.err = err
