@@ -6,7 +6,10 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/pontus-ci/pontus/controlplane/store"
 )
 
 // Config is the control plane's configuration: the [controlplane] table of
@@ -44,6 +47,18 @@ type Config struct {
 	RunnerTokenFile   string `toml:"runner_token_file"`
 	ObserverTokenFile string `toml:"observer_token_file"`
 	UserTokenFile     string `toml:"user_token_file"`
+	// KeepBuilds is how many finished builds the store keeps: "" keeps
+	// every build, a number ("1000") the newest that many, an age ("30d",
+	// "36h") those finished within it. Older builds are deleted in the
+	// background, with their logs, except the newest build of each branch
+	// and its newest passing build.
+	KeepBuilds string `toml:"keep_builds"`
+	// KeepLogs is the same for build logs, which are most of data_dir: a
+	// build whose log is pruned keeps its status and per-test results.
+	KeepLogs string `toml:"keep_logs"`
+	// PruneResults also deletes a pruned build's result files (when they
+	// are still that build's).
+	PruneResults bool `toml:"prune_results"`
 	// ResultsMode is the permission of result files, in octal. They copy
 	// the build's log, which the data_dir keeps private (0600), so they
 	// are no more readable by default; "0640" or "0644" share them.
@@ -106,6 +121,12 @@ func (c *Config) Validate() error {
 	if c.MaxQueuedBuilds < 1 {
 		bad("max_queued_builds", "must be at least 1, got %d", c.MaxQueuedBuilds)
 	}
+	if _, err := parseRetention(c.KeepBuilds); err != nil {
+		bad("keep_builds", "%v", err)
+	}
+	if _, err := parseRetention(c.KeepLogs); err != nil {
+		bad("keep_logs", "%v", err)
+	}
 	if _, err := c.resultsFileMode(); err != nil {
 		bad("results_mode", "%v", err)
 	}
@@ -126,4 +147,37 @@ func (c *Config) resultsFileMode() (os.FileMode, error) {
 		return 0, fmt.Errorf("%q must give the owner read and write and nobody execute or special bits (0600, 0640, 0644)", c.ResultsMode)
 	}
 	return os.FileMode(m), nil
+}
+
+// parseRetention parses keep_builds and keep_logs: "" (keep everything), a
+// count of builds ("1000"), or an age in days ("30d") or as a Go duration
+// ("36h"), at least an hour.
+func parseRetention(s string) (store.Retention, error) {
+	if s == "" {
+		return store.Retention{}, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 1 {
+			return store.Retention{}, fmt.Errorf("%q: keep at least 1 build (or \"\" to keep everything)", s)
+		}
+		return store.Retention{Count: n}, nil
+	}
+	var age time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil {
+			return store.Retention{}, fmt.Errorf("%q is not a count (\"1000\") or an age (\"30d\", \"36h\")", s)
+		}
+		age = time.Duration(n) * 24 * time.Hour
+	} else {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return store.Retention{}, fmt.Errorf("%q is not a count (\"1000\") or an age (\"30d\", \"36h\")", s)
+		}
+		age = d
+	}
+	if age < time.Hour {
+		return store.Retention{}, fmt.Errorf("%q: keep at least an hour", s)
+	}
+	return store.Retention{Age: age}, nil
 }

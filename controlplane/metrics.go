@@ -20,6 +20,7 @@ type metrics struct {
 	rpcs          *prometheus.CounterVec
 	storeFailing  prometheus.Gauge
 	logErrors     prometheus.Counter
+	pruned        *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -49,7 +50,10 @@ func newMetrics() *metrics {
 	m.logErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "pontus_log_write_errors_total", Help: "Log appends that could not be written (runners retry them).",
 	})
-	m.reg.MustRegister(m.storeFailing, m.logErrors)
+	m.pruned = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pontus_pruned_total", Help: "Builds and logs deleted by retention (keep_builds, keep_logs).",
+	}, []string{"what"})
+	m.reg.MustRegister(m.storeFailing, m.logErrors, m.pruned)
 	m.reg.MustRegister(m.buildsTotal, m.jobDuration, m.queueWait, m.leaseExpiries, m.rpcs,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m

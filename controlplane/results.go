@@ -49,6 +49,9 @@ type resultWriter struct {
 	failing  atomic.Int32
 	failures atomic.Int64
 
+	// fileMu serialises writing and removing result files.
+	fileMu sync.Mutex
+
 	mu      sync.Mutex
 	stopped bool
 	queue   chan *pontusv1.Build
@@ -142,6 +145,8 @@ func isVerdict(s pontusv1.BuildStatus) bool {
 }
 
 func (w *resultWriter) write(b *pontusv1.Build) error {
+	w.fileMu.Lock()
+	defer w.fileMu.Unlock()
 	// Commit ids were validated at the edge; check again before they name a path.
 	if err := validate.CommitID("commit", b.Commit); err != nil {
 		return fmt.Errorf("%w: %w", errNotRetryable, err)

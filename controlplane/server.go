@@ -277,6 +277,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}()
 
+	pruneCtx, stopPrune := context.WithCancel(context.Background())
+	pruneDone := make(chan struct{})
+	go func() { defer close(pruneDone); s.pruneLoop(pruneCtx) }()
+
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	s.log.Info("control plane serving", "addr", ln.Addr().String(), "tls", s.cfg.TLSCert != "")
@@ -295,6 +299,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// server shuts down, and a restart extends them anyway.
 	close(stopTicker)
 	<-tickerDone
+	stopPrune()
+	<-pruneDone
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {

@@ -34,7 +34,7 @@ type SQLite struct {
 	write *sql.DB
 	read  *sql.DB
 	opts  SQLiteOptions
-	stmts [opReported + 1]*sql.Stmt // prepared once, per write kind
+	stmts [opLogsPruned + 1]*sql.Stmt // prepared once, per write kind
 
 	mu      sync.Mutex
 	pending []pendingWrite
@@ -71,6 +71,8 @@ const (
 	opDeleteRunner
 	opCursor
 	opReported
+	opDeleteBuild
+	opLogsPruned
 )
 
 // migrations take a store from one schema version to the next:
@@ -111,10 +113,15 @@ CREATE TABLE IF NOT EXISTS cursors (
 );`)
 		return err
 	},
-	// 2: when each finished build finished (Unix seconds, 0 while live),
-	// for retention by age; filled in from the stored builds.
+	// 2: for retention: when each finished build finished (Unix seconds,
+	// 0 while live; filled in from the stored builds) and whether its logs
+	// are still kept.
 	func(tx *sql.Tx) error {
-		if _, err := tx.Exec(`ALTER TABLE builds ADD COLUMN finished INTEGER NOT NULL DEFAULT 0`); err != nil {
+		if _, err := tx.Exec(`
+ALTER TABLE builds ADD COLUMN finished INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE builds ADD COLUMN logs_kept INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX builds_repo_branch ON builds(repo, branch, status, id);
+CREATE INDEX builds_logs_kept ON builds(id) WHERE logs_kept = 1 AND live = 0;`); err != nil {
 			return err
 		}
 		rows, err := tx.Query(`SELECT id, data FROM builds WHERE live = 0`)
@@ -194,7 +201,7 @@ func migrate(db *sql.DB, path string) error {
 }
 
 // writeSQL is the statement of each write kind.
-var writeSQL = [opReported + 1]string{
+var writeSQL = [opLogsPruned + 1]string{
 	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data, finished)
 		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
 		ON CONFLICT(id) DO UPDATE SET status = excluded.status, live = excluded.live,
@@ -204,7 +211,9 @@ var writeSQL = [opReported + 1]string{
 	opDeleteRunner: `DELETE FROM runners WHERE id = ?`,
 	opCursor: `INSERT INTO cursors (repo, branch, commit_id) VALUES (?, ?, ?)
 		ON CONFLICT(repo, branch) DO UPDATE SET commit_id = excluded.commit_id`,
-	opReported: `UPDATE builds SET reported = 1 WHERE id = ?`,
+	opReported:    `UPDATE builds SET reported = 1 WHERE id = ?`,
+	opDeleteBuild: `DELETE FROM builds WHERE id = ? AND live = 0`,
+	opLogsPruned:  `UPDATE builds SET logs_kept = 0 WHERE id = ?`,
 }
 
 // OpenSQLite opens (creating if needed) the store at path.
@@ -310,6 +319,10 @@ func prepare(m Mutation) (op, error) {
 		return op{kind: opCursor, repo: m.PutCursor.Repo, branch: m.PutCursor.Branch, commit: m.PutCursor.Commit}, nil
 	case m.Reported != 0:
 		return op{kind: opReported, id: m.Reported}, nil
+	case m.DeleteBuild != 0:
+		return op{kind: opDeleteBuild, id: m.DeleteBuild}, nil
+	case m.LogsPruned != 0:
+		return op{kind: opLogsPruned, id: m.LogsPruned}, nil
 	}
 	return op{}, errors.New("empty mutation")
 }
@@ -380,7 +393,7 @@ func (s *SQLite) apply(batch []pendingWrite) error {
 			_, err = st.Exec(o.key)
 		case opCursor:
 			_, err = st.Exec(o.repo, o.branch, o.commit)
-		case opReported:
+		case opReported, opDeleteBuild, opLogsPruned:
 			_, err = st.Exec(o.id)
 		}
 		if err != nil {
@@ -516,6 +529,47 @@ func (s *SQLite) LatestBuild(ctx context.Context, repo, commit string) (*pontusv
 		return nil, ErrNotFound
 	}
 	return bs[0], nil
+}
+
+// Expired implements Store.
+func (s *SQLite) Expired(ctx context.Context, q ExpiredQuery) ([]ExpiredBuild, error) {
+	where := []string{"live = 0", "reported = 1",
+		// The newest build of each branch, and its newest passing build.
+		"id NOT IN (SELECT MAX(id) FROM builds GROUP BY repo, branch)",
+		"id NOT IN (SELECT MAX(id) FROM builds WHERE status = ? GROUP BY repo, branch)"}
+	args := []any{int32(pontusv1.BuildStatus_BUILD_STATUS_PASSED)}
+	if q.Logs {
+		where = append(where, "logs_kept = 1")
+	}
+	switch {
+	case q.Keep.Count > 0:
+		where = append(where, "id NOT IN (SELECT id FROM builds WHERE live = 0 ORDER BY id DESC LIMIT ?)")
+		args = append(args, q.Keep.Count)
+	case q.Keep.Age > 0:
+		where = append(where, "finished < ?")
+		args = append(args, q.Now.Add(-q.Keep.Age).Unix())
+	default:
+		return nil, nil // keep everything
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 1000
+	}
+	args = append(args, limit)
+	rows, err := s.read.QueryContext(ctx, `SELECT id, commit_id FROM builds WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query expired builds: %w", err)
+	}
+	defer rows.Close()
+	var out []ExpiredBuild
+	for rows.Next() {
+		var e ExpiredBuild
+		if err := rows.Scan(&e.ID, &e.Commit); err != nil {
+			return nil, fmt.Errorf("query expired builds: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }
 
 // Close implements Store: pending writes are committed first.
