@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -168,6 +169,11 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 // fails removes what it created (see dirlock.Lock.Abandon). ready, if not
 // nil, receives the bound address once serving.
 func serveControlPlane(ctx context.Context, cfg controlplane.Config, logger *slog.Logger, ready chan<- net.Addr) error {
+	if cfg.TLSCert != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return fmt.Errorf("load TLS certificate: %w", err)
+		}
+	}
 	lock, err := dirlock.Acquire(cfg.DataDir, "data_dir", 0o700)
 	if err != nil {
 		return err

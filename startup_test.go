@@ -122,6 +122,10 @@ func TestFailedStartsLeaveNoFiles(t *testing.T) {
 	}
 	defer busy.Close()
 	notGit := t.TempDir()
+	tlsConfig := filepath.Join(t.TempDir(), "pontus.toml")
+	if err := os.WriteFile(tlsConfig, []byte("[controlplane]\ntls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	repo := t.TempDir()
 	if out, err := exec.Command("git", "init", "-q", repo).CombinedOutput(); err != nil {
 		t.Fatalf("git init: %v\n%s", err, out)
@@ -136,6 +140,7 @@ func TestFailedStartsLeaveNoFiles(t *testing.T) {
 		{"dev, not a git repository", []string{"dev", "--repo", notGit, "--listen", "127.0.0.1:0"}, "is it a git repository?"},
 		{"observerd, not a git repository", []string{"observerd", "--repo", notGit}, "is it a git repository?"},
 		{"bad flag value", []string{"controlplane", "--listen", "nonsense", "--data", "new/state"}, "controlplane.listen"},
+		{"missing TLS certificate", []string{"controlplane", "--config", tlsConfig, "--data", "new/state"}, "load TLS certificate"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
