@@ -35,6 +35,9 @@ func BackupSQLite(ctx context.Context, src, dest string) (attempts map[int64]int
 		os.Remove(dest)
 		return nil, fmt.Errorf("copy store %s to %s: %w", src, dest, err)
 	}
+	if err := os.Chmod(dest, 0o600); err != nil {
+		return nil, fmt.Errorf("copy store: %w", err)
+	}
 	copyDB, err := sql.Open("sqlite", "file:"+dest+"?_pragma=query_only(1)")
 	if err != nil {
 		return nil, fmt.Errorf("open the copy: %w", err)
