@@ -89,3 +89,33 @@ func TestExpiredKeepsEachBranchsNewestAndNewestPassing(t *testing.T) {
 		t.Errorf("a live build was deleted: %v", err)
 	}
 }
+
+// BenchmarkExpired is one retention round's query on a store of 100,000
+// finished builds over 100 branches, keeping the newest 10,000.
+func BenchmarkExpired(b *testing.B) {
+	s := open(b)
+	ctx := context.Background()
+	now := time.Now()
+	for start := int64(1); start <= 100000; start += 1000 {
+		var muts []Mutation
+		for id := start; id < start+1000; id++ {
+			bb := build(id, pontusv1.BuildStatus_BUILD_STATUS_FAILED)
+			if id%7 == 0 {
+				bb.Status = pontusv1.BuildStatus_BUILD_STATUS_PASSED
+			}
+			bb.Branch = fmt.Sprintf("b%d", id%100)
+			bb.FinishedAt = timestamppb.New(now.Add(-time.Duration(100000-id) * time.Minute))
+			muts = append(muts, Mutation{PutBuild: bb}, Mutation{Reported: id})
+		}
+		if err := s.Enqueue(muts...).Wait(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		es, err := s.Expired(ctx, ExpiredQuery{Keep: Retention{Count: 10000}, Now: now, Limit: 500})
+		if err != nil || len(es) != 500 {
+			b.Fatalf("%d %v", len(es), err)
+		}
+	}
+}
