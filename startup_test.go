@@ -202,3 +202,32 @@ func TestBackupCommand(t *testing.T) {
 		t.Fatalf("backup over a backup: %q", line)
 	}
 }
+
+// pontus dev holds its control plane's data_dir too; the banner comes only
+// once everything started.
+func TestSecondDevOnOneDataDirIsRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if out, err := exec.Command("git", "init", "-q", dir).CombinedOutput(); err != nil {
+		t.Fatalf("git init: %v\n%s", err, out)
+	}
+	first := pontus(t, dir, "dev", "--listen", "127.0.0.1:0", "--quiet")
+	stdout, err := first.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { first.Process.Kill(); first.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if !strings.HasPrefix(line, "pontus dev: watching") {
+		t.Fatalf("first dev printed %q (%v)", line, err)
+	}
+	go io.Copy(io.Discard, stdout)
+	got := failedStart(t, pontus(t, dir, "dev", "--listen", "127.0.0.1:0", "--quiet"))
+	want := fmt.Sprintf("pontus dev: data_dir %s is locked by pid %d", filepath.Join(".pontus", "controlplane"), first.Process.Pid)
+	if got != want {
+		t.Fatalf("second dev said %q, want %q", got, want)
+	}
+}
