@@ -163,7 +163,9 @@ func runBuilds(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if c.json {
 		return printJSON(stdout, res)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	safe := termsafe.NewWriter(stdout) // reasons come from runners and tests
+	defer safe.Flush()
+	tw := tabwriter.NewWriter(safe, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BUILD\tSTATUS\tCOMMIT\tBRANCH\tATTEMPT\tRUNNER\tDURATION\tCREATED\tREASON")
 	for _, b := range res.Builds {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", b.Id, status(b.Status), short(b.Commit), b.Branch,
@@ -428,7 +430,7 @@ func printProgress(ctx context.Context, url, token string, w io.Writer) {
 					continue
 				}
 				last[b.Id] = b.Status
-				fmt.Fprintln(w, progressLine(b))
+				fmt.Fprintln(w, termsafe.String(progressLine(b)))
 			}
 			stream.Close()
 		}

@@ -55,8 +55,10 @@ type Server struct {
 	stopping *atomic.Bool
 }
 
-// New opens the store in cfg.DataDir, restores the live state and writes
-// any result files a crash left unwritten.
+// New opens the store in cfg.DataDir (migrating it to this version's
+// schema), restores the live state and writes any result files a crash left
+// unwritten. The caller owns cfg.DataDir alone for the Server's lifetime:
+// pontus locks it first (internal/dirlock).
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
