@@ -67,7 +67,7 @@ func TestLogsAndShowNeutraliseTerminalEscapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := runners.CompleteJob(ctx, &pontusv1.CompleteJobRequest{JobId: job.Job.JobId, Attempt: 1,
-		Status: pontusv1.BuildStatus_BUILD_STATUS_FAILED, LogSize: int64(len(hostile)),
+		Status: pontusv1.BuildStatus_BUILD_STATUS_FAILED, LogSize: int64(len(hostile)), Reason: "exit \x1b[31mstatus 1",
 		Tests: []*pontusv1.TestCase{{Name: "test_\x1b]0;title\x07x", Outcome: pontusv1.TestOutcome_TEST_OUTCOME_FAILED, Message: "boom\x1b[1A\x08"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +78,7 @@ func TestLogsAndShowNeutraliseTerminalEscapes(t *testing.T) {
 		{[]string{"logs", "--controlplane", url, commit}, "plain red\n"},
 		{[]string{"logs", "-f", "--controlplane", url, commit}, "plain red\n"},
 		{[]string{"show", "--controlplane", url, commit}, "boom^H"},
+		{[]string{"builds", "--controlplane", url}, "exit status 1"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(ctx, c.args, &stdout, &stderr); code != 0 {
