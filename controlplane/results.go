@@ -44,10 +44,17 @@ type resultWriter struct {
 	mode  os.FileMode // of result files; 0 means 0600
 	log   *slog.Logger
 
+	// reload returns the finished builds whose files the store does not
+	// record as written; the writer calls it after builds were dropped
+	// from a full queue.
+	reload func() ([]*pontusv1.Build, error)
+
 	// failing is 1 while the writer is retrying a failed write; failures
 	// counts failed attempts. Both are exported as metrics.
 	failing  atomic.Int32
 	failures atomic.Int64
+	// dropped is set when a build did not fit in the queue.
+	dropped atomic.Bool
 
 	// fileMu serialises writing and removing result files.
 	fileMu sync.Mutex
@@ -68,7 +75,7 @@ const (
 // start runs the writer; written is called after each build's files are
 // in place (or with an error that retrying cannot fix).
 func (w *resultWriter) start(written func(*pontusv1.Build, error)) {
-	w.queue = make(chan *pontusv1.Build, 4096)
+	w.queue = make(chan *pontusv1.Build, resultQueueLen)
 	w.done = make(chan struct{})
 	w.quit = make(chan struct{})
 	if w.log == nil {
@@ -78,8 +85,34 @@ func (w *resultWriter) start(written func(*pontusv1.Build, error)) {
 		defer close(w.done)
 		for b := range w.queue {
 			w.writeRetrying(b, written)
+			if len(w.queue) == 0 && w.dropped.Swap(false) && w.reload != nil {
+				w.catchUp(written)
+			}
 		}
 	}()
+}
+
+// resultQueueLen is how many finished builds may wait for their files in
+// memory; beyond it they wait in the store (unreported).
+var resultQueueLen = 4096
+
+// catchUp writes the files of builds that were dropped from a full queue,
+// re-read from the store. A build also queued since is written twice,
+// which changes nothing.
+func (w *resultWriter) catchUp(written func(*pontusv1.Build, error)) {
+	builds, err := w.reload()
+	if err != nil {
+		w.log.Error("re-read builds whose result files are not written; the next start writes them", "err", err)
+		return
+	}
+	for _, b := range builds {
+		select {
+		case <-w.quit:
+			return
+		default:
+		}
+		w.writeRetrying(b, written)
+	}
 }
 
 // writeRetrying writes b's files, retrying with capped exponential
@@ -115,14 +148,22 @@ func (w *resultWriter) writeRetrying(b *pontusv1.Build, written func(*pontusv1.B
 var errNotRetryable = errors.New("not retryable")
 
 // enqueue hands a finished build (no longer shared) to the writer. It
-// blocks only when thousands of builds are waiting. After stop it does
-// nothing: the store still marks the build unreported, so the next start
-// writes its files.
+// never blocks: when thousands of builds are waiting (a disk that refuses
+// the files for a long time), the build stays unreported in the store and
+// the writer re-reads it from there once it has caught up. After stop it
+// does nothing: the next start writes the files of unreported builds.
 func (w *resultWriter) enqueue(b *pontusv1.Build) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.stopped {
-		w.queue <- b
+	if w.stopped {
+		return
+	}
+	select {
+	case w.queue <- b:
+	default:
+		if !w.dropped.Swap(true) {
+			w.log.Warn("result files are behind; waiting builds stay in the store until the writer catches up", "waiting", len(w.queue))
+		}
 	}
 }
 

@@ -183,3 +183,31 @@ func TestUnwritableResultsDirIsRetried(t *testing.T) {
 		return failing == 0, fmt.Sprintf("failing=%v", failing)
 	})
 }
+
+// While result files cannot be written, finishing builds never waits for
+// them, however many pile up: beyond the writer's queue they wait in the
+// store, and all their files are written once the disk takes them again.
+// (Not parallel: it shrinks the queue for the control plane it starts.)
+func TestManyBuildsWaitForAnUnwritableResultsDir(t *testing.T) {
+	saved := resultQueueLen
+	resultQueueLen = 2
+	t.Cleanup(func() { resultQueueLen = saved })
+	cfg := testConfig(t)
+	if err := os.WriteFile(cfg.ResultsDir, []byte("in the way\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cp := startCP(t, cfg)
+	runner := cp.register(t, "r1")
+	ids := map[string]int64{}
+	for i := range 8 {
+		commit := fmt.Sprintf("%040x", 0xf00+i)
+		ids[commit] = runJob(t, cp, runner, "/srv/repo", commit, passed, "ok\n")
+	}
+	if err := os.Remove(cfg.ResultsDir); err != nil {
+		t.Fatal(err)
+	}
+	for commit, id := range ids {
+		waitResult(t, cfg.ResultsDir, commit, id)
+	}
+	cp.stop()
+}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/pontus-ci/pontus/controlplane/store"
 	"github.com/pontus-ci/pontus/controlplane/web"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 	"github.com/pontus-ci/pontus/schema/gen/pontus/v1/pontusv1connect"
 )
 
@@ -105,6 +106,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		st.Close()
 		return nil, fmt.Errorf("load state: %w", err)
 	}
+	results.reload = func() ([]*pontusv1.Build, error) { return st.Unreported(context.Background()) }
 	results.start(d.resultsWritten)
 	for _, b := range unreported {
 		d.reportResults(b)

@@ -413,7 +413,7 @@ func (s *SQLite) Load(ctx context.Context) (*State, error) {
 	if st.Live, err = s.queryBuilds(ctx, `SELECT data FROM builds WHERE live = 1 ORDER BY id`); err != nil {
 		return nil, err
 	}
-	if st.Unreported, err = s.queryBuilds(ctx, `SELECT data FROM builds WHERE reported = 0 AND live = 0 ORDER BY id`); err != nil {
+	if st.Unreported, err = s.Unreported(ctx); err != nil {
 		return nil, err
 	}
 	var maxID sql.NullInt64
@@ -529,6 +529,11 @@ func (s *SQLite) LatestBuild(ctx context.Context, repo, commit string) (*pontusv
 		return nil, ErrNotFound
 	}
 	return bs[0], nil
+}
+
+// Unreported implements Store.
+func (s *SQLite) Unreported(ctx context.Context) ([]*pontusv1.Build, error) {
+	return s.queryBuilds(ctx, `SELECT data FROM builds WHERE reported = 0 AND live = 0 ORDER BY id`)
 }
 
 // Expired implements Store.

@@ -39,6 +39,9 @@ type Store interface {
 	// LatestBuild returns the newest build of a commit; repo may be empty
 	// to match any repository.
 	LatestBuild(ctx context.Context, repo, commit string) (*pontusv1.Build, error)
+	// Unreported returns finished builds whose result files are not
+	// recorded as written, oldest first.
+	Unreported(ctx context.Context) ([]*pontusv1.Build, error)
 	// Expired returns finished builds (or, with q.Logs, finished builds
 	// whose logs are kept) beyond q.Keep, oldest first, never the newest
 	// build of a branch nor its newest passing build, nor a build whose
