@@ -181,7 +181,11 @@ func serveControlPlane(ctx context.Context, cfg controlplane.Config, logger *slo
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		lock.Abandon()
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, errors.Unwrap(err))
+		var op *net.OpError
+		if errors.As(err, &op) {
+			err = op.Err // the address is said once
+		}
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	if err := cfg.CheckExposure(ln.Addr()); err != nil {
 		ln.Close()
