@@ -17,6 +17,7 @@ import (
 
 	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/internal/protofmt"
+	"github.com/pontus-ci/pontus/internal/termsafe"
 	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 	"github.com/pontus-ci/pontus/schema/gen/pontus/v1/pontusv1connect"
@@ -162,7 +163,9 @@ func runBuilds(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if c.json {
 		return printJSON(stdout, res)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	safe := termsafe.NewWriter(stdout) // reasons come from runners and tests
+	defer safe.Flush()
+	tw := tabwriter.NewWriter(safe, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BUILD\tSTATUS\tCOMMIT\tBRANCH\tATTEMPT\tRUNNER\tDURATION\tCREATED\tREASON")
 	for _, b := range res.Builds {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", b.Id, status(b.Status), short(b.Commit), b.Branch,
@@ -187,7 +190,9 @@ func runShow(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if c.json {
 		err = printJSON(stdout, b)
 	} else {
-		err = printBuild(stdout, b)
+		// Test names and messages come from the build: no terminal escapes.
+		safe := termsafe.NewWriter(stdout)
+		err = errors.Join(printBuild(safe, b), safe.Flush())
 	}
 	if err != nil || !*exitStatus {
 		return err
@@ -280,13 +285,20 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer stream.Close()
+	// The log is the tests' output: no terminal escapes reach the terminal.
+	safe := termsafe.NewWriter(stdout)
+	defer safe.Flush()
 	for stream.Receive() {
 		m := stream.Msg()
 		if m.Reset_ {
+			safe.Flush()
 			fmt.Fprintf(stderr, "\n--- attempt %d started; log restarts ---\n", m.Attempt)
 		}
-		if _, err := stdout.Write(m.Data); err != nil {
+		if _, err := safe.Write(m.Data); err != nil {
 			return err
+		}
+		if m.Eof {
+			safe.Flush()
 		}
 		if m.Eof && *follow {
 			fmt.Fprintf(stderr, "--- build %s ---\n", status(m.Status))
@@ -436,7 +448,7 @@ func printProgress(ctx context.Context, url, token string, w io.Writer) {
 					continue
 				}
 				last[b.Id] = b.Status
-				fmt.Fprintln(w, progressLine(b))
+				fmt.Fprintln(w, termsafe.String(progressLine(b)))
 			}
 			stream.Close()
 		}

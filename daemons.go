@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/pontus-ci/pontus/controlplane"
+	"github.com/pontus-ci/pontus/internal/dirlock"
 	"github.com/pontus-ci/pontus/observerd"
 	"github.com/pontus-ci/pontus/runnerd"
 )
@@ -162,20 +164,43 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	return serveControlPlane(ctx, cfg.ControlPlane, logger, nil)
 }
 
-// serveControlPlane listens, then serves until ctx ends. ready, if not
+// serveControlPlane starts a control plane in order — lock data_dir, bind
+// the listener, open the store — then serves until ctx ends. A start that
+// fails removes what it created (see dirlock.Lock.Abandon). ready, if not
 // nil, receives the bound address once serving.
 func serveControlPlane(ctx context.Context, cfg controlplane.Config, logger *slog.Logger, ready chan<- net.Addr) error {
-	if cfg.RunnerToken == "" && cfg.ObserverToken == "" && cfg.UserToken == "" {
-		logger.Warn("no tokens configured: the API is open to anyone who can reach it, so it is served on loopback only unless --insecure")
+	if cfg.TLSCert != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return fmt.Errorf("load TLS certificate: %w", err)
+		}
 	}
-	srv, err := controlplane.New(ctx, cfg, logger.With("component", "controlplane"))
+	lock, err := dirlock.Acquire(cfg.DataDir, "data_dir", 0o700)
 	if err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		srv.Close()
-		return fmt.Errorf("listen: %w", err)
+		lock.Abandon()
+		var op *net.OpError
+		if errors.As(err, &op) {
+			err = op.Err // the address is said once
+		}
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	if err := cfg.CheckExposure(ln.Addr()); err != nil {
+		ln.Close()
+		lock.Abandon()
+		return err
+	}
+	srv, err := controlplane.New(ctx, cfg, logger.With("component", "controlplane"))
+	if err != nil {
+		ln.Close()
+		lock.Abandon()
+		return err
+	}
+	defer lock.Release()
+	if cfg.RunnerToken == "" && cfg.ObserverToken == "" && cfg.UserToken == "" {
+		logger.Warn("no tokens configured: the API is open to anyone who can reach it, so it is served on loopback only unless --insecure")
 	}
 	if ready != nil {
 		ready <- ln.Addr()
@@ -216,6 +241,9 @@ func runObserver(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	if err := checkRepos(ctx, cfg.Observer); err != nil {
+		return err
+	}
 	run, err := newObservers(cfg.Observer, logger)
 	if err != nil {
 		return err
@@ -249,6 +277,21 @@ func newObservers(cfg observerd.Config, logger *slog.Logger) (func(context.Conte
 		wg.Wait()
 		return errors.Join(errs...)
 	}, nil
+}
+
+// checkRepos fails when a local repository to watch is not a git
+// repository, so a start says so before it creates or prints anything.
+func checkRepos(ctx context.Context, cfg observerd.Config) error {
+	for _, c := range cfg.PerRepo() {
+		o, err := observerd.New(c, nil)
+		if err != nil {
+			return err
+		}
+		if err := o.Check(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // runDev runs all three roles in one process with zero configuration.
@@ -289,6 +332,28 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		logger, _ = (&logFlags{format: f.logs.format, level: "warn"}).logger(stderr)
 	}
 
+	// Validate every role before anything is created: the control plane's
+	// address stands in for its URL until it is bound.
+	placeholder := "http://" + cfg.ControlPlane.Listen
+	cfg.Runner.ControlPlane, cfg.Observer.ControlPlane = placeholder, placeholder
+	if err := f.applyObserver(&cfg.Observer); err != nil {
+		return err
+	}
+	// The roles use the control plane's own tokens unless the file gave
+	// them others.
+	if cfg.Observer.Token == "" {
+		cfg.Observer.Token = cfg.ControlPlane.ObserverToken
+	}
+	if cfg.Runner.Token == "" {
+		cfg.Runner.Token = cfg.ControlPlane.RunnerToken
+	}
+	if err := cfg.Runner.Validate(); err != nil {
+		return err
+	}
+	if err := checkRepos(ctx, cfg.Observer); err != nil {
+		return err
+	}
+
 	// The control plane has its own context and stops last, so the runner
 	// and observer can still reach it while they stop.
 	cpCtx, cpCancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -315,22 +380,6 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	url := "http://" + addr.String()
 	cfg.Runner.ControlPlane, cfg.Observer.ControlPlane = url, url
-	if err := f.applyObserver(&cfg.Observer); err != nil {
-		stopCP()
-		return err
-	}
-	// The roles use the control plane's own tokens unless the file gave
-	// them others.
-	if cfg.Observer.Token == "" {
-		cfg.Observer.Token = cfg.ControlPlane.ObserverToken
-	}
-	if cfg.Runner.Token == "" {
-		cfg.Runner.Token = cfg.ControlPlane.RunnerToken
-	}
-	if err := cfg.Runner.Validate(); err != nil {
-		stopCP()
-		return err
-	}
 	runner, err := runnerd.New(cfg.Runner, logger.With("component", "runner"))
 	if err != nil {
 		stopCP()

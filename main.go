@@ -60,6 +60,7 @@ func commands() []command {
 		{"trigger", "re-run a commit", runTrigger},
 		{"cancel", "cancel a build", runCancel},
 		{"notify", "report a commit at once (for git hooks)", runNotify},
+		{"backup", "copy a control plane's state (store and logs) while it serves", runBackup},
 		{"bench", "measure latency, dispatch throughput, fleet cost", runBench},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "pontus", version)

@@ -4,7 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/pontus-ci/pontus/controlplane/store"
 )
 
 // Config is the control plane's configuration: the [controlplane] table of
@@ -42,6 +47,22 @@ type Config struct {
 	RunnerTokenFile   string `toml:"runner_token_file"`
 	ObserverTokenFile string `toml:"observer_token_file"`
 	UserTokenFile     string `toml:"user_token_file"`
+	// KeepBuilds is how many finished builds the store keeps: "" keeps
+	// every build, a number ("1000") the newest that many, an age ("30d",
+	// "36h") those finished within it. Older builds are deleted in the
+	// background, with their logs, except the newest build of each branch
+	// and its newest passing build.
+	KeepBuilds string `toml:"keep_builds"`
+	// KeepLogs is the same for build logs, which are most of data_dir: a
+	// build whose log is pruned keeps its status and per-test results.
+	KeepLogs string `toml:"keep_logs"`
+	// PruneResults also deletes a pruned build's result files (when they
+	// are still that build's).
+	PruneResults bool `toml:"prune_results"`
+	// ResultsMode is the permission of result files, in octal. They copy
+	// the build's log, which the data_dir keeps private (0600), so they
+	// are no more readable by default; "0640" or "0644" share them.
+	ResultsMode string `toml:"results_mode"`
 	// Insecure allows listening on a non-loopback address without tokens.
 	Insecure bool `toml:"insecure"`
 
@@ -83,6 +104,7 @@ func DefaultConfig() Config {
 		MaxAttempts:       3,
 		MaxLogMiB:         32,
 		MaxQueuedBuilds:   100000,
+		ResultsMode:       "0600",
 
 		MaxStreams:                4096,
 		MaxStreamsPerClient:       64,
@@ -127,6 +149,15 @@ func (c *Config) Validate() error {
 	if c.MaxQueuedBuilds < 1 {
 		bad("max_queued_builds", "must be at least 1, got %d", c.MaxQueuedBuilds)
 	}
+	if _, err := parseRetention(c.KeepBuilds); err != nil {
+		bad("keep_builds", "%v", err)
+	}
+	if _, err := parseRetention(c.KeepLogs); err != nil {
+		bad("keep_logs", "%v", err)
+	}
+	if _, err := c.resultsFileMode(); err != nil {
+		bad("results_mode", "%v", err)
+	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		bad("tls_cert", "tls_cert and tls_key must be set together")
 	}
@@ -153,4 +184,50 @@ func (c *Config) Validate() error {
 		bad("signin_per_minute", "must be at least 1, got %d", c.SigninPerMinute)
 	}
 	return errors.Join(errs...)
+}
+
+// resultsFileMode parses ResultsMode: octal, read-write for the owner, no
+// execute or special bits.
+func (c *Config) resultsFileMode() (os.FileMode, error) {
+	m, err := strconv.ParseUint(c.ResultsMode, 8, 32)
+	if err != nil || len(c.ResultsMode) < 3 {
+		return 0, fmt.Errorf("%q is not an octal file mode such as \"0600\"", c.ResultsMode)
+	}
+	if m&^0o666 != 0 || m&0o600 != 0o600 {
+		return 0, fmt.Errorf("%q must give the owner read and write and nobody execute or special bits (0600, 0640, 0644)", c.ResultsMode)
+	}
+	return os.FileMode(m), nil
+}
+
+// parseRetention parses keep_builds and keep_logs: "" (keep everything), a
+// count of builds ("1000"), or an age in days ("30d") or as a Go duration
+// ("36h"), at least an hour.
+func parseRetention(s string) (store.Retention, error) {
+	if s == "" {
+		return store.Retention{}, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 1 {
+			return store.Retention{}, fmt.Errorf("%q: keep at least 1 build (or \"\" to keep everything)", s)
+		}
+		return store.Retention{Count: n}, nil
+	}
+	var age time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil {
+			return store.Retention{}, fmt.Errorf("%q is not a count (\"1000\") or an age (\"30d\", \"36h\")", s)
+		}
+		age = time.Duration(n) * 24 * time.Hour
+	} else {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return store.Retention{}, fmt.Errorf("%q is not a count (\"1000\") or an age (\"30d\", \"36h\")", s)
+		}
+		age = d
+	}
+	if age < time.Hour {
+		return store.Retention{}, fmt.Errorf("%q: keep at least an hour", s)
+	}
+	return store.Retention{Age: age}, nil
 }

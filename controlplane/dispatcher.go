@@ -515,8 +515,9 @@ func (d *dispatcher) appendLog(ctx context.Context, jobID int64, attempt int32, 
 		data = data[skip:]
 		nowTruncated, err := d.logs.append(jobID, attempt, size, data, truncated)
 		if err != nil {
-			d.log.Error("append log", "job", jobID, "err", err)
-			return 0, connect.NewError(connect.CodeInternal, errors.New("log write failed"))
+			d.log.Error("append log; the runner keeps the log and retries", "job", jobID, "err", err)
+			d.metrics.logErrors.Inc()
+			return 0, connect.NewError(connect.CodeUnavailable, errors.New("log write failed; retry"))
 		}
 		size += int64(len(data))
 		truncated = nowTruncated

@@ -18,6 +18,9 @@ type metrics struct {
 	queueWait     prometheus.Histogram
 	leaseExpiries prometheus.Counter
 	rpcs          *prometheus.CounterVec
+	storeFailing  prometheus.Gauge
+	logErrors     prometheus.Counter
+	pruned        *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -41,6 +44,16 @@ func newMetrics() *metrics {
 			Name: "pontus_rpc_requests_total", Help: "RPCs served, by procedure and result code.",
 		}, []string{"procedure", "code"}),
 	}
+	m.storeFailing = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pontus_store_writes_failing", Help: "1 while the store cannot commit writes (health is NOT_SERVING), else 0.",
+	})
+	m.logErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pontus_log_write_errors_total", Help: "Log appends that could not be written (runners retry them).",
+	})
+	m.pruned = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pontus_pruned_total", Help: "Builds and logs deleted by retention (keep_builds, keep_logs).",
+	}, []string{"what"})
+	m.reg.MustRegister(m.storeFailing, m.logErrors, m.pruned)
 	m.reg.MustRegister(m.buildsTotal, m.jobDuration, m.queueWait, m.leaseExpiries, m.rpcs,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
@@ -67,6 +80,18 @@ func (m *metrics) registerLive(d *dispatcher) {
 		builds:  prometheus.NewDesc("pontus_builds", "Builds not yet finished, by status.", []string{"status"}, nil),
 		runners: prometheus.NewDesc("pontus_runners", "Known runners, by state.", []string{"state"}, nil),
 	})
+}
+
+// registerResults adds the result writer's health: whether writing result
+// files is failing now (a full or read-only results_dir), and how often it
+// failed.
+func (m *metrics) registerResults(w *resultWriter) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pontus_result_writes_failing", Help: "1 while result files cannot be written and are being retried, else 0.",
+	}, func() float64 { return float64(w.failing.Load()) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "pontus_result_write_errors_total", Help: "Failed attempts to write result files (each is retried).",
+	}, func() float64 { return float64(w.failures.Load()) }))
 }
 
 type liveCollector struct {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/pontus-ci/pontus/controlplane/store"
 	"github.com/pontus-ci/pontus/controlplane/web"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 	"github.com/pontus-ci/pontus/schema/gen/pontus/v1/pontusv1connect"
 )
 
@@ -52,38 +54,69 @@ type Server struct {
 	handler http.Handler
 	// streams and publicStreams bound open streams (limits.go).
 	streams, publicStreams *streamLimiter
+	// stopping keeps health NOT_SERVING once shutdown began.
+	stopping *atomic.Bool
 }
 
-// New opens the store in cfg.DataDir, restores the live state and writes
-// any result files a crash left unwritten.
+// New opens the store in cfg.DataDir (migrating it to this version's
+// schema), restores the live state and writes any result files a crash left
+// unwritten. The caller owns cfg.DataDir alone for the Server's lifetime:
+// pontus locks it first (internal/dirlock).
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	st, err := store.OpenSQLite(filepath.Join(cfg.DataDir, "pontus.db"), store.SQLiteOptions{Fsync: cfg.Fsync})
+	m := newMetrics()
+	health := grpchealth.NewStaticChecker(servedServices()...)
+	var stopping atomic.Bool
+	writeHealth := func(err error) {
+		// Only the store's own failures take the control plane out of
+		// service: without it nothing can be accepted. Result files and
+		// logs that cannot be written are retried instead.
+		if err != nil {
+			m.storeFailing.Set(1)
+			logger.Error("store writes are failing; reporting NOT_SERVING", "err", err)
+		} else {
+			m.storeFailing.Set(0)
+			logger.Info("store writes succeed again")
+		}
+		if stopping.Load() {
+			return
+		}
+		status := grpchealth.StatusServing
+		if err != nil {
+			status = grpchealth.StatusNotServing
+		}
+		for _, svc := range append([]string{""}, servedServices()...) {
+			health.SetStatus(svc, status)
+		}
+	}
+	st, err := store.OpenSQLite(filepath.Join(cfg.DataDir, storeFile), store.SQLiteOptions{Fsync: cfg.Fsync, WriteHealth: writeHealth})
 	if err != nil {
 		return nil, err
 	}
-	m := newMetrics()
 	logs := &logStore{dir: filepath.Join(cfg.DataDir, "logs"), max: int64(cfg.MaxLogMiB) << 20, fsync: cfg.Fsync}
 	if err := os.MkdirAll(logs.dir, 0o700); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("create log directory: %w", err)
 	}
-	results := &resultWriter{dir: cfg.ResultsDir, logs: logs, fsync: cfg.Fsync}
+	mode, _ := cfg.resultsFileMode() // validated above
+	results := &resultWriter{dir: cfg.ResultsDir, logs: logs, fsync: cfg.Fsync, mode: mode, log: logger}
 	d := newDispatcher(cfg, st, logs, results, m, logger)
 	unreported, err := d.load(ctx)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("load state: %w", err)
 	}
+	results.reload = func() ([]*pontusv1.Build, error) { return st.Unreported(context.Background()) }
 	results.start(d.resultsWritten)
 	for _, b := range unreported {
 		d.reportResults(b)
 	}
 	m.registerLive(d)
-	s := &Server{cfg: cfg, log: logger, st: st, d: d, metrics: m}
-	s.health = grpchealth.NewStaticChecker(servedServices()...)
+	m.registerResults(results)
+	s := &Server{cfg: cfg, log: logger, st: st, d: d, metrics: m, stopping: &stopping}
+	s.health = health
 	s.handler = s.routes()
 	logger.Info("control plane state loaded", "live_builds", len(d.builds), "runners", len(d.runners), "data_dir", cfg.DataDir)
 	return s, nil
@@ -255,6 +288,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}()
 
+	pruneCtx, stopPrune := context.WithCancel(context.Background())
+	pruneDone := make(chan struct{})
+	go func() { defer close(pruneDone); s.pruneLoop(pruneCtx) }()
+
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	s.log.Info("control plane serving", "addr", ln.Addr().String(), "tls", s.cfg.TLSCert != "")
@@ -264,6 +301,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
+	s.stopping.Store(true)
 	for _, svc := range append([]string{""}, servedServices()...) {
 		s.health.SetStatus(svc, grpchealth.StatusNotServing)
 	}
@@ -272,6 +310,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// server shuts down, and a restart extends them anyway.
 	close(stopTicker)
 	<-tickerDone
+	stopPrune()
+	<-pruneDone
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {

@@ -117,6 +117,17 @@ func (o *Observer) Run(ctx context.Context) error {
 	return nil
 }
 
+// Check fails if a local repository cannot be opened (it is not a git
+// repository), so a daemon can refuse to start before it creates anything.
+// A remote is not contacted: Run retries remotes.
+func (o *Observer) Check(ctx context.Context) error {
+	if isRemote(o.cfg.Repo) {
+		return nil
+	}
+	_, err := openLocal(ctx, o.cfg.Repo)
+	return err
+}
+
 func (o *Observer) open(ctx context.Context) (*repository, error) {
 	if isRemote(o.cfg.Repo) {
 		return openRemote(ctx, o.cfg.DataDir, o.cfg.Repo)

@@ -5,27 +5,20 @@ package runnerd
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"syscall"
+
+	"github.com/pontus-ci/pontus/internal/dirlock"
 )
 
 // lockWorkdir creates dir and takes an exclusive lock on dir/lock, so that
 // two runners never share (and clean up) one workdir.
 func lockWorkdir(dir string) (unlock func(), err error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create runner.workdir: %w", err)
+	l, err := dirlock.Acquire(dir, "runner.workdir", 0o755)
+	var locked *dirlock.LockedError
+	if errors.As(err, &locked) {
+		return nil, fmt.Errorf("%w: it is in use by another runner", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("open workdir lock: %w", err)
+		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("runner.workdir %s is in use by another runner", dir)
-		}
-		return nil, fmt.Errorf("lock runner.workdir: %w", err)
-	}
-	return func() { f.Close() }, nil
+	return l.Release, nil
 }

@@ -24,6 +24,9 @@ type SQLiteOptions struct {
 	Fsync bool
 	// MaxBatch caps how many queued writes share one transaction.
 	MaxBatch int
+	// WriteHealth, if set, is called from the writer when writing starts
+	// to fail (with the error) and when it succeeds again (with nil).
+	WriteHealth func(err error)
 }
 
 // SQLite is the embedded Store.
@@ -31,13 +34,14 @@ type SQLite struct {
 	write *sql.DB
 	read  *sql.DB
 	opts  SQLiteOptions
-	stmts [opReported + 1]*sql.Stmt // prepared once, per write kind
+	stmts [opLogsPruned + 1]*sql.Stmt // prepared once, per write kind
 
 	mu      sync.Mutex
 	pending []pendingWrite
 	wake    chan struct{}
 	closed  bool
 	stopped chan struct{}
+	failing bool // the last group commit failed (writer goroutine only)
 }
 
 type pendingWrite struct {
@@ -57,6 +61,8 @@ type op struct {
 	status int32
 	live   bool
 	data   []byte
+	// finished is when a build finished (Unix seconds), 0 while live.
+	finished int64
 }
 
 const (
@@ -65,9 +71,19 @@ const (
 	opDeleteRunner
 	opCursor
 	opReported
+	opDeleteBuild
+	opLogsPruned
 )
 
-const schema = `
+// migrations take a store from one schema version to the next:
+// migrations[i] makes version i+1 of version i. The version is kept in
+// PRAGMA user_version. A store made before versions were recorded has
+// version 0 and the tables of version 1, which is why version 1 creates
+// only what is missing. Append to this list; never change an entry.
+var migrations = []func(tx *sql.Tx) error{
+	// 1: builds, runners and cursors.
+	func(tx *sql.Tx) error {
+		_, err := tx.Exec(`
 CREATE TABLE IF NOT EXISTS builds (
 	id        INTEGER PRIMARY KEY,
 	repo      TEXT NOT NULL,
@@ -94,21 +110,110 @@ CREATE TABLE IF NOT EXISTS cursors (
 	branch    TEXT NOT NULL,
 	commit_id TEXT NOT NULL,
 	PRIMARY KEY (repo, branch)
-);
-`
+);`)
+		return err
+	},
+	// 2: for retention: when each finished build finished (Unix seconds,
+	// 0 while live; filled in from the stored builds) and whether its logs
+	// are still kept.
+	func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`
+ALTER TABLE builds ADD COLUMN finished INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE builds ADD COLUMN logs_kept INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX builds_repo_branch ON builds(repo, branch, status, id);
+CREATE INDEX builds_logs_kept ON builds(id) WHERE logs_kept = 1 AND live = 0;`); err != nil {
+			return err
+		}
+		rows, err := tx.Query(`SELECT id, data FROM builds WHERE live = 0`)
+		if err != nil {
+			return err
+		}
+		finished := map[int64]int64{}
+		for rows.Next() {
+			var id int64
+			var data []byte
+			if err := rows.Scan(&id, &data); err != nil {
+				rows.Close()
+				return err
+			}
+			b := new(pontusv1.Build)
+			if err := proto.Unmarshal(data, b); err != nil {
+				rows.Close()
+				return fmt.Errorf("decode build %d: %w", id, err)
+			}
+			finished[id] = finishedUnix(b)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for id, f := range finished {
+			if _, err := tx.Exec(`UPDATE builds SET finished = ? WHERE id = ?`, f, id); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Exec(`CREATE INDEX builds_finished ON builds(finished) WHERE live = 0`)
+		return err
+	},
+}
+
+// SchemaVersion is the store schema this Pontus writes.
+var SchemaVersion = len(migrations)
+
+// finishedUnix is when a build finished, 0 if it has not.
+func finishedUnix(b *pontusv1.Build) int64 {
+	if b.FinishedAt == nil || !IsTerminal(b.Status) {
+		return 0
+	}
+	return b.FinishedAt.AsTime().Unix()
+}
+
+// migrate brings the store at path to SchemaVersion in one transaction,
+// or refuses a store written by a newer Pontus.
+func migrate(db *sql.DB, path string) error {
+	tx, err := db.Begin()
+	if err != nil {
+		return fmt.Errorf("open store %s: %w", path, err)
+	}
+	defer tx.Rollback()
+	var version int
+	if err := tx.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("read store schema version of %s: %w", path, err)
+	}
+	if version > SchemaVersion {
+		return fmt.Errorf("store %s has schema version %d, newer than this Pontus knows (%d): run the Pontus that wrote it (or newer), or restore a backup made by this version", path, version, SchemaVersion)
+	}
+	if version == SchemaVersion {
+		return nil
+	}
+	for v := version; v < SchemaVersion; v++ {
+		if err := migrations[v](tx); err != nil {
+			return fmt.Errorf("migrate store %s from schema version %d to %d: %w", path, v, v+1, err)
+		}
+	}
+	if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, SchemaVersion)); err != nil {
+		return fmt.Errorf("migrate store %s: %w", path, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate store %s: %w", path, err)
+	}
+	return nil
+}
 
 // writeSQL is the statement of each write kind.
-var writeSQL = [opReported + 1]string{
-	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data)
-		VALUES (?, ?, ?, ?, ?, ?, 0, ?)
+var writeSQL = [opLogsPruned + 1]string{
+	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data, finished)
+		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
 		ON CONFLICT(id) DO UPDATE SET status = excluded.status, live = excluded.live,
-		reported = 0, data = excluded.data, branch = excluded.branch`,
+		reported = 0, data = excluded.data, branch = excluded.branch, finished = excluded.finished`,
 	opRunner: `INSERT INTO runners (id, data) VALUES (?, ?)
 		ON CONFLICT(id) DO UPDATE SET data = excluded.data`,
 	opDeleteRunner: `DELETE FROM runners WHERE id = ?`,
 	opCursor: `INSERT INTO cursors (repo, branch, commit_id) VALUES (?, ?, ?)
 		ON CONFLICT(repo, branch) DO UPDATE SET commit_id = excluded.commit_id`,
-	opReported: `UPDATE builds SET reported = 1 WHERE id = ?`,
+	opReported:    `UPDATE builds SET reported = 1 WHERE id = ?`,
+	opDeleteBuild: `DELETE FROM builds WHERE id = ? AND live = 0`,
+	opLogsPruned:  `UPDATE builds SET logs_kept = 0 WHERE id = ?`,
 }
 
 // OpenSQLite opens (creating if needed) the store at path.
@@ -129,9 +234,9 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLite, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	w.SetMaxOpenConns(1)
-	if _, err := w.Exec(schema); err != nil {
+	if err := migrate(w, path); err != nil {
 		w.Close()
-		return nil, fmt.Errorf("create store schema in %s: %w", path, err)
+		return nil, err
 	}
 	s := &SQLite{write: w, opts: opts, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
 	for kind, q := range writeSQL {
@@ -201,7 +306,7 @@ func prepare(m Mutation) (op, error) {
 			return op{}, fmt.Errorf("encode build: %w", err)
 		}
 		return op{kind: opBuild, id: b.Id, repo: b.Repo, branch: b.Branch, commit: b.Commit,
-			status: int32(b.Status), live: !IsTerminal(b.Status), data: data}, nil
+			status: int32(b.Status), live: !IsTerminal(b.Status), data: data, finished: finishedUnix(b)}, nil
 	case m.PutRunner != nil:
 		data, err := proto.Marshal(m.PutRunner)
 		if err != nil {
@@ -214,6 +319,10 @@ func prepare(m Mutation) (op, error) {
 		return op{kind: opCursor, repo: m.PutCursor.Repo, branch: m.PutCursor.Branch, commit: m.PutCursor.Commit}, nil
 	case m.Reported != 0:
 		return op{kind: opReported, id: m.Reported}, nil
+	case m.DeleteBuild != 0:
+		return op{kind: opDeleteBuild, id: m.DeleteBuild}, nil
+	case m.LogsPruned != 0:
+		return op{kind: opLogsPruned, id: m.LogsPruned}, nil
 	}
 	return op{}, errors.New("empty mutation")
 }
@@ -247,6 +356,12 @@ func (s *SQLite) writer() {
 		s.mu.Unlock()
 
 		err := s.apply(batch)
+		if failing := err != nil; failing != s.failing {
+			s.failing = failing
+			if s.opts.WriteHealth != nil {
+				s.opts.WriteHealth(err)
+			}
+		}
 		for _, pw := range batch {
 			if pw.commit != nil {
 				pw.commit.err = err
@@ -271,14 +386,14 @@ func (s *SQLite) apply(batch []pendingWrite) error {
 		var err error
 		switch o.kind {
 		case opBuild:
-			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data)
+			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data, o.finished)
 		case opRunner:
 			_, err = st.Exec(o.key, o.data)
 		case opDeleteRunner:
 			_, err = st.Exec(o.key)
 		case opCursor:
 			_, err = st.Exec(o.repo, o.branch, o.commit)
-		case opReported:
+		case opReported, opDeleteBuild, opLogsPruned:
 			_, err = st.Exec(o.id)
 		}
 		if err != nil {
@@ -298,7 +413,7 @@ func (s *SQLite) Load(ctx context.Context) (*State, error) {
 	if st.Live, err = s.queryBuilds(ctx, `SELECT data FROM builds WHERE live = 1 ORDER BY id`); err != nil {
 		return nil, err
 	}
-	if st.Unreported, err = s.queryBuilds(ctx, `SELECT data FROM builds WHERE reported = 0 AND live = 0 ORDER BY id`); err != nil {
+	if st.Unreported, err = s.Unreported(ctx); err != nil {
 		return nil, err
 	}
 	var maxID sql.NullInt64
@@ -414,6 +529,52 @@ func (s *SQLite) LatestBuild(ctx context.Context, repo, commit string) (*pontusv
 		return nil, ErrNotFound
 	}
 	return bs[0], nil
+}
+
+// Unreported implements Store.
+func (s *SQLite) Unreported(ctx context.Context) ([]*pontusv1.Build, error) {
+	return s.queryBuilds(ctx, `SELECT data FROM builds WHERE reported = 0 AND live = 0 ORDER BY id`)
+}
+
+// Expired implements Store.
+func (s *SQLite) Expired(ctx context.Context, q ExpiredQuery) ([]ExpiredBuild, error) {
+	where := []string{"live = 0", "reported = 1",
+		// The newest build of each branch, and its newest passing build.
+		"id NOT IN (SELECT MAX(id) FROM builds GROUP BY repo, branch)",
+		"id NOT IN (SELECT MAX(id) FROM builds WHERE status = ? GROUP BY repo, branch)"}
+	args := []any{int32(pontusv1.BuildStatus_BUILD_STATUS_PASSED)}
+	if q.Logs {
+		where = append(where, "logs_kept = 1")
+	}
+	switch {
+	case q.Keep.Count > 0:
+		where = append(where, "id NOT IN (SELECT id FROM builds WHERE live = 0 ORDER BY id DESC LIMIT ?)")
+		args = append(args, q.Keep.Count)
+	case q.Keep.Age > 0:
+		where = append(where, "finished < ?")
+		args = append(args, q.Now.Add(-q.Keep.Age).Unix())
+	default:
+		return nil, nil // keep everything
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 1000
+	}
+	args = append(args, limit)
+	rows, err := s.read.QueryContext(ctx, `SELECT id, commit_id FROM builds WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query expired builds: %w", err)
+	}
+	defer rows.Close()
+	var out []ExpiredBuild
+	for rows.Next() {
+		var e ExpiredBuild
+		if err := rows.Scan(&e.ID, &e.Commit); err != nil {
+			return nil, fmt.Errorf("query expired builds: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }
 
 // Close implements Store: pending writes are committed first.

@@ -14,6 +14,7 @@ package store
 import (
 	"context"
 	"errors"
+	"time"
 
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
@@ -38,6 +39,14 @@ type Store interface {
 	// LatestBuild returns the newest build of a commit; repo may be empty
 	// to match any repository.
 	LatestBuild(ctx context.Context, repo, commit string) (*pontusv1.Build, error)
+	// Unreported returns finished builds whose result files are not
+	// recorded as written, oldest first.
+	Unreported(ctx context.Context) ([]*pontusv1.Build, error)
+	// Expired returns finished builds (or, with q.Logs, finished builds
+	// whose logs are kept) beyond q.Keep, oldest first, never the newest
+	// build of a branch nor its newest passing build, nor a build whose
+	// result files are not written yet.
+	Expired(ctx context.Context, q ExpiredQuery) ([]ExpiredBuild, error)
 	// Close flushes pending writes and closes the store.
 	Close() error
 }
@@ -74,6 +83,31 @@ type Mutation struct {
 	PutCursor    *Cursor
 	// Reported marks a finished build's result files as written.
 	Reported int64
+	// DeleteBuild deletes a finished build (retention).
+	DeleteBuild int64
+	// LogsPruned records that a finished build's logs were deleted.
+	LogsPruned int64
+}
+
+// Retention is how much history to keep: the newest Count finished
+// builds, or those finished within Age. The zero value keeps everything.
+type Retention struct {
+	Count int
+	Age   time.Duration
+}
+
+// ExpiredQuery asks which builds a Retention no longer keeps.
+type ExpiredQuery struct {
+	Keep  Retention
+	Logs  bool      // builds whose logs are kept, rather than builds
+	Now   time.Time // for Keep.Age
+	Limit int       // at most this many (default 1000)
+}
+
+// ExpiredBuild is a build that retention may delete.
+type ExpiredBuild struct {
+	ID     int64
+	Commit string
 }
 
 // Commit is a pending group commit.
