@@ -28,8 +28,8 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// pontus returns a command running this binary as pontus in dir.
-func pontus(t *testing.T, dir string, args ...string) *exec.Cmd {
+// pontusProcess returns a command running this binary as pontus in dir.
+func pontusProcess(t *testing.T, dir string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Dir = dir
@@ -41,7 +41,7 @@ func pontus(t *testing.T, dir string, args ...string) *exec.Cmd {
 // serves; it is SIGKILLed at the end of the test.
 func startServing(t *testing.T, dir string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := pontus(t, dir, append([]string{"controlplane", "--listen", "127.0.0.1:0"}, args...)...)
+	cmd := pontusProcess(t, dir, append([]string{"controlplane", "--listen", "127.0.0.1:0"}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func TestSecondControlPlaneOnOneDataDirIsRefused(t *testing.T) {
 	first := startServing(t, dir, "--data", "state", "--results", "results")
 	before := tree(t, dir)
 
-	line := failedStart(t, pontus(t, dir, "controlplane", "--listen", "127.0.0.1:0", "--data", "state", "--results", "results"))
+	line := failedStart(t, pontusProcess(t, dir, "controlplane", "--listen", "127.0.0.1:0", "--data", "state", "--results", "results"))
 	want := fmt.Sprintf("pontus controlplane: data_dir state is locked by pid %d", first.Process.Pid)
 	if line != want {
 		t.Fatalf("second control plane said %q, want %q", line, want)
@@ -144,7 +144,7 @@ func TestFailedStartsLeaveNoFiles(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			line := failedStart(t, pontus(t, dir, c.args...))
+			line := failedStart(t, pontusProcess(t, dir, c.args...))
 			if !strings.Contains(line, c.want) {
 				t.Errorf("got %q, want it to mention %q", line, c.want)
 			}
@@ -177,7 +177,7 @@ func TestFailedStartKeepsExistingState(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	failedStart(t, pontus(t, dir, "controlplane", "--listen", busy.Addr().String(), "--data", "state", "--results", "results"))
+	failedStart(t, pontusProcess(t, dir, "controlplane", "--listen", busy.Addr().String(), "--data", "state", "--results", "results"))
 	if after := tree(t, dir); !slices.Equal(before, after) {
 		t.Fatalf("files changed: before %v, after %v", before, after)
 	}
@@ -189,7 +189,7 @@ func TestBackupCommand(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	startServing(t, dir, "--data", "state", "--results", "results")
-	out, err := pontus(t, dir, "backup", "--data", "state", "--to", "copy").CombinedOutput()
+	out, err := pontusProcess(t, dir, "backup", "--data", "state", "--to", "copy").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "backed up state to copy: 0 builds") {
 		t.Fatalf("pontus backup: %v\n%s", err, out)
 	}
@@ -197,7 +197,7 @@ func TestBackupCommand(t *testing.T) {
 		t.Fatal("the copy holds the lock file")
 	}
 	startServing(t, dir, "--data", "copy", "--results", "results2")
-	line := failedStart(t, pontus(t, dir, "backup", "--data", "state", "--to", "copy"))
+	line := failedStart(t, pontusProcess(t, dir, "backup", "--data", "state", "--to", "copy"))
 	if !strings.Contains(line, "copy is not empty") {
 		t.Fatalf("backup over a backup: %q", line)
 	}
@@ -211,7 +211,7 @@ func TestSecondDevOnOneDataDirIsRefused(t *testing.T) {
 	if out, err := exec.Command("git", "init", "-q", dir).CombinedOutput(); err != nil {
 		t.Fatalf("git init: %v\n%s", err, out)
 	}
-	first := pontus(t, dir, "dev", "--listen", "127.0.0.1:0", "--quiet")
+	first := pontusProcess(t, dir, "dev", "--listen", "127.0.0.1:0", "--quiet")
 	stdout, err := first.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +225,7 @@ func TestSecondDevOnOneDataDirIsRefused(t *testing.T) {
 		t.Fatalf("first dev printed %q (%v)", line, err)
 	}
 	go io.Copy(io.Discard, stdout)
-	got := failedStart(t, pontus(t, dir, "dev", "--listen", "127.0.0.1:0", "--quiet"))
+	got := failedStart(t, pontusProcess(t, dir, "dev", "--listen", "127.0.0.1:0", "--quiet"))
 	want := fmt.Sprintf("pontus dev: data_dir %s is locked by pid %d", filepath.Join(".pontus", "controlplane"), first.Process.Pid)
 	if got != want {
 		t.Fatalf("second dev said %q, want %q", got, want)
