@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -294,6 +296,31 @@ func checkRepos(ctx context.Context, cfg observerd.Config) error {
 	return nil
 }
 
+// devRootWorkdirs is where a root pontus dev keeps its runner's workdir
+// when step_user cannot reach the data directory (one under /root, say).
+var devRootWorkdirs = "/var/lib/pontus/dev"
+
+// devWorkdir returns the runner workdir dev uses: cfg.Workdir (under the
+// data directory) when the runner's step_user can reach it, else — a root
+// dev in a private home — a directory of its own under devRootWorkdirs,
+// named by the data directory, so steps still run as step_user.
+func devWorkdir(cfg runnerd.Config, data string) string {
+	if runnerd.CheckStepUser(cfg) == nil {
+		return cfg.Workdir
+	}
+	abs, err := filepath.Abs(data)
+	if err != nil {
+		return cfg.Workdir
+	}
+	sum := sha256.Sum256([]byte(abs))
+	alt := cfg
+	alt.Workdir = filepath.Join(devRootWorkdirs, hex.EncodeToString(sum[:6]), "runner")
+	if runnerd.CheckStepUser(alt) != nil {
+		return cfg.Workdir // the error names the workdir the user chose
+	}
+	return alt.Workdir
+}
+
 // runDev runs all three roles in one process with zero configuration.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newRoleFlags("dev", stderr, true, true, false, false)
@@ -348,6 +375,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg.Runner.Token = cfg.ControlPlane.RunnerToken
 	}
 	if err := cfg.Runner.Validate(); err != nil {
+		return err
+	}
+	if f.config == "" || f.set("data") {
+		cfg.Runner.Workdir = devWorkdir(cfg.Runner, data)
+	}
+	if err := runnerd.CheckStepUser(cfg.Runner); err != nil {
 		return err
 	}
 	if err := checkRepos(ctx, cfg.Observer); err != nil {
@@ -407,6 +440,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "pontus dev: watching %s (%s)\n", watching, branches)
 	fmt.Fprintf(stdout, "  dashboard  %s/\n  API        %s  (try: curl -H 'Content-Type: application/json' --data '{}' %s/pontus.v1.BuildService/ListBuilds)\n", url, url, url)
 	fmt.Fprintf(stdout, "  results    %s/<commit-id>\n  state      %s\n", results, state)
+	if wd, _ := filepath.Abs(cfg.Runner.Workdir); !strings.HasPrefix(wd, state+string(filepath.Separator)) {
+		fmt.Fprintf(stdout, "  runner     %s  (steps run as %s, who cannot reach the state directory)\n", wd, cfg.Runner.StepUser)
+	}
 	var roles sync.WaitGroup
 	for _, start := range []func() error{
 		func() error { return runner.Run(ctx) },

@@ -128,13 +128,8 @@ func New(cfg Config, logger *slog.Logger) (*Runner, error) {
 	}
 	logger = logger.With(keyRunner, cfg.Name)
 	native := NewNative(logger)
-	if os.Geteuid() == 0 {
-		if native.user, err = lookupStepUser(cfg.StepUser); err != nil {
-			return nil, err
-		}
-		if err := native.user.checkWorkdir(wd); err != nil {
-			return nil, err
-		}
+	if native.user, err = stepUserFor(cfg.StepUser, wd); err != nil {
+		return nil, err
 	}
 	return &Runner{
 		cfg:     cfg,

@@ -23,6 +23,34 @@ type stepUser struct {
 	cache string
 }
 
+// stepUserFor returns the user native steps run as — nil unless the runner
+// runs as root — after checking that it can reach workdir (absolute).
+func stepUserFor(name, workdir string) (*stepUser, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := lookupStepUser(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := u.checkWorkdir(workdir); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// CheckStepUser makes New's checks of step_user without creating anything:
+// when the runner runs as root, step_user must exist and be able to reach
+// cfg.Workdir.
+func CheckStepUser(cfg Config) error {
+	wd, err := filepath.Abs(cfg.Workdir)
+	if err != nil {
+		return fmt.Errorf("resolve runner.workdir: %w", err)
+	}
+	_, err = stepUserFor(cfg.StepUser, wd)
+	return err
+}
+
 // lookupStepUser finds name in the user database.
 func lookupStepUser(name string) (*stepUser, error) {
 	u, err := user.Lookup(name)
