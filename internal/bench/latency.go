@@ -216,9 +216,21 @@ func startInProcess(ctx context.Context, cancel context.CancelFunc, tmp, repoDir
 	}
 	url := "http://" + ln.Addr().String()
 
+	// A runner running as root runs steps as its step_user, which must
+	// reach the workdir: it gets a directory of its own that is not below
+	// a private temporary one.
+	workdir, err := os.MkdirTemp("", "pontus-bench-runner-")
+	if err == nil {
+		err = os.Chmod(workdir, 0o755)
+	}
+	if err != nil {
+		ln.Close()
+		srv.Close()
+		return nil, fmt.Errorf("runner workdir: %w", err)
+	}
 	rCfg := runnerd.DefaultConfig()
 	rCfg.ControlPlane = url
-	rCfg.Workdir = filepath.Join(state, "runner")
+	rCfg.Workdir = workdir
 	rCfg.Name = "bench"
 	if python != "python3" {
 		rCfg.TestCommand = shellQuote(python) + " -m unittest discover -s tests -v"
@@ -227,6 +239,7 @@ func startInProcess(ctx context.Context, cancel context.CancelFunc, tmp, repoDir
 	if err != nil {
 		ln.Close()
 		srv.Close()
+		os.RemoveAll(workdir)
 		return nil, err
 	}
 	oCfg := observerd.DefaultConfig()
@@ -238,6 +251,7 @@ func startInProcess(ctx context.Context, cancel context.CancelFunc, tmp, repoDir
 	if err != nil {
 		ln.Close()
 		srv.Close()
+		os.RemoveAll(workdir)
 		return nil, err
 	}
 
@@ -268,6 +282,7 @@ func startInProcess(ctx context.Context, cancel context.CancelFunc, tmp, repoDir
 	}
 	return func() error {
 		wg.Wait()
+		os.RemoveAll(workdir)
 		mu.Lock()
 		defer mu.Unlock()
 		return failure
