@@ -54,6 +54,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(testHostEnv); dir != "" {
 		os.Exit(testHostMain(dir))
 	}
+	if os.Getenv(testThreadsEnv) != "" {
+		os.Exit(testThreadsMain())
+	}
 	dir, err := os.MkdirTemp("", "pontus-plugins-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

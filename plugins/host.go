@@ -824,9 +824,10 @@ func (h *Host) finish(ctx, runCtx context.Context, spec testrun.Spec, w *capWrit
 //     or a trap): TimedOut, or Canceled when the caller cancelled or Close
 //     stopped the run. Those exit codes from a guest that called proc_exit
 //     with them itself, before the deadline, are just exit codes: Failed;
-//   - exit 2 with "out of memory" at the end of the output (the Go runtime's
-//     fatal error), or a trap while the memory is at its cap: Errored "out of
-//     memory";
+//   - exit 2 with the Go runtime's fatal "out of memory" at the end of the
+//     output, a trap while the memory is at its cap, or a worker process
+//     whose own Go runtime ran out of memory (workerOutOfMemory): Errored
+//     "out of memory";
 //   - exit 2 after the Go testing package's own "panic: test timed out":
 //     TimedOut;
 //   - any other exit code: Failed;
@@ -856,7 +857,7 @@ func classify(ctx, runCtx context.Context, callErr error, tail []byte, memBytes,
 			return stopped()
 		case code == 0:
 			return testrun.Result{Status: testrun.Passed, ExitCode: 0}
-		case code == 2 && strings.Contains(string(tail), "out of memory"):
+		case code == 2 && goOutOfMemory(tail) != "":
 			return testrun.Result{Status: testrun.Errored, ExitCode: 2, Reason: "out of memory"}
 		case code == 2 && strings.Contains(string(tail), "panic: test timed out after"):
 			return testrun.Result{Status: testrun.TimedOut, ExitCode: 2, Reason: "timed out: " + firstLineWith(tail, "panic: test timed out after")}
@@ -867,10 +868,28 @@ func classify(ctx, runCtx context.Context, callErr error, tail []byte, memBytes,
 		return stopped()
 	}
 	msg := firstLine(callErr.Error())
-	if strings.Contains(msg, "out of memory") || (limitBytes > 0 && memBytes >= limitBytes-limitBytes/20) {
+	var oom *workerOutOfMemory
+	if errors.As(callErr, &oom) || (limitBytes > 0 && memBytes >= limitBytes-limitBytes/20) {
 		return testrun.Result{Status: testrun.Errored, ExitCode: -1, Reason: "out of memory"}
 	}
 	return testrun.Result{Status: testrun.Errored, ExitCode: -1, Reason: "crashed: " + msg}
+}
+
+// goOutOfMemory returns the line with which a Go program's runtime said
+// it ran out of memory ("fatal error: out of memory", "fatal error:
+// runtime: out of memory", "runtime: out of memory: cannot allocate ..."),
+// or "" when out contains none: output that merely mentions "out of
+// memory" is not one.
+func goOutOfMemory(out []byte) string {
+	for l := range strings.Lines(string(out)) {
+		l = strings.TrimSpace(l)
+		for _, p := range []string{"runtime: out of memory", "fatal error: out of memory", "fatal error: runtime: out of memory"} {
+			if strings.HasPrefix(l, p) {
+				return l
+			}
+		}
+	}
+	return ""
 }
 
 func firstLine(s string) string {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -46,7 +47,7 @@ func defaultIsolation() string {
 
 // The worker process protocol. A Host in IsolationProcess mode starts
 //
-//	<os.Executable()> __wasm-guest        (environment: only PONTUS_WASM_GUEST=1)
+//	<os.Executable()> __wasm-guest        (environment: only workerEnv)
 //
 // in a process group of its own, with a parent-death SIGKILL on Linux. Any
 // program that imports this package becomes a worker when started that
@@ -96,11 +97,22 @@ const (
 	// addressSpaceHeadroom is what a worker may map beyond what it maps
 	// once loaded plus the guest's memory cap: one run's wazero instance
 	// state (tables: at most 32 MiB), Go heap growth (the Go runtime
-	// reserves address space 64 MiB at a time), output buffers (Linux,
-	// RLIMIT_AS). A 5 MB Go test module's worker maps ~1.6 GiB once
-	// loaded, mostly address space the Go runtime reserves, and its runs
-	// stayed within the cap plus 150 MiB of that (pontus bench wasm).
+	// reserves address space 64 MiB at a time), output buffers, the
+	// stacks of OS threads started later (Linux, RLIMIT_AS). A 5 MB Go
+	// test module's worker maps ~1.6 GiB once loaded, mostly address
+	// space the Go runtime reserves, and its runs stayed within the cap
+	// plus 150 MiB of that (pontus bench wasm). It holds only because
+	// workerEnv and workerMaxProcs keep what each thread maps small and
+	// the threads few.
 	addressSpaceHeadroom = 512 << 20
+	// workerMaxProcs caps a worker's GOMAXPROCS. A worker runs one guest
+	// at a time, on one goroutine; more Ps only make the Go runtime start
+	// more OS threads (the GC runs a mark worker on every idle P), each
+	// mapping a stack (in cgo builds the pthread default, RLIMIT_STACK:
+	// 8 MiB) out of the address space headroom. Uncapped, a worker on a
+	// machine with dozens of CPUs would map more than the headroom for
+	// thread stacks alone.
+	workerMaxProcs = 2
 )
 
 const (
@@ -158,12 +170,37 @@ type guestReport struct {
 	Notes    []string `json:"notes,omitempty"`
 }
 
+// workerEnv is a worker process's whole environment. MALLOC_ARENA_MAX=1
+// is for glibc's malloc in cgo builds (pontus and its test binaries are):
+// without it, every OS thread the worker's Go runtime starts after
+// loading (GC workers, a goroutine blocked in a system call) gets a
+// malloc arena of its own as cgo's thread start calls malloc: 64 MiB of
+// address space each, 128 MiB while it is created, up to 8 per CPU. Four
+// to seven such threads used up the headroom of a worker running a
+// trivial guest, and the worker died "out of memory" (its guest memory
+// mapping refused, then the Go heap's; 2 in 14 runs of the root
+// package's plugin tests). Only cgo's thread bookkeeping calls malloc in
+// a worker, so one arena serves it as well.
+func workerEnv() []string {
+	return []string{GuestEnv + "=1", "MALLOC_ARENA_MAX=1"}
+}
+
+// workerOutOfMemory is the error of a run whose worker's Go runtime ran
+// out of memory (see worker.failure); classify calls the run out of
+// memory.
+type workerOutOfMemory struct{ error }
+
+func (e *workerOutOfMemory) Unwrap() error { return e.error }
+
 // errGuestStopped is what a worker killed for its run's deadline or a
 // cancellation reports; classify turns it into TimedOut or Canceled.
 var errGuestStopped = errors.New("worker process killed")
 
 func init() {
 	if len(os.Args) == 2 && os.Args[1] == GuestCommand && os.Getenv(GuestEnv) == "1" {
+		if runtime.GOMAXPROCS(0) > workerMaxProcs {
+			runtime.GOMAXPROCS(workerMaxProcs)
+		}
 		os.Exit(workerMain(context.Background(), os.Stdin, os.Stdout, os.Stderr))
 	}
 }
@@ -250,24 +287,28 @@ func (w *worker) readFrames(r io.ReadCloser) {
 }
 
 // failure describes a worker that ended without a report: its exit status
-// and the line of its stderr that says why ("out of memory" when the Go
-// runtime ran out of address space).
-func (w *worker) failure() string {
+// and the line of its stderr that says why. oom is whether that line is
+// the Go runtime's own fatal "out of memory" (it could not map memory
+// within the address space limit); a worker that died any other way (a
+// signal, a thread it could not start, a panic whose message merely
+// mentions memory) did not run out of memory.
+func (w *worker) failure() (msg string, oom bool) {
 	select {
 	case <-w.exited:
 	case <-time.After(workerWaitDelay):
 	}
-	msg := "ended without a result"
+	msg = "ended without a result"
 	if w.waitErr != nil {
 		msg = w.waitErr.Error()
 	}
 	stderr, _, _ := w.stderr.result()
-	if l := firstLineWith(stderr, "out of memory"); l != "" {
-		msg += ": " + strings.TrimPrefix(l, "runtime: ")
-	} else if l := firstLine(string(stderr)); l != "" {
+	if l := goOutOfMemory(stderr); l != "" {
+		return msg + ": " + strings.TrimPrefix(l, "runtime: "), true
+	}
+	if l := firstLine(string(stderr)); l != "" {
 		msg += ": " + l
 	}
-	return msg
+	return msg, false
 }
 
 // startWorker starts a worker for key and waits until it has loaded the
@@ -299,7 +340,7 @@ func (h *Host) startWorker(ctx context.Context, key moduleKey, load workerLoad) 
 		out:    io.Discard,
 	}
 	cmd := exec.Command(exe, GuestCommand)
-	cmd.Env = []string{GuestEnv + "=1"}
+	cmd.Env = workerEnv()
 	cmd.Dir = "/"
 	cmd.Stdin = stdinR
 	cmd.Stdout = stdoutW
@@ -327,7 +368,8 @@ func (h *Host) startWorker(ctx context.Context, key moduleKey, load workerLoad) 
 
 	if err := w.enc.Encode(load); err != nil {
 		w.kill()
-		return nil, fmt.Errorf("worker process: send the module to load: %w (%s)", err, w.failure())
+		msg, _ := w.failure()
+		return nil, fmt.Errorf("worker process: send the module to load: %w (%s)", err, msg)
 	}
 	select {
 	case raw := <-w.loaded:
@@ -345,7 +387,8 @@ func (h *Host) startWorker(ctx context.Context, key moduleKey, load workerLoad) 
 		return w, nil
 	case <-w.dead:
 		w.kill()
-		return nil, fmt.Errorf("worker process %s while loading the module", w.failure())
+		msg, _ := w.failure()
+		return nil, fmt.Errorf("worker process %s while loading the module", msg)
 	case <-ctx.Done():
 		w.kill()
 		return nil, context.Cause(ctx)
@@ -500,7 +543,8 @@ func (h *Host) runInWorker(runCtx context.Context, key moduleKey, load workerLoa
 		w.setOutput(io.Discard)
 		w.kill()
 		if !warm {
-			return guestOutcome{setupErr: fmt.Errorf("worker process: send the run: %w (%s)", err, w.failure())}, w
+			msg, _ := w.failure()
+			return guestOutcome{setupErr: fmt.Errorf("worker process: send the run: %w (%s)", err, msg)}, w
 		}
 		// A warm worker that died since its last run: start a new one.
 		warm = false
@@ -539,9 +583,13 @@ func (h *Host) runInWorker(runCtx context.Context, key moduleKey, load workerLoa
 		if runCtx.Err() != nil {
 			return stopped(), w
 		}
-		msg := w.failure()
+		msg, oom := w.failure()
 		h.logger.WarnContext(runCtx, "worker process ended during a run", "pid", w.pid, "err", msg)
-		return guestOutcome{callErr: fmt.Errorf("worker process %s", msg), load: g.load}, w
+		err := fmt.Errorf("worker process %s", msg)
+		if oom {
+			err = &workerOutOfMemory{err}
+		}
+		return guestOutcome{callErr: err, load: g.load}, w
 	}
 }
 
@@ -569,9 +617,6 @@ func workerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "pontus %s: %s\n", GuestCommand, loaded.Error)
 		return 3
 	}
-	// Loading (reading the module, the machine code from the cache) left
-	// garbage behind: return it to the OS before the worker waits.
-	debug.FreeOSMemory()
 	defer st.rt.Close(context.WithoutCancel(ctx))
 	for {
 		var run workerRun
@@ -629,6 +674,11 @@ func loadWorker(ctx context.Context, req workerLoad) (*workerState, workerLoaded
 		return fail("%v", err)
 	}
 	loaded := workerLoaded{LoadMS: float64(time.Since(start)) / float64(time.Millisecond)}
+	// Loading (reading the module, the machine code from the cache) left
+	// garbage behind: return it to the OS before the worker waits. This
+	// collection starts the GC's worker threads: measuring what the
+	// worker maps after it counts their stacks.
+	debug.FreeOSMemory()
 	if req.AddressSpaceHeadroom != 0 {
 		limit, err := limitAddressSpace(int64(req.MemoryLimitPages)<<16 + req.AddressSpaceHeadroom)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,8 +127,8 @@ func TestWorkerReuse(t *testing.T) {
 		t.Fatalf("the warm worker %d is gone", pid)
 	}
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-	if err == nil && string(env) != GuestEnv+"=1\x00" {
-		t.Errorf("worker environment %q, want only %s=1", env, GuestEnv)
+	if want := strings.Join(workerEnv(), "\x00") + "\x00"; err == nil && string(env) != want {
+		t.Errorf("worker environment %q, want only %q", env, want)
 	}
 	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
 		// pid (comm) state ppid pgrp ...
@@ -250,6 +251,81 @@ func TestWorkerAddressSpaceLimit(t *testing.T) {
 		t.Fatalf("status %v (%q), want errored \"out of memory\"\n%s", res.Status, res.Reason, tail(out))
 	}
 	checkGone(t, IsolationProcess, pids, 1)
+}
+
+// testThreadsEnv makes the test binary start OS threads under a worker's
+// address space limit (see TestWorkerThreads).
+const testThreadsEnv = "PONTUS_PLUGINS_TEST_THREADS"
+
+// workerThreadsStarted is how many OS threads testThreadsMain starts:
+// more than a worker with GOMAXPROCS capped at workerMaxProcs starts after
+// its limit is set.
+const workerThreadsStarted = 24
+
+// testThreadsMain sets the address space limit a worker sets, with the
+// whole headroom left, then starts workerThreadsStarted OS threads (each
+// the home of a goroutine locked to it) and prints how much each added to
+// what the process maps. A thread it cannot start aborts it.
+func testThreadsMain() int {
+	vmSize := func() int64 {
+		b, _ := os.ReadFile("/proc/self/status")
+		_, rest, _ := bytes.Cut(b, []byte("\nVmSize:"))
+		line, _, _ := bytes.Cut(rest, []byte("\n"))
+		kib, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(string(line)), "kB")), 10, 64)
+		return kib << 10
+	}
+	limit, err := limitAddressSpace(addressSpaceHeadroom)
+	if err != nil || limit == 0 {
+		fmt.Fprintln(os.Stderr, "no address space limit:", err)
+		return 3
+	}
+	before := vmSize()
+	started := make(chan struct{})
+	for range workerThreadsStarted {
+		go func() {
+			runtime.LockOSThread()
+			started <- struct{}{}
+			select {}
+		}()
+		<-started
+	}
+	fmt.Printf("%d threads added %d bytes\n", workerThreadsStarted, vmSize()-before)
+	return 0
+}
+
+// TestWorkerThreads: an OS thread a worker starts after its address space
+// limit is set must cost it its stack and no more. In cgo builds glibc
+// gave each new thread a malloc arena of its own, 64 MiB of address space
+// (128 MiB while created), and a worker whose Go runtime started a few
+// threads during a trivial run died "out of memory"; workerEnv's
+// MALLOC_ARENA_MAX=1 prevents it.
+func TestWorkerThreads(t *testing.T) {
+	t.Parallel()
+	if raceEnabled {
+		t.Skip("race-enabled workers set no address space limit (the race detector reserves terabytes)")
+	}
+	var stack syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_STACK, &stack); err == nil && stack.Cur != ^uint64(0) && stack.Cur > 16<<20 {
+		t.Skipf("thread stacks of %d MiB (ulimit -s): %d of them do not fit in the headroom", stack.Cur>>20, workerThreadsStarted)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(workerEnv(), testThreadsEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("starting %d threads under a worker's address space limit: %v\n%s", workerThreadsStarted, err, out[:min(len(out), 1<<10)])
+	}
+	var n, added int64
+	if _, err := fmt.Sscanf(string(out), "%d threads added %d bytes", &n, &added); err != nil {
+		t.Fatalf("unexpected output: %v\n%s", err, out)
+	}
+	if perThread := added / n; perThread > 16<<20 {
+		t.Errorf("each thread added %d MiB to the address space, want its stack only", perThread>>20)
+	}
+	t.Logf("%d threads added %d MiB", n, added>>20)
 }
 
 // tableModule assembles a WASI command module with one funcref table of
