@@ -12,19 +12,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-
-	"github.com/pontus-ci/pontus/runnerd"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
 func main() {
-	// A runner's step supervisor: it owns its signals (it ignores SIGTERM
-	// and forwards it to the step), so it starts before any handler below.
-	if len(os.Args) > 1 && os.Args[1] == runnerd.StepCommand {
-		os.Exit(runnerd.StepMain(os.Args[2:], os.Stderr))
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		// A second signal forces the exit.

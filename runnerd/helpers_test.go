@@ -29,11 +29,6 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	// The native executor re-executes this binary as each step's
-	// supervisor.
-	if os.Getenv(StepEnv) == "1" && len(os.Args) > 1 && os.Args[1] == StepCommand {
-		os.Exit(StepMain(os.Args[2:], os.Stderr))
-	}
 	if os.Getenv(helperEnv) == "1" {
 		os.Exit(runHelper())
 	}

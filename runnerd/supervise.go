@@ -42,9 +42,10 @@ import (
 //   - exits with the command's exit status (128+N for signal N) once it has
 //     reaped every descendant.
 //
-// The executable must route the request to StepMain: the pontus binary does
-// so for the first argument StepCommand, and a test binary that runs native
-// steps must call StepMain from TestMain when StepEnv is "1".
+// Any program that imports this package serves as a supervisor: its init
+// routes a process started that way to StepMain before main (or TestMain)
+// runs, so the pontus binary and test binaries need no code of their own,
+// and the supervisor owns its signals from the start.
 const (
 	// StepCommand is the first argument of a step supervisor.
 	StepCommand = "__step"
@@ -52,6 +53,12 @@ const (
 	// from the step's).
 	StepEnv = "PONTUS_STEP_SUPERVISOR"
 )
+
+func init() {
+	if os.Getenv(StepEnv) == "1" && len(os.Args) > 1 && os.Args[1] == StepCommand {
+		os.Exit(StepMain(os.Args[2:], os.Stderr))
+	}
+}
 
 const (
 	// stepReportFD is the supervisor's report pipe.
