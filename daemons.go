@@ -321,6 +321,22 @@ func devWorkdir(cfg runnerd.Config, data string) string {
 	return alt.Workdir
 }
 
+// searchable creates dir if needed and gives group and others search
+// permission on it; what it holds keeps its own modes.
+func searchable(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if m := fi.Mode().Perm(); m&0o011 != 0o011 {
+		return os.Chmod(dir, m|0o011)
+	}
+	return nil
+}
+
 // runDev runs all three roles in one process with zero configuration.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newRoleFlags("dev", stderr, true, true, false, false)
@@ -340,11 +356,6 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	f.data = cfg.ControlPlane.DataDir
 	if err := f.applyControlPlane(&cfg.ControlPlane); err != nil {
-		return err
-	}
-	// The control plane keeps its own directory private; the runner's
-	// steps (as step_user, under root) must still reach the runner's.
-	if err := os.MkdirAll(filepath.Dir(cfg.Runner.Workdir), 0o755); err != nil {
 		return err
 	}
 	if !f.set("repo") && cfg.Observer.Repo == "" {
@@ -410,6 +421,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case addr = <-ready:
 	case <-cpDone:
 		return <-errs
+	}
+	// The control plane creates its directories private, the data
+	// directory too when it made it; the runner's steps (as step_user,
+	// under root) must still reach the runner's workdir beside it.
+	if err := searchable(filepath.Dir(cfg.Runner.Workdir)); err != nil {
+		stopCP()
+		return err
 	}
 	url := "http://" + addr.String()
 	cfg.Runner.ControlPlane, cfg.Observer.ControlPlane = url, url

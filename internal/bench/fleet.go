@@ -340,6 +340,11 @@ func Idle(ctx context.Context, cfg IdleConfig, logger *slog.Logger) (*Result, er
 		return nil, fmt.Errorf("create temp dir: %w", err)
 	}
 	defer os.RemoveAll(tmp)
+	workdir, err := runnerWorkdir()
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(workdir)
 	repoDir := filepath.Join(tmp, "repo")
 	_, head, err := newSuiteRepo(ctx, repoDir)
 	if err != nil {
@@ -358,7 +363,7 @@ func Idle(ctx context.Context, cfg IdleConfig, logger *slog.Logger) (*Result, er
 		}
 	}()
 	runner, err := startProcess("runner", cfg.Binary, tmp, childEnv(),
-		"runnerd", "--controlplane", cp.url, "--workdir", filepath.Join(tmp, "runner"), "--log-level", "warn")
+		"runnerd", "--controlplane", cp.url, "--workdir", workdir, "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}

@@ -216,13 +216,7 @@ func startInProcess(ctx context.Context, cancel context.CancelFunc, tmp, repoDir
 	}
 	url := "http://" + ln.Addr().String()
 
-	// A runner running as root runs steps as its step_user, which must
-	// reach the workdir: it gets a directory of its own that is not below
-	// a private temporary one.
-	workdir, err := os.MkdirTemp("", "pontus-bench-runner-")
-	if err == nil {
-		err = os.Chmod(workdir, 0o755)
-	}
+	workdir, err := runnerWorkdir()
 	if err != nil {
 		ln.Close()
 		srv.Close()
@@ -287,6 +281,21 @@ func startInProcess(ctx context.Context, cancel context.CancelFunc, tmp, repoDir
 		defer mu.Unlock()
 		return failure
 	}, nil
+}
+
+// runnerWorkdir creates a workdir for a bench's runner. A runner running as
+// root runs steps as its step_user, which must reach the workdir, so it is
+// a searchable directory of its own rather than one below a private
+// temporary one. The caller removes it.
+func runnerWorkdir() (string, error) {
+	dir, err := os.MkdirTemp("", "pontus-bench-runner-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		return "", fmt.Errorf("runner workdir: %w", err)
+	}
+	return dir, nil
 }
 
 // shellQuote quotes s for sh -c.
