@@ -35,7 +35,12 @@ type ReportCommitsRequest struct {
 	// Set by git hooks (`pontus notify`): build the commits but leave the
 	// branch's cursor alone, since it records what the observer has seen and
 	// a hook's report may skip commits an observer in "every" mode must report.
-	KeepCursor    bool `protobuf:"varint,6,opt,name=keep_cursor,json=keepCursor,proto3" json:"keep_cursor,omitempty"`
+	KeepCursor bool `protobuf:"varint,6,opt,name=keep_cursor,json=keepCursor,proto3" json:"keep_cursor,omitempty"`
+	// Subject, author, time and tree of the commits, by id; optional, and
+	// may describe only some of them.
+	Details []*CommitInfo `protobuf:"bytes,7,rep,name=details,proto3" json:"details,omitempty"`
+	// How to build them; absent means the defaults (see BuildSettings).
+	Settings      *BuildSettings `protobuf:"bytes,8,opt,name=settings,proto3" json:"settings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -110,6 +115,20 @@ func (x *ReportCommitsRequest) GetKeepCursor() bool {
 		return x.KeepCursor
 	}
 	return false
+}
+
+func (x *ReportCommitsRequest) GetDetails() []*CommitInfo {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
+func (x *ReportCommitsRequest) GetSettings() *BuildSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
 }
 
 type ReportCommitsResponse struct {
@@ -258,7 +277,7 @@ var File_pontus_v1_observer_proto protoreflect.FileDescriptor
 
 const file_pontus_v1_observer_proto_rawDesc = "" +
 	"\n" +
-	"\x18pontus/v1/observer.proto\x12\tpontus.v1\x1a\x15pontus/v1/types.proto\"\xb2\x01\n" +
+	"\x18pontus/v1/observer.proto\x12\tpontus.v1\x1a\x15pontus/v1/types.proto\"\x99\x02\n" +
 	"\x14ReportCommitsRequest\x12\x12\n" +
 	"\x04repo\x18\x01 \x01(\tR\x04repo\x12\x16\n" +
 	"\x06branch\x18\x02 \x01(\tR\x06branch\x12\x18\n" +
@@ -266,7 +285,9 @@ const file_pontus_v1_observer_proto_rawDesc = "" +
 	"\tclone_url\x18\x04 \x01(\tR\bcloneUrl\x12\x16\n" +
 	"\x06labels\x18\x05 \x03(\tR\x06labels\x12\x1f\n" +
 	"\vkeep_cursor\x18\x06 \x01(\bR\n" +
-	"keepCursor\"A\n" +
+	"keepCursor\x12/\n" +
+	"\adetails\x18\a \x03(\v2\x15.pontus.v1.CommitInfoR\adetails\x124\n" +
+	"\bsettings\x18\b \x01(\v2\x18.pontus.v1.BuildSettingsR\bsettings\"A\n" +
 	"\x15ReportCommitsResponse\x12(\n" +
 	"\x06builds\x18\x01 \x03(\v2\x10.pontus.v1.BuildR\x06builds\">\n" +
 	"\x10GetCursorRequest\x12\x12\n" +
@@ -298,19 +319,23 @@ var file_pontus_v1_observer_proto_goTypes = []any{
 	(*ReportCommitsResponse)(nil), // 1: pontus.v1.ReportCommitsResponse
 	(*GetCursorRequest)(nil),      // 2: pontus.v1.GetCursorRequest
 	(*GetCursorResponse)(nil),     // 3: pontus.v1.GetCursorResponse
-	(*Build)(nil),                 // 4: pontus.v1.Build
+	(*CommitInfo)(nil),            // 4: pontus.v1.CommitInfo
+	(*BuildSettings)(nil),         // 5: pontus.v1.BuildSettings
+	(*Build)(nil),                 // 6: pontus.v1.Build
 }
 var file_pontus_v1_observer_proto_depIdxs = []int32{
-	4, // 0: pontus.v1.ReportCommitsResponse.builds:type_name -> pontus.v1.Build
-	0, // 1: pontus.v1.ObserverService.ReportCommits:input_type -> pontus.v1.ReportCommitsRequest
-	2, // 2: pontus.v1.ObserverService.GetCursor:input_type -> pontus.v1.GetCursorRequest
-	1, // 3: pontus.v1.ObserverService.ReportCommits:output_type -> pontus.v1.ReportCommitsResponse
-	3, // 4: pontus.v1.ObserverService.GetCursor:output_type -> pontus.v1.GetCursorResponse
-	3, // [3:5] is the sub-list for method output_type
-	1, // [1:3] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	4, // 0: pontus.v1.ReportCommitsRequest.details:type_name -> pontus.v1.CommitInfo
+	5, // 1: pontus.v1.ReportCommitsRequest.settings:type_name -> pontus.v1.BuildSettings
+	6, // 2: pontus.v1.ReportCommitsResponse.builds:type_name -> pontus.v1.Build
+	0, // 3: pontus.v1.ObserverService.ReportCommits:input_type -> pontus.v1.ReportCommitsRequest
+	2, // 4: pontus.v1.ObserverService.GetCursor:input_type -> pontus.v1.GetCursorRequest
+	1, // 5: pontus.v1.ObserverService.ReportCommits:output_type -> pontus.v1.ReportCommitsResponse
+	3, // 6: pontus.v1.ObserverService.GetCursor:output_type -> pontus.v1.GetCursorResponse
+	5, // [5:7] is the sub-list for method output_type
+	3, // [3:5] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_pontus_v1_observer_proto_init() }

@@ -116,6 +116,9 @@ const (
 	TestOutcome_TEST_OUTCOME_SKIPPED     TestOutcome = 3
 	// The test could not run or crashed (unittest ERROR, a panic, a bail-out).
 	TestOutcome_TEST_OUTCOME_ERROR TestOutcome = 4
+	// Failed, then passed when run again (see BuildSettings.retries). A build
+	// whose only failures are flaky passes.
+	TestOutcome_TEST_OUTCOME_FLAKY TestOutcome = 5
 )
 
 // Enum value maps for TestOutcome.
@@ -126,6 +129,7 @@ var (
 		2: "TEST_OUTCOME_FAILED",
 		3: "TEST_OUTCOME_SKIPPED",
 		4: "TEST_OUTCOME_ERROR",
+		5: "TEST_OUTCOME_FLAKY",
 	}
 	TestOutcome_value = map[string]int32{
 		"TEST_OUTCOME_UNSPECIFIED": 0,
@@ -133,6 +137,7 @@ var (
 		"TEST_OUTCOME_FAILED":      2,
 		"TEST_OUTCOME_SKIPPED":     3,
 		"TEST_OUTCOME_ERROR":       4,
+		"TEST_OUTCOME_FLAKY":       5,
 	}
 )
 
@@ -233,7 +238,9 @@ type TestCase struct {
 	// The test's own output, where the format separates it.
 	Output string `protobuf:"bytes,5,opt,name=output,proto3" json:"output,omitempty"`
 	// Suite, class or package the test belongs to, where known.
-	Suite         string `protobuf:"bytes,6,opt,name=suite,proto3" json:"suite,omitempty"`
+	Suite string `protobuf:"bytes,6,opt,name=suite,proto3" json:"suite,omitempty"`
+	// How many times the test ran: 1, or more when failures were retried.
+	Runs          int32 `protobuf:"varint,7,opt,name=runs,proto3" json:"runs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -308,6 +315,13 @@ func (x *TestCase) GetSuite() string {
 		return x.Suite
 	}
 	return ""
+}
+
+func (x *TestCase) GetRuns() int32 {
+	if x != nil {
+		return x.Runs
+	}
+	return 0
 }
 
 // Attempt records one try at a build's job on one runner.
@@ -453,8 +467,26 @@ type Build struct {
 	OutputDroppedBytes int64 `protobuf:"varint,23,opt,name=output_dropped_bytes,json=outputDroppedBytes,proto3" json:"output_dropped_bytes,omitempty"`
 	// CancelBuild was called; the runner is told at its next heartbeat.
 	CancelRequested bool `protobuf:"varint,24,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The commit's subject line, author and commit time, as the observer
+	// (or `pontus notify`) reported them; empty when not reported.
+	Subject     string                 `protobuf:"bytes,25,opt,name=subject,proto3" json:"subject,omitempty"`
+	Author      string                 `protobuf:"bytes,26,opt,name=author,proto3" json:"author,omitempty"`
+	AuthorEmail string                 `protobuf:"bytes,27,opt,name=author_email,json=authorEmail,proto3" json:"author_email,omitempty"`
+	CommittedAt *timestamppb.Timestamp `protobuf:"bytes,28,opt,name=committed_at,json=committedAt,proto3" json:"committed_at,omitempty"`
+	// The commit's tree id (git rev-parse COMMIT^{tree}), when reported.
+	Tree string `protobuf:"bytes,29,opt,name=tree,proto3" json:"tree,omitempty"`
+	// How the build is run: retries, shards, bisection and verdict reuse.
+	Settings *BuildSettings `protobuf:"bytes,30,opt,name=settings,proto3" json:"settings,omitempty"`
+	// For a failed build: the first failing commit, once bisection found it.
+	Culprit string `protobuf:"bytes,31,opt,name=culprit,proto3" json:"culprit,omitempty"`
+	// The build took the verdict of this earlier build of the same tree
+	// instead of running (0: it ran).
+	ReusedBuild  int64  `protobuf:"varint,32,opt,name=reused_build,json=reusedBuild,proto3" json:"reused_build,omitempty"`
+	ReusedCommit string `protobuf:"bytes,33,opt,name=reused_commit,json=reusedCommit,proto3" json:"reused_commit,omitempty"`
+	// This build was queued by bisection to find the culprit of that build.
+	BisectOf      int64 `protobuf:"varint,34,opt,name=bisect_of,json=bisectOf,proto3" json:"bisect_of,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Build) Reset() {
@@ -655,6 +687,239 @@ func (x *Build) GetCancelRequested() bool {
 	return false
 }
 
+func (x *Build) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *Build) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+func (x *Build) GetAuthorEmail() string {
+	if x != nil {
+		return x.AuthorEmail
+	}
+	return ""
+}
+
+func (x *Build) GetCommittedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CommittedAt
+	}
+	return nil
+}
+
+func (x *Build) GetTree() string {
+	if x != nil {
+		return x.Tree
+	}
+	return ""
+}
+
+func (x *Build) GetSettings() *BuildSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *Build) GetCulprit() string {
+	if x != nil {
+		return x.Culprit
+	}
+	return ""
+}
+
+func (x *Build) GetReusedBuild() int64 {
+	if x != nil {
+		return x.ReusedBuild
+	}
+	return 0
+}
+
+func (x *Build) GetReusedCommit() string {
+	if x != nil {
+		return x.ReusedCommit
+	}
+	return ""
+}
+
+func (x *Build) GetBisectOf() int64 {
+	if x != nil {
+		return x.BisectOf
+	}
+	return 0
+}
+
+// CommitInfo describes one reported commit.
+type CommitInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Full commit id, as in ReportCommitsRequest.commits.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// First line of the commit message.
+	Subject     string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Author      string                 `protobuf:"bytes,3,opt,name=author,proto3" json:"author,omitempty"`
+	AuthorEmail string                 `protobuf:"bytes,4,opt,name=author_email,json=authorEmail,proto3" json:"author_email,omitempty"`
+	CommittedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=committed_at,json=committedAt,proto3" json:"committed_at,omitempty"`
+	// git rev-parse COMMIT^{tree}.
+	Tree          string `protobuf:"bytes,6,opt,name=tree,proto3" json:"tree,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitInfo) Reset() {
+	*x = CommitInfo{}
+	mi := &file_pontus_v1_types_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitInfo) ProtoMessage() {}
+
+func (x *CommitInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_pontus_v1_types_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitInfo.ProtoReflect.Descriptor instead.
+func (*CommitInfo) Descriptor() ([]byte, []int) {
+	return file_pontus_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CommitInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CommitInfo) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *CommitInfo) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+func (x *CommitInfo) GetAuthorEmail() string {
+	if x != nil {
+		return x.AuthorEmail
+	}
+	return ""
+}
+
+func (x *CommitInfo) GetCommittedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CommittedAt
+	}
+	return nil
+}
+
+func (x *CommitInfo) GetTree() string {
+	if x != nil {
+		return x.Tree
+	}
+	return ""
+}
+
+// BuildSettings are an observer's (and a repository's .pontus.toml) choices
+// for the builds it reports. Absent settings mean the defaults: no retries,
+// one shard, bisection and reuse on.
+type BuildSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Re-run each failed test up to this many times; a test that then passes is FLAKY.
+	Retries int32 `protobuf:"varint,1,opt,name=retries,proto3" json:"retries,omitempty"`
+	// Split the build's tests across up to this many runner slots.
+	Shards int32 `protobuf:"varint,2,opt,name=shards,proto3" json:"shards,omitempty"`
+	// Find the first failing commit among unbuilt commits of a failed build.
+	Bisect bool `protobuf:"varint,3,opt,name=bisect,proto3" json:"bisect,omitempty"`
+	// Take the verdict of a finished build of the same tree instead of running.
+	Reuse         bool `protobuf:"varint,4,opt,name=reuse,proto3" json:"reuse,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildSettings) Reset() {
+	*x = BuildSettings{}
+	mi := &file_pontus_v1_types_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildSettings) ProtoMessage() {}
+
+func (x *BuildSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_pontus_v1_types_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildSettings.ProtoReflect.Descriptor instead.
+func (*BuildSettings) Descriptor() ([]byte, []int) {
+	return file_pontus_v1_types_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BuildSettings) GetRetries() int32 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
+func (x *BuildSettings) GetShards() int32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+func (x *BuildSettings) GetBisect() bool {
+	if x != nil {
+		return x.Bisect
+	}
+	return false
+}
+
+func (x *BuildSettings) GetReuse() bool {
+	if x != nil {
+		return x.Reuse
+	}
+	return false
+}
+
 // Runner is a registered runner process.
 type Runner struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -675,7 +940,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_pontus_v1_types_proto_msgTypes[3]
+	mi := &file_pontus_v1_types_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +952,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_pontus_v1_types_proto_msgTypes[3]
+	mi := &file_pontus_v1_types_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +965,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_pontus_v1_types_proto_rawDescGZIP(), []int{3}
+	return file_pontus_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Runner) GetId() string {
@@ -778,7 +1043,7 @@ type JobRef struct {
 
 func (x *JobRef) Reset() {
 	*x = JobRef{}
-	mi := &file_pontus_v1_types_proto_msgTypes[4]
+	mi := &file_pontus_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +1055,7 @@ func (x *JobRef) String() string {
 func (*JobRef) ProtoMessage() {}
 
 func (x *JobRef) ProtoReflect() protoreflect.Message {
-	mi := &file_pontus_v1_types_proto_msgTypes[4]
+	mi := &file_pontus_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +1068,7 @@ func (x *JobRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRef.ProtoReflect.Descriptor instead.
 func (*JobRef) Descriptor() ([]byte, []int) {
-	return file_pontus_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_pontus_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *JobRef) GetJobId() int64 {
@@ -836,13 +1101,15 @@ type Job struct {
 	Labels   []string `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty"`
 	// Renew the lease (Heartbeat) before this, or the job is given to another runner.
 	LeaseDeadline *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=lease_deadline,json=leaseDeadline,proto3" json:"lease_deadline,omitempty"`
+	// The build's settings (retries and the like); never nil.
+	Settings      *BuildSettings `protobuf:"bytes,10,opt,name=settings,proto3" json:"settings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_pontus_v1_types_proto_msgTypes[5]
+	mi := &file_pontus_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1121,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_pontus_v1_types_proto_msgTypes[5]
+	mi := &file_pontus_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1134,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_pontus_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_pontus_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Job) GetJobId() int64 {
@@ -933,18 +1200,26 @@ func (x *Job) GetLeaseDeadline() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Job) GetSettings() *BuildSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
 var File_pontus_v1_types_proto protoreflect.FileDescriptor
 
 const file_pontus_v1_types_proto_rawDesc = "" +
 	"\n" +
-	"\x15pontus/v1/types.proto\x12\tpontus.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x01\n" +
+	"\x15pontus/v1/types.proto\x12\tpontus.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x01\n" +
 	"\bTestCase\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x16.pontus.v1.TestOutcomeR\aoutcome\x125\n" +
 	"\bduration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x16\n" +
 	"\x06output\x18\x05 \x01(\tR\x06output\x12\x14\n" +
-	"\x05suite\x18\x06 \x01(\tR\x05suite\"\x99\x02\n" +
+	"\x05suite\x18\x06 \x01(\tR\x05suite\x12\x12\n" +
+	"\x04runs\x18\a \x01(\x05R\x04runs\"\x99\x02\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x1b\n" +
 	"\trunner_id\x18\x02 \x01(\tR\brunnerId\x12\x1f\n" +
@@ -954,7 +1229,7 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x125\n" +
 	"\bended_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12.\n" +
 	"\x06status\x18\x06 \x01(\x0e2\x16.pontus.v1.BuildStatusR\x06status\x12\x16\n" +
-	"\x06reason\x18\a \x01(\tR\x06reason\"\x95\a\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"\xf2\t\n" +
 	"\x05Build\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
 	"\x04repo\x18\x02 \x01(\tR\x04repo\x12\x16\n" +
@@ -984,7 +1259,30 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"\x0elease_deadline\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\rleaseDeadline\x12!\n" +
 	"\fmax_attempts\x18\x16 \x01(\x05R\vmaxAttempts\x120\n" +
 	"\x14output_dropped_bytes\x18\x17 \x01(\x03R\x12outputDroppedBytes\x12)\n" +
-	"\x10cancel_requested\x18\x18 \x01(\bR\x0fcancelRequested\"\xbf\x02\n" +
+	"\x10cancel_requested\x18\x18 \x01(\bR\x0fcancelRequested\x12\x18\n" +
+	"\asubject\x18\x19 \x01(\tR\asubject\x12\x16\n" +
+	"\x06author\x18\x1a \x01(\tR\x06author\x12!\n" +
+	"\fauthor_email\x18\x1b \x01(\tR\vauthorEmail\x12=\n" +
+	"\fcommitted_at\x18\x1c \x01(\v2\x1a.google.protobuf.TimestampR\vcommittedAt\x12\x12\n" +
+	"\x04tree\x18\x1d \x01(\tR\x04tree\x124\n" +
+	"\bsettings\x18\x1e \x01(\v2\x18.pontus.v1.BuildSettingsR\bsettings\x12\x18\n" +
+	"\aculprit\x18\x1f \x01(\tR\aculprit\x12!\n" +
+	"\freused_build\x18  \x01(\x03R\vreusedBuild\x12#\n" +
+	"\rreused_commit\x18! \x01(\tR\freusedCommit\x12\x1b\n" +
+	"\tbisect_of\x18\" \x01(\x03R\bbisectOf\"\xc4\x01\n" +
+	"\n" +
+	"CommitInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x16\n" +
+	"\x06author\x18\x03 \x01(\tR\x06author\x12!\n" +
+	"\fauthor_email\x18\x04 \x01(\tR\vauthorEmail\x12=\n" +
+	"\fcommitted_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vcommittedAt\x12\x12\n" +
+	"\x04tree\x18\x06 \x01(\tR\x04tree\"o\n" +
+	"\rBuildSettings\x12\x18\n" +
+	"\aretries\x18\x01 \x01(\x05R\aretries\x12\x16\n" +
+	"\x06shards\x18\x02 \x01(\x05R\x06shards\x12\x16\n" +
+	"\x06bisect\x18\x03 \x01(\bR\x06bisect\x12\x14\n" +
+	"\x05reuse\x18\x04 \x01(\bR\x05reuse\"\xbf\x02\n" +
 	"\x06Runner\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -997,7 +1295,7 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"\tbuild_ids\x18\t \x03(\x03R\bbuildIds\"9\n" +
 	"\x06JobRef\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\x03R\x05jobId\x12\x18\n" +
-	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\x8d\x02\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\xc3\x02\n" +
 	"\x03Job\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\x03R\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x19\n" +
@@ -1007,7 +1305,9 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"\x06branch\x18\x06 \x01(\tR\x06branch\x12\x16\n" +
 	"\x06commit\x18\a \x01(\tR\x06commit\x12\x16\n" +
 	"\x06labels\x18\b \x03(\tR\x06labels\x12A\n" +
-	"\x0elease_deadline\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\rleaseDeadline*\xf8\x01\n" +
+	"\x0elease_deadline\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\rleaseDeadline\x124\n" +
+	"\bsettings\x18\n" +
+	" \x01(\v2\x18.pontus.v1.BuildSettingsR\bsettings*\xf8\x01\n" +
 	"\vBuildStatus\x12\x1c\n" +
 	"\x18BUILD_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13BUILD_STATUS_QUEUED\x10\x01\x12\x17\n" +
@@ -1017,13 +1317,14 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"\x13BUILD_STATUS_FAILED\x10\x05\x12\x16\n" +
 	"\x12BUILD_STATUS_ERROR\x10\x06\x12\x1a\n" +
 	"\x16BUILD_STATUS_TIMED_OUT\x10\a\x12\x19\n" +
-	"\x15BUILD_STATUS_CANCELED\x10\b*\x8f\x01\n" +
+	"\x15BUILD_STATUS_CANCELED\x10\b*\xa7\x01\n" +
 	"\vTestOutcome\x12\x1c\n" +
 	"\x18TEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TEST_OUTCOME_PASSED\x10\x01\x12\x17\n" +
 	"\x13TEST_OUTCOME_FAILED\x10\x02\x12\x18\n" +
 	"\x14TEST_OUTCOME_SKIPPED\x10\x03\x12\x16\n" +
-	"\x12TEST_OUTCOME_ERROR\x10\x04*s\n" +
+	"\x12TEST_OUTCOME_ERROR\x10\x04\x12\x16\n" +
+	"\x12TEST_OUTCOME_FLAKY\x10\x05*s\n" +
 	"\vRunnerState\x12\x1c\n" +
 	"\x18RUNNER_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11RUNNER_STATE_IDLE\x10\x01\x12\x15\n" +
@@ -1046,7 +1347,7 @@ func file_pontus_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_pontus_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_pontus_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_pontus_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_pontus_v1_types_proto_goTypes = []any{
 	(BuildStatus)(0),              // 0: pontus.v1.BuildStatus
 	(TestOutcome)(0),              // 1: pontus.v1.TestOutcome
@@ -1054,35 +1355,41 @@ var file_pontus_v1_types_proto_goTypes = []any{
 	(*TestCase)(nil),              // 3: pontus.v1.TestCase
 	(*Attempt)(nil),               // 4: pontus.v1.Attempt
 	(*Build)(nil),                 // 5: pontus.v1.Build
-	(*Runner)(nil),                // 6: pontus.v1.Runner
-	(*JobRef)(nil),                // 7: pontus.v1.JobRef
-	(*Job)(nil),                   // 8: pontus.v1.Job
-	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*CommitInfo)(nil),            // 6: pontus.v1.CommitInfo
+	(*BuildSettings)(nil),         // 7: pontus.v1.BuildSettings
+	(*Runner)(nil),                // 8: pontus.v1.Runner
+	(*JobRef)(nil),                // 9: pontus.v1.JobRef
+	(*Job)(nil),                   // 10: pontus.v1.Job
+	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_pontus_v1_types_proto_depIdxs = []int32{
 	1,  // 0: pontus.v1.TestCase.outcome:type_name -> pontus.v1.TestOutcome
-	9,  // 1: pontus.v1.TestCase.duration:type_name -> google.protobuf.Duration
-	10, // 2: pontus.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	10, // 3: pontus.v1.Attempt.ended_at:type_name -> google.protobuf.Timestamp
+	11, // 1: pontus.v1.TestCase.duration:type_name -> google.protobuf.Duration
+	12, // 2: pontus.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	12, // 3: pontus.v1.Attempt.ended_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: pontus.v1.Attempt.status:type_name -> pontus.v1.BuildStatus
 	0,  // 5: pontus.v1.Build.status:type_name -> pontus.v1.BuildStatus
-	10, // 6: pontus.v1.Build.created_at:type_name -> google.protobuf.Timestamp
-	10, // 7: pontus.v1.Build.started_at:type_name -> google.protobuf.Timestamp
-	10, // 8: pontus.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
-	9,  // 9: pontus.v1.Build.duration:type_name -> google.protobuf.Duration
+	12, // 6: pontus.v1.Build.created_at:type_name -> google.protobuf.Timestamp
+	12, // 7: pontus.v1.Build.started_at:type_name -> google.protobuf.Timestamp
+	12, // 8: pontus.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
+	11, // 9: pontus.v1.Build.duration:type_name -> google.protobuf.Duration
 	3,  // 10: pontus.v1.Build.tests:type_name -> pontus.v1.TestCase
 	4,  // 11: pontus.v1.Build.attempts:type_name -> pontus.v1.Attempt
-	10, // 12: pontus.v1.Build.lease_deadline:type_name -> google.protobuf.Timestamp
-	2,  // 13: pontus.v1.Runner.state:type_name -> pontus.v1.RunnerState
-	10, // 14: pontus.v1.Runner.registered_at:type_name -> google.protobuf.Timestamp
-	10, // 15: pontus.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
-	10, // 16: pontus.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	12, // 12: pontus.v1.Build.lease_deadline:type_name -> google.protobuf.Timestamp
+	12, // 13: pontus.v1.Build.committed_at:type_name -> google.protobuf.Timestamp
+	7,  // 14: pontus.v1.Build.settings:type_name -> pontus.v1.BuildSettings
+	12, // 15: pontus.v1.CommitInfo.committed_at:type_name -> google.protobuf.Timestamp
+	2,  // 16: pontus.v1.Runner.state:type_name -> pontus.v1.RunnerState
+	12, // 17: pontus.v1.Runner.registered_at:type_name -> google.protobuf.Timestamp
+	12, // 18: pontus.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
+	12, // 19: pontus.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	7,  // 20: pontus.v1.Job.settings:type_name -> pontus.v1.BuildSettings
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_pontus_v1_types_proto_init() }
@@ -1096,7 +1403,7 @@ func file_pontus_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pontus_v1_types_proto_rawDesc), len(file_pontus_v1_types_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
