@@ -768,7 +768,10 @@ type CommitInfo struct {
 	AuthorEmail string                 `protobuf:"bytes,4,opt,name=author_email,json=authorEmail,proto3" json:"author_email,omitempty"`
 	CommittedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=committed_at,json=committedAt,proto3" json:"committed_at,omitempty"`
 	// git rev-parse COMMIT^{tree}.
-	Tree          string `protobuf:"bytes,6,opt,name=tree,proto3" json:"tree,omitempty"`
+	Tree string `protobuf:"bytes,6,opt,name=tree,proto3" json:"tree,omitempty"`
+	// The commit's own settings (its .pontus.toml within the observer's
+	// ceilings), when they differ from the request's.
+	Settings      *BuildSettings `protobuf:"bytes,7,opt,name=settings,proto3" json:"settings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -843,6 +846,13 @@ func (x *CommitInfo) GetTree() string {
 		return x.Tree
 	}
 	return ""
+}
+
+func (x *CommitInfo) GetSettings() *BuildSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
 }
 
 // BuildSettings are an observer's (and a repository's .pontus.toml) choices
@@ -1269,7 +1279,7 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"\aculprit\x18\x1f \x01(\tR\aculprit\x12!\n" +
 	"\freused_build\x18  \x01(\x03R\vreusedBuild\x12#\n" +
 	"\rreused_commit\x18! \x01(\tR\freusedCommit\x12\x1b\n" +
-	"\tbisect_of\x18\" \x01(\x03R\bbisectOf\"\xc4\x01\n" +
+	"\tbisect_of\x18\" \x01(\x03R\bbisectOf\"\xfa\x01\n" +
 	"\n" +
 	"CommitInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
@@ -1277,7 +1287,8 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"\x06author\x18\x03 \x01(\tR\x06author\x12!\n" +
 	"\fauthor_email\x18\x04 \x01(\tR\vauthorEmail\x12=\n" +
 	"\fcommitted_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vcommittedAt\x12\x12\n" +
-	"\x04tree\x18\x06 \x01(\tR\x04tree\"o\n" +
+	"\x04tree\x18\x06 \x01(\tR\x04tree\x124\n" +
+	"\bsettings\x18\a \x01(\v2\x18.pontus.v1.BuildSettingsR\bsettings\"o\n" +
 	"\rBuildSettings\x12\x18\n" +
 	"\aretries\x18\x01 \x01(\x05R\aretries\x12\x16\n" +
 	"\x06shards\x18\x02 \x01(\x05R\x06shards\x12\x16\n" +
@@ -1380,16 +1391,17 @@ var file_pontus_v1_types_proto_depIdxs = []int32{
 	12, // 13: pontus.v1.Build.committed_at:type_name -> google.protobuf.Timestamp
 	7,  // 14: pontus.v1.Build.settings:type_name -> pontus.v1.BuildSettings
 	12, // 15: pontus.v1.CommitInfo.committed_at:type_name -> google.protobuf.Timestamp
-	2,  // 16: pontus.v1.Runner.state:type_name -> pontus.v1.RunnerState
-	12, // 17: pontus.v1.Runner.registered_at:type_name -> google.protobuf.Timestamp
-	12, // 18: pontus.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
-	12, // 19: pontus.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	7,  // 20: pontus.v1.Job.settings:type_name -> pontus.v1.BuildSettings
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	7,  // 16: pontus.v1.CommitInfo.settings:type_name -> pontus.v1.BuildSettings
+	2,  // 17: pontus.v1.Runner.state:type_name -> pontus.v1.RunnerState
+	12, // 18: pontus.v1.Runner.registered_at:type_name -> google.protobuf.Timestamp
+	12, // 19: pontus.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
+	12, // 20: pontus.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	7,  // 21: pontus.v1.Job.settings:type_name -> pontus.v1.BuildSettings
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_pontus_v1_types_proto_init() }
