@@ -243,4 +243,3 @@ func (s *reader) Expired(ctx context.Context, q ExpiredQuery) ([]ExpiredBuild, e
 	}
 	return out, rows.Err()
 }
-
