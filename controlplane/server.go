@@ -95,8 +95,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if err != nil {
 		return nil, err
 	}
-	logs := &logStore{dir: filepath.Join(cfg.DataDir, "logs"), max: int64(cfg.MaxLogMiB) << 20, fsync: cfg.Fsync}
-	if err := os.MkdirAll(logs.dir, 0o700); err != nil {
+	logs := fileLogStore(filepath.Join(cfg.DataDir, "logs"), int64(cfg.MaxLogMiB)<<20, cfg.Fsync)
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "logs"), 0o700); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("create log directory: %w", err)
 	}

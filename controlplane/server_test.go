@@ -465,7 +465,7 @@ func TestQueueIsBounded(t *testing.T) {
 // the same commit finishing later does not replace them.
 func TestOlderBuildDoesNotOverwriteNewerResult(t *testing.T) {
 	dir := t.TempDir()
-	w := &resultWriter{dir: dir, logs: &logStore{dir: t.TempDir(), max: 1 << 20}}
+	w := &resultWriter{dir: dir, logs: fileLogStore(t.TempDir(), 1<<20, false)}
 	newer := &pontusv1.Build{Id: 7, Commit: commitA, Status: pontusv1.BuildStatus_BUILD_STATUS_PASSED}
 	older := &pontusv1.Build{Id: 5, Commit: commitA, Status: pontusv1.BuildStatus_BUILD_STATUS_FAILED}
 	if err := w.write(newer); err != nil {
