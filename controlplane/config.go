@@ -17,8 +17,12 @@ import (
 type Config struct {
 	// Listen is the TCP address to serve on.
 	Listen string `toml:"listen"`
-	// DataDir holds the store and the build logs.
+	// DataDir holds the store and the build logs (with Store set: the
+	// replica's lock only).
 	DataDir string `toml:"data_dir"`
+	// Store, if set, is a postgres:// URL: the store and the build logs
+	// live in that PostgreSQL database instead of SQLite in DataDir.
+	Store string `toml:"store"`
 	// ResultsDir receives <commit-id> and <commit-id>.json for every finished build.
 	ResultsDir string `toml:"results_dir"`
 	// HeartbeatInterval is how often runners renew their leases.
@@ -130,6 +134,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ResultsDir == "" {
 		bad("results_dir", "must not be empty")
+	}
+	if c.Store != "" {
+		if err := store.ValidatePostgresURL(c.Store); err != nil {
+			bad("store", "%v", err)
+		}
 	}
 	if c.HeartbeatInterval < 10*time.Millisecond {
 		bad("heartbeat_interval", "must be at least 10ms, got %s", c.HeartbeatInterval)

@@ -13,8 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -91,14 +89,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			health.SetStatus(svc, status)
 		}
 	}
-	st, err := store.OpenSQLite(filepath.Join(cfg.DataDir, storeFile), store.SQLiteOptions{Fsync: cfg.Fsync, WriteHealth: writeHealth})
+	st, logs, err := openStore(ctx, cfg, writeHealth)
 	if err != nil {
 		return nil, err
-	}
-	logs := fileLogStore(filepath.Join(cfg.DataDir, "logs"), int64(cfg.MaxLogMiB)<<20, cfg.Fsync)
-	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "logs"), 0o700); err != nil {
-		st.Close()
-		return nil, fmt.Errorf("create log directory: %w", err)
 	}
 	mode, _ := cfg.resultsFileMode() // validated above
 	results := &resultWriter{dir: cfg.ResultsDir, logs: logs, fsync: cfg.Fsync, mode: mode, log: logger}
@@ -118,7 +111,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	s := &Server{cfg: cfg, log: logger, st: st, d: d, metrics: m, stopping: &stopping}
 	s.health = health
 	s.handler = s.routes()
-	logger.Info("control plane state loaded", "live_builds", len(d.builds), "runners", len(d.runners), "data_dir", cfg.DataDir)
+	logger.Info("control plane state loaded", "live_builds", len(d.builds), "runners", len(d.runners), "data_dir", cfg.DataDir, "store", storeName(cfg))
 	return s, nil
 }
 

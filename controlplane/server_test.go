@@ -155,8 +155,10 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() (bool
 	t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, last)
 }
 
-func TestJobLifecycleWritesResults(t *testing.T) {
-	cp := startCP(t, testConfig(t))
+func TestJobLifecycleWritesResults(t *testing.T) { bothStores(t, testJobLifecycleWritesResults) }
+
+func testJobLifecycleWritesResults(t *testing.T, cfg Config) {
+	cp := startCP(t, cfg)
 	ctx := context.Background()
 	builds := cp.report(t, "main", nil, commitA)
 	if len(builds) != 1 || builds[0].Status != statusQueued || builds[0].Reason != "no runners registered" {
@@ -362,7 +364,10 @@ func TestPendingReasons(t *testing.T) {
 }
 
 func TestRestartKeepsQueueAndExtendsLeases(t *testing.T) {
-	cfg := testConfig(t)
+	bothStores(t, testRestartKeepsQueueAndExtendsLeases)
+}
+
+func testRestartKeepsQueueAndExtendsLeases(t *testing.T, cfg Config) {
 	cfg.LeaseDuration = time.Second
 	cp := startCP(t, cfg)
 	ctx := context.Background()
