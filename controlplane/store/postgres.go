@@ -289,21 +289,29 @@ func (s *Postgres) applyOnce(batch []pendingWrite) error {
 		}
 		s.conn = conn
 	}
-	tx, err := s.conn.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin store transaction: %w", err)
-	}
-	defer tx.Rollback(ctx)
-	if s.opts.Fence != nil {
-		if err := s.opts.Fence(ctx, tx); err != nil {
-			return &FenceError{Err: err}
-		}
-	}
 	var b pgx.Batch
 	for _, pw := range batch {
 		if pw.op.kind != 0 {
 			b.Queue(s.sql[pw.op.kind], pw.op.args()...)
 		}
+	}
+	if s.opts.Fence == nil {
+		// One round trip: a pipelined batch runs in one implicit
+		// transaction, all or nothing.
+		if b.Len() > 0 {
+			if err := s.conn.SendBatch(ctx, &b).Close(); err != nil {
+				return fmt.Errorf("store write: %w", err)
+			}
+		}
+		return nil
+	}
+	tx, err := s.conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin store transaction: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	if err := s.opts.Fence(ctx, tx); err != nil {
+		return &FenceError{Err: err}
 	}
 	if b.Len() > 0 {
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {

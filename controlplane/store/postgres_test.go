@@ -150,3 +150,29 @@ func TestValidatePostgresURL(t *testing.T) {
 		}
 	}
 }
+
+// A batch is all or nothing: when one of its writes fails, none is kept
+// (and a constraint violation fails at once, without retries).
+func TestPostgresBatchIsAtomic(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	ctx := t.Context()
+	s, err := OpenPostgres(ctx, url, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Pool().Exec(ctx, `ALTER TABLE cursors ADD CONSTRAINT no_bad CHECK (commit_id <> 'bad')`); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Enqueue(Mutation{PutBuild: build(1, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)},
+		Mutation{PutCursor: &Cursor{Repo: "/r", Branch: "main", Commit: "bad"}}).Wait(ctx)
+	if err == nil || !strings.Contains(err.Error(), "no_bad") {
+		t.Fatalf("got %v, want the check violation", err)
+	}
+	if _, err := s.GetBuild(ctx, 1); err != ErrNotFound {
+		t.Fatalf("a write of the failed batch was kept: %v", err)
+	}
+	if err := s.Enqueue(Mutation{PutBuild: build(2, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)}).Wait(ctx); err != nil {
+		t.Fatalf("the next batch: %v", err)
+	}
+}
