@@ -23,8 +23,11 @@ type PostgresOptions struct {
 	WriteHealth func(err error)
 	// OnConnect, if set, runs on the writer's dedicated connection after
 	// every (re)connect, before that connection writes anything: the place
-	// to take a session advisory lock that fences writes. An error fails
-	// the batch at hand; the next batch connects again.
+	// to take a session advisory lock (pg_try_advisory_lock) that fences
+	// writes. Since every write goes through that one connection, and the
+	// lock lives exactly as long as it, holding the lock there already
+	// means no other holder can write. An error fails the batch at hand
+	// with a *FenceError (not retried); the next batch connects again.
 	OnConnect func(ctx context.Context, conn *pgx.Conn) error
 	// Fence, if set, runs first in every write transaction, on the
 	// writer's connection (for example: check that this replica still

@@ -176,3 +176,45 @@ func TestPostgresBatchIsAtomic(t *testing.T) {
 		t.Fatalf("the next batch: %v", err)
 	}
 }
+
+// The fencing pattern OnConnect allows: the writer's own connection holds
+// a session advisory lock, so only one store writes; a second one's
+// writes fail with FenceError until the first lets go, then succeed.
+func TestPostgresAdvisoryLockFencesWriters(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	ctx := t.Context()
+	takeLock := PostgresOptions{OnConnect: func(ctx context.Context, conn *pgx.Conn) error {
+		var ok bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(42)`).Scan(&ok); err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("another replica holds the writer lock")
+		}
+		return nil
+	}}
+	a, err := OpenPostgres(ctx, url, takeLock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := OpenPostgres(ctx, url, takeLock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := a.Enqueue(Mutation{PutBuild: build(1, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)}).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var fe *FenceError
+	if err := b.Enqueue(Mutation{PutBuild: build(2, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)}).Wait(ctx); !errors.As(err, &fe) {
+		t.Fatalf("second writer: got %v, want a FenceError", err)
+	}
+	a.Close()
+	if err := b.Enqueue(Mutation{PutBuild: build(3, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)}).Wait(ctx); err != nil {
+		t.Fatalf("second writer after the first closed: %v", err)
+	}
+	if _, err := b.GetBuild(ctx, 2); err != ErrNotFound {
+		t.Fatalf("the fenced write landed: %v", err)
+	}
+}
