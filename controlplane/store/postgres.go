@@ -207,7 +207,7 @@ func OpenPostgres(ctx context.Context, rawURL string, opts PostgresOptions) (*Po
 	for kind, q := range writeSQL {
 		s.sql[kind] = rebindDollar(q)
 	}
-	s.reader = reader{db: stdlib.OpenDBFromPool(pool), dollar: true}
+	s.reader = reader{read: stdlib.OpenDBFromPool(pool), dollar: true}
 	s.queue.start(opts.MaxBatch, opts.WriteHealth, s.apply)
 	return s, nil
 }
@@ -295,7 +295,7 @@ func (s *Postgres) applyOnce(batch []pendingWrite) error {
 	var b pgx.Batch
 	for _, pw := range batch {
 		if pw.op.kind != 0 {
-			b.Queue(s.sql[pw.op.kind], pw.op.args()...)
+			b.Queue(s.sql[pw.op.kind], pgArgs(pw.op)...)
 		}
 	}
 	if s.opts.Fence == nil {
@@ -327,6 +327,28 @@ func (s *Postgres) applyOnce(batch []pendingWrite) error {
 	return nil
 }
 
+// pgArgs are the parameters of o's statement in writeSQL on PostgreSQL
+// (flags as 0/1). Add each new write kind here too.
+func pgArgs(o op) []any {
+	switch o.kind {
+	case opBuild:
+		live := 0
+		if o.live {
+			live = 1
+		}
+		return []any{o.id, o.repo, o.branch, o.commit, o.status, live, o.data, o.finished}
+	case opRunner:
+		return []any{o.key, o.data}
+	case opDeleteRunner:
+		return []any{o.key}
+	case opCursor:
+		return []any{o.repo, o.branch, o.commit}
+	case opReported, opDeleteBuild, opLogsPruned:
+		return []any{o.id}
+	}
+	return nil
+}
+
 // retriable reports whether a failed batch may succeed on a new
 // connection: the connection broke, the server is shutting down or
 // starting, or the transaction lost a conflict.
@@ -354,7 +376,7 @@ func (s *Postgres) Close() error {
 	if s.conn != nil {
 		s.conn.Close(context.Background())
 	}
-	err := s.db.Close()
+	err := s.read.Close()
 	s.pool.Close()
 	return err
 }
