@@ -255,3 +255,34 @@ func TestPostgresFenceStatement(t *testing.T) {
 		t.Fatalf("with the current epoch: %v", err)
 	}
 }
+
+// BenchmarkPostgresFence is ClaimComplete on PostgreSQL with each way of
+// fencing the writer: none, Fence (its own transaction: BEGIN, check,
+// writes, COMMIT) and FenceStatement (the check in the batch's pipeline).
+func BenchmarkPostgresFence(b *testing.B) {
+	const check = `SELECT 1 / (SELECT CASE WHEN epoch = $1 THEN 1 ELSE 0 END FROM leader WHERE id = 1 FOR SHARE)`
+	for _, c := range []struct {
+		name string
+		opts PostgresOptions
+	}{
+		{"none", PostgresOptions{}},
+		{"tx", PostgresOptions{Fence: func(ctx context.Context, tx pgx.Tx) error {
+			var one int
+			return tx.QueryRow(ctx, check, int64(1)).Scan(&one)
+		}}},
+		{"statement", PostgresOptions{FenceStatement: func() (string, []any) { return check, []any{int64(1)} }}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			url := pgtest.Shared(b).NewDatabase(b)
+			s, err := OpenPostgres(context.Background(), url, c.opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.Pool().Exec(context.Background(), `CREATE TABLE leader (id INT PRIMARY KEY, epoch BIGINT NOT NULL); INSERT INTO leader VALUES (1, 1)`); err != nil {
+				b.Fatal(err)
+			}
+			benchClaimComplete(b, s)
+		})
+	}
+}
