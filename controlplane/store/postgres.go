@@ -311,7 +311,10 @@ func (s *Postgres) applyOnce(batch []pendingWrite) error {
 		b.Queue(q, args...)
 	}
 	for _, pw := range batch {
-		if pw.op.kind != 0 {
+		switch {
+		case pw.log != nil:
+			b.Queue(writeLogSQL, pw.log.build, pw.log.attempt, pw.log.off, pw.log.data)
+		case pw.op.kind != 0:
 			b.Queue(s.sql[pw.op.kind], pgArgs(pw.op)...)
 		}
 	}

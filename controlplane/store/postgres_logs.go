@@ -10,12 +10,19 @@ import (
 // methods are the raw chunk operations; the control plane's log store
 // keeps the cap and its marker on top of them, as it does for files.
 
-// WriteLog stores data at byte offset off of an attempt's log, replacing
-// a chunk written at the same offset before (a retried append).
+// writeLogSQL stores one chunk, replacing a chunk written at the same
+// offset before (a retried append).
+const writeLogSQL = `INSERT INTO log_chunks (build_id, attempt, off, data) VALUES ($1, $2, $3, $4)
+	ON CONFLICT (build_id, attempt, off) DO UPDATE SET data = excluded.data`
+
+// WriteLog stores data at byte offset off of an attempt's log and returns
+// once it is durable. The chunk goes through the writer's group commit,
+// ordered with the store's other writes and fenced like them, so many
+// runners' appends share one transaction and one WAL flush.
 func (s *Postgres) WriteLog(ctx context.Context, build int64, attempt int32, off int64, data []byte) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO log_chunks (build_id, attempt, off, data) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (build_id, attempt, off) DO UPDATE SET data = excluded.data`, build, attempt, off, data)
-	if err != nil {
+	chunk := &logChunk{build: build, attempt: attempt, off: off, data: append([]byte(nil), data...)}
+	c := s.queue.push(&Commit{done: make(chan struct{})}, pendingWrite{log: chunk})
+	if err := c.Wait(ctx); err != nil {
 		return fmt.Errorf("write log: %w", err)
 	}
 	return nil

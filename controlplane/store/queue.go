@@ -24,7 +24,16 @@ type queue struct {
 
 type pendingWrite struct {
 	op     op
+	log    *logChunk // instead of op: a log_chunks row (PostgreSQL only)
 	commit *Commit
+}
+
+// logChunk is a piece of an attempt's log at its byte offset.
+type logChunk struct {
+	build   int64
+	attempt int32
+	off     int64
+	data    []byte
 }
 
 // start runs the writer; apply is called from it only.
@@ -51,6 +60,19 @@ func (q *queue) Enqueue(muts ...Mutation) *Commit {
 		}
 		ops = append(ops, o)
 	}
+	pws := make([]pendingWrite, len(ops))
+	for i, o := range ops {
+		pws[i].op = o
+	}
+	return q.push(c, pws...)
+}
+
+// push queues writes whose last one completes c (an empty list: c alone).
+func (q *queue) push(c *Commit, pws ...pendingWrite) *Commit {
+	if len(pws) == 0 {
+		pws = []pendingWrite{{}}
+	}
+	pws[len(pws)-1].commit = c
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -58,16 +80,7 @@ func (q *queue) Enqueue(muts ...Mutation) *Commit {
 		close(c.done)
 		return c
 	}
-	for i, o := range ops {
-		pw := pendingWrite{op: o}
-		if i == len(ops)-1 {
-			pw.commit = c
-		}
-		q.pending = append(q.pending, pw)
-	}
-	if len(ops) == 0 {
-		q.pending = append(q.pending, pendingWrite{commit: c})
-	}
+	q.pending = append(q.pending, pws...)
 	q.mu.Unlock()
 	q.poke()
 	return c
