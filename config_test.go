@@ -79,3 +79,41 @@ func TestFlagsOverrideFile(t *testing.T) {
 		t.Fatalf("got listen=%s results=%s", cfg.ControlPlane.Listen, cfg.ControlPlane.ResultsDir)
 	}
 }
+
+// A list of control planes is a TOML array or a comma-separated flag; a
+// single string still works.
+func TestControlPlaneLists(t *testing.T) {
+	var cfg fileConfig
+	doc := "[runner]\ncontrolplane = [\"http://a:8888\", \"http://b:8888\"]\n[observer]\ncontrolplane = \"http://a:8888\"\n"
+	if err := decodeConfig(doc, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Runner.ControlPlane.List(); !reflect.DeepEqual(got, []string{"http://a:8888", "http://b:8888"}) {
+		t.Errorf("runner.controlplane = %q", got)
+	}
+	if cfg.Observer.ControlPlane != "http://a:8888" {
+		t.Errorf("observer.controlplane = %q", cfg.Observer.ControlPlane)
+	}
+	if err := decodeConfig("[runner]\ncontrolplane = {a = 1}\n", &cfg); err == nil || !strings.Contains(err.Error(), "list of URL strings") {
+		t.Errorf("a table for controlplane: %v", err)
+	}
+
+	f := newRoleFlags("runnerd", os.Stderr, false, false, true, true)
+	cfg, err := f.parse([]string{"--controlplane", "http://a:8888,http://b:8888/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.applyRunner(&cfg.Runner); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Runner.ControlPlane.List(); !reflect.DeepEqual(got, []string{"http://a:8888", "http://b:8888"}) {
+		t.Errorf("--controlplane list = %q", got)
+	}
+	f = newRoleFlags("observerd", os.Stderr, false, true, true, false)
+	if cfg, err = f.parse([]string{"--controlplane", "http://a:8888,,http://b:8888"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.applyObserver(&cfg.Observer); err == nil || !strings.Contains(err.Error(), "element 2 is empty") {
+		t.Errorf("a list with an empty element: %v", err)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/pontus-ci/pontus/controlplane"
+	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/internal/dirlock"
 	"github.com/pontus-ci/pontus/observerd"
 	"github.com/pontus-ci/pontus/runnerd"
@@ -52,7 +53,7 @@ func newRoleFlags(name string, stderr io.Writer, cp, repo, runnerURL, workdir bo
 		f.fs.StringVar(&f.repo, "repo", "", "repository to watch: a `path or URL` (default .)")
 	}
 	if runnerURL {
-		f.fs.StringVar(&f.cpURL, "controlplane", "", "control plane `URL` (default http://127.0.0.1:8888)")
+		f.fs.StringVar(&f.cpURL, "controlplane", "", "control plane `URL`, or several replicas' URLs separated by commas (default http://127.0.0.1:8888)")
 	}
 	if workdir {
 		f.fs.StringVar(&f.workdir, "workdir", "", "runner work `directory` for clones and checkouts")
@@ -111,7 +112,7 @@ func (f *roleFlags) applyControlPlane(c *controlplane.Config) error {
 
 func (f *roleFlags) applyRunner(c *runnerd.Config) error {
 	if f.set("controlplane") {
-		c.ControlPlane = f.cpURL
+		c.ControlPlane = dial.URLs(f.cpURL)
 	}
 	if f.set("workdir") {
 		c.Workdir = f.workdir
@@ -125,7 +126,7 @@ func (f *roleFlags) applyRunner(c *runnerd.Config) error {
 
 func (f *roleFlags) applyObserver(c *observerd.Config) error {
 	if f.set("controlplane") {
-		c.ControlPlane = f.cpURL
+		c.ControlPlane = dial.URLs(f.cpURL)
 	}
 	if f.set("repo") {
 		c.Repo, c.Repos = f.repo, nil // --repo names the one repository
@@ -372,7 +373,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	// Validate every role before anything is created: the control plane's
 	// address stands in for its URL until it is bound.
-	placeholder := "http://" + cfg.ControlPlane.Listen
+	placeholder := dial.URLs("http://" + cfg.ControlPlane.Listen)
 	cfg.Runner.ControlPlane, cfg.Observer.ControlPlane = placeholder, placeholder
 	if err := f.applyObserver(&cfg.Observer); err != nil {
 		return err
@@ -429,7 +430,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		stopCP()
 		return err
 	}
-	url := "http://" + addr.String()
+	url := dial.URLs("http://" + addr.String())
 	cfg.Runner.ControlPlane, cfg.Observer.ControlPlane = url, url
 	runner, err := runnerd.New(cfg.Runner, logger.With("component", "runner"))
 	if err != nil {
@@ -474,7 +475,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		})
 	}
 	if !*quiet {
-		roles.Go(func() { printProgress(ctx, url, cfg.ControlPlane.UserToken, stdout) })
+		roles.Go(func() { printProgress(ctx, string(url), cfg.ControlPlane.UserToken, stdout) })
 	}
 	<-ctx.Done()
 	roles.Wait()
