@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pontus-ci/pontus/internal/dial"
+	"github.com/pontus-ci/pontus/internal/git"
 	"github.com/pontus-ci/pontus/internal/protofmt"
 	"github.com/pontus-ci/pontus/internal/termsafe"
 	"github.com/pontus-ci/pontus/internal/validate"
@@ -416,6 +417,7 @@ func runNotify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer cancel()
 	res, err := client.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{
 		Repo: *repo, Branch: *branch, Commits: c.fs.Args(), CloneUrl: *cloneURL, KeepCursor: true,
+		Details: describeForNotify(ctx, *repo, c.fs.Args(), stderr),
 	})
 	if err != nil {
 		return err
@@ -427,6 +429,32 @@ func runNotify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "build %d: %s %s\n", b.Id, short(b.Commit), status(b.Status))
 	}
 	return nil
+}
+
+// describeForNotify reads the subjects, authors, times and trees of commits
+// from the repository (repo when it is a local directory, else the current
+// one, which is where git runs hooks). Without them the commits are still
+// reported, with a warning.
+func describeForNotify(ctx context.Context, repo string, commits []string, stderr io.Writer) []*pontusv1.CommitInfo {
+	for _, id := range commits {
+		if validate.CommitID("commit", id) != nil {
+			return nil // the control plane names the bad id
+		}
+	}
+	dir := "."
+	if fi, err := os.Stat(repo); err == nil && fi.IsDir() {
+		dir = repo
+	}
+	out, err := git.Output(ctx, dir, git.DescribeArgs(commits)...)
+	var infos []*pontusv1.CommitInfo
+	if err == nil {
+		infos, err = git.ParseDescribe(out)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "pontus notify: reporting without commit subjects and authors: %v\n", err)
+		return nil
+	}
+	return infos
 }
 
 // printProgress prints one line per build state change (for pontus dev).
