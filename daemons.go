@@ -195,7 +195,7 @@ func serveControlPlane(ctx context.Context, cfg controlplane.Config, logger *slo
 		lock.Abandon()
 		return err
 	}
-	srv, err := controlplane.New(ctx, cfg, logger.With("component", "controlplane"))
+	srv, err := openControlPlane(ctx, cfg, logger.With("component", "controlplane"))
 	if err != nil {
 		ln.Close()
 		lock.Abandon()
@@ -209,6 +209,17 @@ func serveControlPlane(ctx context.Context, cfg controlplane.Config, logger *slo
 		ready <- ln.Addr()
 	}
 	return srv.Serve(ctx, ln)
+}
+
+// openControlPlane returns a control plane on SQLite in data_dir, or a
+// replica of any number sharing a PostgreSQL store.
+func openControlPlane(ctx context.Context, cfg controlplane.Config, logger *slog.Logger) (interface {
+	Serve(context.Context, net.Listener) error
+}, error) {
+	if cfg.Store != "" {
+		return controlplane.NewReplica(ctx, cfg, logger)
+	}
+	return controlplane.New(ctx, cfg, logger)
 }
 
 func runRunner(ctx context.Context, args []string, stdout, stderr io.Writer) error {

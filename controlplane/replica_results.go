@@ -1,0 +1,191 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pontus-ci/pontus/controlplane/store"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+)
+
+// replicaTables are the tables replicas keep beside the store's own:
+// pontus_leader (one row: who leads, at which epoch; see
+// controlplane/leader) and replica_reports (which replica has written the
+// result files of which build).
+const replicaTables = `
+CREATE TABLE IF NOT EXISTS pontus_leader (
+	id    SMALLINT PRIMARY KEY CHECK (id = 1),
+	epoch BIGINT NOT NULL,
+	name  TEXT NOT NULL,
+	url   TEXT NOT NULL,
+	since TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replica_reports (
+	replica  TEXT NOT NULL,
+	build_id BIGINT NOT NULL,
+	PRIMARY KEY (replica, build_id)
+);`
+
+// createReplicaTables creates the replicas' tables, serialised with the
+// store's migrations (the same transaction-scoped advisory lock), so
+// replicas starting together do not race.
+func createReplicaTables(ctx context.Context, st *store.Postgres) error {
+	tx, err := st.Pool().Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("create replica tables: %w", err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(x'706f6e747573'::bigint)`); err != nil {
+		return fmt.Errorf("create replica tables: %w", err)
+	}
+	if _, err := tx.Exec(ctx, replicaTables); err != nil {
+		return fmt.Errorf("create replica tables: %w", err)
+	}
+	return tx.Commit(ctx)
+}
+
+// resultSync writes, on one replica, the result files of every finished
+// build that replica_reports does not record as written by it, oldest
+// first, and records them. It polls the store (and is woken at once by
+// this replica's own dispatcher while it leads), so a replica that was
+// down catches up when it returns.
+type resultSync struct {
+	st      *store.Postgres
+	name    string
+	w       *resultWriter
+	leading func() bool
+	log     *slog.Logger
+	wake    chan struct{}
+	written atomic.Int64
+	// low is an id at or below which every build is finished and written.
+	low int64
+}
+
+// resultSyncBatch is how many builds one pass reads.
+const resultSyncBatch = 200
+
+// resultSyncPoll is how often the store is asked when nothing wakes the
+// writer.
+var resultSyncPoll = 500 * time.Millisecond
+
+func newResultSync(st *store.Postgres, name string, w *resultWriter, leading func() bool, logger *slog.Logger) *resultSync {
+	return &resultSync{st: st, name: name, w: w, leading: leading, log: logger, wake: make(chan struct{}, 1)}
+}
+
+// poke wakes the writer (a build finished on this replica).
+func (s *resultSync) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *resultSync) run(ctx context.Context) {
+	delay := resultSyncPoll
+	for {
+		n, err := s.pass(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			s.w.failures.Add(1)
+			if s.w.failing.Swap(1) == 0 {
+				s.log.Error("write result files from the store; retrying", "err", err)
+			}
+			delay = min(2*delay, resultRetryMax)
+		default:
+			if s.w.failing.Swap(0) == 1 {
+				s.log.Info("result files are written again", "dir", s.w.dir)
+			}
+			delay = resultSyncPoll
+			if n == resultSyncBatch {
+				continue
+			}
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-s.wake:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// pass writes the files of up to resultSyncBatch builds and returns how
+// many it read.
+func (s *resultSync) pass(ctx context.Context) (int, error) {
+	pool := s.st.Pool()
+	var low int64
+	err := pool.QueryRow(ctx, `SELECT coalesce((SELECT min(id) - 1 FROM builds WHERE live = 1), (SELECT coalesce(max(id), 0) FROM builds))`).Scan(&low)
+	if err != nil {
+		return 0, fmt.Errorf("read builds: %w", err)
+	}
+	rows, err := pool.Query(ctx, `
+SELECT b.data FROM builds b
+WHERE b.live = 0 AND b.id > $2
+  AND NOT EXISTS (SELECT 1 FROM replica_reports r WHERE r.replica = $1 AND r.build_id = b.id)
+ORDER BY b.id LIMIT $3`, s.name, s.low, resultSyncBatch)
+	if err != nil {
+		return 0, fmt.Errorf("read finished builds: %w", err)
+	}
+	var builds []*pontusv1.Build
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		b := &pontusv1.Build{}
+		if err := proto.Unmarshal(data, b); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("decode build: %w", err)
+		}
+		builds = append(builds, b)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("read finished builds: %w", err)
+	}
+	var done []int64
+	var werr error
+	for _, b := range builds {
+		if err := s.w.write(b); err != nil && !errors.Is(err, errNotRetryable) {
+			werr = fmt.Errorf("build %d: %w", b.Id, err)
+			break
+		} else if err != nil {
+			s.log.Error("write result files", "build", b.Id, "commit", b.Commit, "err", err)
+		}
+		done = append(done, b.Id)
+	}
+	if len(done) > 0 {
+		if _, err := pool.Exec(ctx, `INSERT INTO replica_reports (replica, build_id) SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING`, s.name, done); err != nil {
+			return 0, fmt.Errorf("record written result files: %w", err)
+		}
+		s.written.Add(int64(len(done)))
+		if s.leading() {
+			// The store's own flag (retention keeps unreported builds)
+			// follows the leader's files; a fenced write is harmless.
+			muts := make([]store.Mutation, len(done))
+			for i, id := range done {
+				muts[i] = store.Mutation{Reported: id}
+			}
+			s.st.Enqueue(muts...)
+		}
+	}
+	if werr != nil {
+		return 0, werr
+	}
+	if len(builds) < resultSyncBatch {
+		s.low = max(s.low, low)
+	}
+	return len(builds), nil
+}
