@@ -31,6 +31,7 @@ type roleFlags struct {
 	config   string
 	listen   string
 	data     string
+	store    string
 	results  string
 	repo     string
 	cpURL    string
@@ -94,6 +95,9 @@ func (f *roleFlags) applyControlPlane(c *controlplane.Config) error {
 	if f.set("results") {
 		c.ResultsDir = f.results
 	}
+	if f.set("store") {
+		c.Store = f.store
+	}
 	if f.set("insecure") {
 		c.Insecure = f.insecure
 	}
@@ -140,6 +144,7 @@ func (f *roleFlags) applyObserver(c *observerd.Config) error {
 
 func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newRoleFlags("controlplane", stderr, true, false, false, false)
+	f.fs.StringVar(&f.store, "store", "", "PostgreSQL `URL` for the store and logs (postgres://user@host:port/db?sslmode=...; default: SQLite in the state directory)")
 	cfg, err := f.parse(args)
 	if err != nil {
 		return err
@@ -367,6 +372,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg.Observer.DataDir = filepath.Join(data, "observer")
 	}
 	f.data = cfg.ControlPlane.DataDir
+	cfg.ControlPlane.Store = "" // dev is one process on SQLite, whatever the file says
 	if err := f.applyControlPlane(&cfg.ControlPlane); err != nil {
 		return err
 	}

@@ -19,8 +19,12 @@ import (
 type Config struct {
 	// Listen is the TCP address to serve on.
 	Listen string `toml:"listen"`
-	// DataDir holds the store and the build logs.
+	// DataDir holds the store and the build logs (with Store set: the
+	// replica's lock only).
 	DataDir string `toml:"data_dir"`
+	// Store, if set, is a postgres:// URL: the store and the build logs
+	// live in that PostgreSQL database instead of SQLite in DataDir.
+	Store string `toml:"store"`
 	// ResultsDir receives <commit-id> and <commit-id>.json for every finished build.
 	ResultsDir string `toml:"results_dir"`
 	// HeartbeatInterval is how often runners renew their leases.
@@ -68,10 +72,6 @@ type Config struct {
 	// Insecure allows listening on a non-loopback address without tokens.
 	Insecure bool `toml:"insecure"`
 
-	// Store is the store's URL: empty for SQLite in data_dir, or
-	// postgres://user@host:port/db?sslmode=... for PostgreSQL, which
-	// several replicas may share (replica.go).
-	Store string `toml:"store"`
 	// Name names this replica among those sharing a PostgreSQL store
 	// (default: generated once and kept in data_dir).
 	Name string `toml:"name"`
@@ -141,11 +141,6 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		bad("data_dir", "must not be empty")
 	}
-	if c.Store != "" {
-		if err := store.ValidatePostgresURL(c.Store); err != nil {
-			bad("store", "%v", err)
-		}
-	}
 	if c.Name != "" {
 		if err := validate.Name("name", c.Name); err != nil {
 			bad("name", "%v", err)
@@ -158,6 +153,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ResultsDir == "" {
 		bad("results_dir", "must not be empty")
+	}
+	if c.Store != "" {
+		if err := store.ValidatePostgresURL(c.Store); err != nil {
+			bad("store", "%v", err)
+		}
 	}
 	if c.HeartbeatInterval < 10*time.Millisecond {
 		bad("heartbeat_interval", "must be at least 10ms, got %s", c.HeartbeatInterval)

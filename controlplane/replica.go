@@ -96,7 +96,7 @@ func NewReplica(ctx context.Context, cfg Config, logger *slog.Logger) (*Replica,
 		st.Close()
 		return nil, err
 	}
-	r.logs = replicaLogs(st, cfg)
+	r.logs = pgLogStore(st, int64(cfg.MaxLogMiB)<<20)
 	mode, _ := cfg.resultsFileMode()
 	r.sync = newResultSync(st, name, &resultWriter{dir: cfg.ResultsDir, logs: r.logs, fsync: cfg.Fsync, mode: mode, log: logger},
 		func() bool { return r.term.Load() != nil }, logger)
@@ -511,12 +511,4 @@ func (t schemeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("no transport for scheme %q", req.URL.Scheme)
 	}
 	return rt.RoundTrip(req)
-}
-
-// replicaLogs is where a replica keeps build logs.
-// TODO(merge h-pgstore): the PostgreSQL log backend, so every replica serves every log.
-func replicaLogs(st *store.Postgres, cfg Config) *logStore {
-	dir := filepath.Join(cfg.DataDir, "logs")
-	_ = os.MkdirAll(dir, 0o700)
-	return &logStore{dir: dir, max: int64(cfg.MaxLogMiB) << 20, fsync: cfg.Fsync}
 }

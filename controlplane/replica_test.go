@@ -23,8 +23,6 @@ import (
 	"github.com/pontus-ci/pontus/schema/gen/pontus/v1/pontusv1connect"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
-
 // testReplica is one replica served on a loopback port.
 type testReplica struct {
 	cfg  Config

@@ -13,8 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,14 +90,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			health.SetStatus(svc, status)
 		}
 	}
-	st, err := store.OpenSQLite(filepath.Join(cfg.DataDir, storeFile), store.SQLiteOptions{Fsync: cfg.Fsync, WriteHealth: writeHealth})
+	st, logs, err := openStore(ctx, cfg, writeHealth)
 	if err != nil {
 		return nil, err
-	}
-	logs := &logStore{dir: filepath.Join(cfg.DataDir, "logs"), max: int64(cfg.MaxLogMiB) << 20, fsync: cfg.Fsync}
-	if err := os.MkdirAll(logs.dir, 0o700); err != nil {
-		st.Close()
-		return nil, fmt.Errorf("create log directory: %w", err)
 	}
 	s, err := assemble(ctx, cfg, st, logs, nil, m, health, &stopping, logger)
 	if err != nil {
@@ -132,7 +125,7 @@ func assemble(ctx context.Context, cfg Config, st store.Store, logs *logStore, f
 	s := &Server{cfg: cfg, log: logger, st: st, d: d, metrics: m, stopping: stopping}
 	s.health = health
 	s.handler = s.routes()
-	logger.Info("control plane state loaded", "live_builds", len(d.builds), "runners", len(d.runners), "data_dir", cfg.DataDir)
+	logger.Info("control plane state loaded", "live_builds", len(d.builds), "runners", len(d.runners), "data_dir", cfg.DataDir, "store", storeName(cfg))
 	return s, nil
 }
 

@@ -64,11 +64,11 @@ type Postgres struct {
 	conn *pgx.Conn // the writer's; writer goroutine only
 }
 
-// pgMigrations are the PostgreSQL schema versions, one for one with the
-// SQLite store's migrations (same tables and columns; BYTEA for data,
-// BIGINT for ids and times, SMALLINT 0/1 for flags so both stores share
-// their SQL). Version n is recorded as a row of schema_migrations. Append
-// to this list; never change an entry.
+// pgMigrations are the PostgreSQL schema versions: the SQLite store's
+// tables and columns (BYTEA for data, BIGINT for ids and times, SMALLINT
+// 0/1 for flags, so both stores share their SQL), plus what only a shared
+// database needs (log_chunks). Version n is recorded as a row of
+// schema_migrations. Append to this list; never change an entry.
 var pgMigrations = []string{
 	// 1: builds, runners and cursors.
 	`
@@ -107,7 +107,19 @@ ALTER TABLE builds ADD COLUMN logs_kept SMALLINT NOT NULL DEFAULT 1;
 CREATE INDEX builds_repo_branch ON builds(repo, branch, status, id);
 CREATE INDEX builds_logs_kept ON builds(id) WHERE logs_kept = 1 AND live = 0;
 CREATE INDEX builds_finished ON builds(finished) WHERE live = 0;`,
+	// 3: build logs, so that every replica serves them (see WriteLog).
+	`
+CREATE TABLE log_chunks (
+	build_id BIGINT NOT NULL,
+	attempt  INTEGER NOT NULL,
+	off      BIGINT NOT NULL,
+	data     BYTEA NOT NULL,
+	PRIMARY KEY (build_id, attempt, off)
+);`,
 }
+
+// PostgresSchemaVersion is the PostgreSQL schema this Pontus writes.
+var PostgresSchemaVersion = len(pgMigrations)
 
 // migrateLock is the transaction-scoped advisory lock key that serialises
 // migrations of replicas starting together ("pontus" in ASCII).
@@ -158,7 +170,7 @@ func redactErr(err error, raw string) string {
 }
 
 // OpenPostgres connects to the database at rawURL, brings its schema to
-// SchemaVersion (or refuses one written by a newer Pontus), and starts the
+// PostgresSchemaVersion (or refuses one written by a newer Pontus), and starts the
 // writer.
 func OpenPostgres(ctx context.Context, rawURL string, opts PostgresOptions) (*Postgres, error) {
 	if err := ValidatePostgresURL(rawURL); err != nil {
@@ -197,11 +209,9 @@ func OpenPostgres(ctx context.Context, rawURL string, opts PostgresOptions) (*Po
 	return s, nil
 }
 
-// pgMigrate brings the database to SchemaVersion in one transaction.
+// pgMigrate brings the database to PostgresSchemaVersion in one
+// transaction.
 func pgMigrate(ctx context.Context, pool *pgxpool.Pool, where string) error {
-	if len(pgMigrations) != SchemaVersion {
-		return fmt.Errorf("internal error: %d PostgreSQL migrations for schema version %d", len(pgMigrations), SchemaVersion)
-	}
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", where, err)
@@ -220,13 +230,13 @@ func pgMigrate(ctx context.Context, pool *pgxpool.Pool, where string) error {
 	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&version); err != nil {
 		return fmt.Errorf("read store schema version of %s: %w", where, err)
 	}
-	if version > SchemaVersion {
-		return fmt.Errorf("store %s has schema version %d, newer than this Pontus knows (%d): run the Pontus that wrote it (or newer)", where, version, SchemaVersion)
+	if version > PostgresSchemaVersion {
+		return fmt.Errorf("store %s has schema version %d, newer than this Pontus knows (%d): run the Pontus that wrote it (or newer)", where, version, PostgresSchemaVersion)
 	}
-	if version == SchemaVersion {
+	if version == PostgresSchemaVersion {
 		return nil
 	}
-	for v := version; v < SchemaVersion; v++ {
+	for v := version; v < PostgresSchemaVersion; v++ {
 		if _, err := tx.Exec(ctx, pgMigrations[v]); err != nil {
 			return fmt.Errorf("migrate store %s from schema version %d to %d: %w", where, v, v+1, err)
 		}

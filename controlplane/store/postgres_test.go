@@ -22,12 +22,12 @@ func TestPostgresNewerSchemaIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Pool().Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, SchemaVersion+1); err != nil {
+	if _, err := s.Pool().Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, PostgresSchemaVersion+1); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 	_, err = OpenPostgres(ctx, url, PostgresOptions{})
-	want := fmt.Sprintf("has schema version %d, newer than this Pontus knows (%d)", SchemaVersion+1, SchemaVersion)
+	want := fmt.Sprintf("has schema version %d, newer than this Pontus knows (%d)", PostgresSchemaVersion+1, PostgresSchemaVersion)
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("got %v, want an error saying %q", err, want)
 	}
