@@ -74,6 +74,9 @@ func NewReplica(ctx context.Context, cfg Config, logger *slog.Logger) (*Replica,
 	if cfg.Store == "" {
 		return nil, errors.New("controlplane.store: a replica needs a postgres:// store")
 	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	name, err := replicaName(cfg)
 	if err != nil {
 		return nil, err
@@ -411,7 +414,7 @@ func (r *Replica) newRegistry() *prometheus.Registry {
 			Name: "pontus_replica_results_written_total", Help: "Builds whose result files this replica wrote from the store.",
 		}, func() float64 { return float64(r.sync.written.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "pontus_result_writes_failing", Help: "1 while result files cannot be written (they are retried), else 0.",
+			Name: "pontus_replica_result_writes_failing", Help: "1 while this replica cannot write result files from the store (they are retried), else 0.",
 		}, func() float64 { return float64(r.sync.w.failing.Load()) }),
 	)
 	return reg

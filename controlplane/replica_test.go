@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/pontus-ci/pontus/internal/dial"
@@ -185,11 +187,28 @@ func TestReplicasFailOverKeepingTheLease(t *testing.T) {
 		t.Fatal("the long-poll through the standby got no job")
 	}
 
-	// The runner talks to both; the leader goes away mid-job.
+	// The runner talks to both; a follower of the live log reads it
+	// through the standby, as it is written.
 	c := dialAll(t, lead.url, standby.url)
+	tailCtx, stopTail := context.WithCancel(t.Context())
+	defer stopTail()
+	tail, err := viaStandby.builds.TailLog(tailCtx, &pontusv1.TailLogRequest{BuildId: job.BuildId, Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.runners.AppendLog(t.Context(), &pontusv1.AppendLogRequest{JobId: job.JobId, Attempt: job.Attempt, Data: []byte("before\n")}); err != nil {
 		t.Fatal(err)
 	}
+	var followed []byte
+	for !strings.Contains(string(followed), "before") && tail.Receive() {
+		followed = append(followed, tail.Msg().Data...)
+	}
+	if !strings.Contains(string(followed), "before") {
+		t.Fatalf("live log through the standby: %q, %v", followed, tail.Err())
+	}
+	stopTail()
+
+	// The leader goes away mid-job.
 	lead.stop()
 	if leaderOf(t, standby) != standby {
 		t.Fatal("the standby did not take over")
@@ -248,4 +267,31 @@ func replicaMetrics(t *testing.T, url string) string {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return string(b)
+}
+
+// A replica that knows no leader answers unavailable, so clients retry
+// (on another replica), and its health says NOT_SERVING.
+func TestReplicaWithoutLeaderIsUnavailable(t *testing.T) {
+	cfg := replicaConfig(t, pgtest.Shared(t).NewDatabase(t))
+	r, err := NewReplica(t.Context(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.st.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: r.Handler(), Protocols: serverProtocols()}
+	go srv.Serve(ln)
+	defer srv.Close()
+	url := "http://" + ln.Addr().String()
+	_, err = dialAll(t, url).builds.ListBuilds(t.Context(), &pontusv1.ListBuildsRequest{})
+	if connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("ListBuilds with no leader: %v, want unavailable", err)
+	}
+	res, err := grpchealth.NewClient(http.DefaultClient, url).Check(t.Context(), &grpchealth.CheckRequest{})
+	if err != nil || res.Status != grpchealth.StatusNotServing {
+		t.Fatalf("health with no leader: %v %v, want NOT_SERVING", res, err)
+	}
 }
