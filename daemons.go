@@ -27,17 +27,19 @@ import (
 // roleFlags are the flags the daemon commands share; each overrides its
 // key in the config file only when given.
 type roleFlags struct {
-	fs       *flag.FlagSet
-	config   string
-	listen   string
-	data     string
-	store    string
-	results  string
-	repo     string
-	cpURL    string
-	workdir  string
-	insecure bool
-	logs     logFlags
+	fs        *flag.FlagSet
+	config    string
+	listen    string
+	data      string
+	store     string
+	name      string
+	advertise string
+	results   string
+	repo      string
+	cpURL     string
+	workdir   string
+	insecure  bool
+	logs      logFlags
 }
 
 func newRoleFlags(name string, stderr io.Writer, cp, repo, runnerURL, workdir bool) *roleFlags {
@@ -98,6 +100,12 @@ func (f *roleFlags) applyControlPlane(c *controlplane.Config) error {
 	if f.set("store") {
 		c.Store = f.store
 	}
+	if f.set("name") {
+		c.Name = f.name
+	}
+	if f.set("advertise") {
+		c.Advertise = f.advertise
+	}
 	if f.set("insecure") {
 		c.Insecure = f.insecure
 	}
@@ -145,6 +153,8 @@ func (f *roleFlags) applyObserver(c *observerd.Config) error {
 func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newRoleFlags("controlplane", stderr, true, false, false, false)
 	f.fs.StringVar(&f.store, "store", "", "PostgreSQL `URL` for the store and logs (postgres://user@host:port/db?sslmode=...; default: SQLite in the state directory)")
+	f.fs.StringVar(&f.name, "name", "", "with --store: this replica's `name` (default: generated, kept in the state directory)")
+	f.fs.StringVar(&f.advertise, "advertise", "", "with --store: the `URL` other replicas forward calls to while this one leads (default: from --listen)")
 	cfg, err := f.parse(args)
 	if err != nil {
 		return err
