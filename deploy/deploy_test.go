@@ -39,7 +39,7 @@ type object struct {
 		// Selector is a label map for a Service, {matchLabels: …} for a
 		// workload.
 		Selector map[string]any `yaml:"selector"`
-		Ports []struct {
+		Ports    []struct {
 			Port int `yaml:"port"`
 		} `yaml:"ports"`
 		Template struct {
