@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pontus-ci/pontus/controlplane/leader"
 	"github.com/pontus-ci/pontus/controlplane/store"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
@@ -18,14 +19,7 @@ import (
 // pontus_leader (one row: who leads, at which epoch; see
 // controlplane/leader) and replica_reports (which replica has written the
 // result files of which build).
-const replicaTables = `
-CREATE TABLE IF NOT EXISTS pontus_leader (
-	id    SMALLINT PRIMARY KEY CHECK (id = 1),
-	epoch BIGINT NOT NULL,
-	name  TEXT NOT NULL,
-	url   TEXT NOT NULL,
-	since TIMESTAMPTZ NOT NULL
-);
+const replicaTables = leader.Schema + `;
 CREATE TABLE IF NOT EXISTS replica_reports (
 	replica  TEXT NOT NULL,
 	build_id BIGINT NOT NULL,
@@ -65,7 +59,13 @@ type resultSync struct {
 	written atomic.Int64
 	// low is an id at or below which every build is finished and written.
 	low int64
+	// cleaned is when marks of builds retention deleted were last removed.
+	cleaned time.Time
 }
+
+// resultSyncClean is how often a replica removes its marks of builds that
+// retention deleted.
+const resultSyncClean = 10 * time.Minute
 
 // resultSyncBatch is how many builds one pass reads.
 const resultSyncBatch = 200
@@ -186,6 +186,13 @@ ORDER BY b.id LIMIT $3`, s.name, s.low, resultSyncBatch)
 	}
 	if len(builds) < resultSyncBatch {
 		s.low = max(s.low, low)
+	}
+	if time.Since(s.cleaned) > resultSyncClean {
+		s.cleaned = time.Now()
+		if _, err := pool.Exec(ctx, `DELETE FROM replica_reports r WHERE r.replica = $1
+AND NOT EXISTS (SELECT 1 FROM builds b WHERE b.id = r.build_id)`, s.name); err != nil {
+			s.log.Warn("remove marks of deleted builds", "err", err)
+		}
 	}
 	return len(builds), nil
 }

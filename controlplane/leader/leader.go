@@ -203,7 +203,7 @@ INSERT INTO pontus_leader (id, epoch, name, url, since) VALUES (1, 1, $1, $2, no
 ON CONFLICT (id) DO UPDATE SET epoch = pontus_leader.epoch + 1, name = $1, url = $2, since = now()
 RETURNING epoch`, []any{e.cfg.Name, e.cfg.Advertise}, &epoch)
 	if isUndefinedTable(err) {
-		if _, err = conn.Exec(ctx, createTable); err == nil {
+		if _, err = conn.Exec(ctx, Schema); err == nil {
 			return e.term(ctx, conn, t, lead)
 		}
 	}
@@ -249,7 +249,9 @@ RETURNING epoch`, []any{e.cfg.Name, e.cfg.Advertise}, &epoch)
 	}
 }
 
-const createTable = `CREATE TABLE IF NOT EXISTS pontus_leader (
+// Schema creates the leadership table if it is missing. The elector runs
+// it itself when it first leads; replicas also run it at start.
+const Schema = `CREATE TABLE IF NOT EXISTS pontus_leader (
 	id    SMALLINT PRIMARY KEY CHECK (id = 1),
 	epoch BIGINT NOT NULL,
 	name  TEXT NOT NULL,

@@ -220,6 +220,10 @@ func Retryable(err error) bool {
 	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeResourceExhausted,
 		connect.CodeAborted, connect.CodeInternal, connect.CodeUnknown:
 		return true
+	case connect.CodeCanceled:
+		// Not the caller's cancellation (excluded above): an HTTP/2 stream
+		// reset by a server going away.
+		return true
 	}
 	return false
 }

