@@ -371,13 +371,13 @@ func (r *Replica) routes() http.Handler {
 	return http.MaxBytesHandler(hsts(mux), maxBodyBytes)
 }
 
-// ReplicaStatus is what GET /replica answers (JSON).
+// ReplicaStatus is what GET /replica answers (JSON). It needs no token,
+// like health, so it names the leader but not its address.
 type ReplicaStatus struct {
 	Name   string `json:"name"`
 	Role   string `json:"role"` // "leader" or "standby"
 	Epoch  int64  `json:"epoch"`
 	Leader string `json:"leader,omitempty"`
-	URL    string `json:"leader_url,omitempty"`
 }
 
 func (r *Replica) status() ReplicaStatus {
@@ -387,7 +387,7 @@ func (r *Replica) status() ReplicaStatus {
 		return st
 	}
 	l := e.Leader()
-	st.Leader, st.URL, st.Epoch = l.Name, l.URL, l.Epoch
+	st.Leader, st.Epoch = l.Name, l.Epoch
 	if epoch := e.Epoch(); epoch != 0 && r.term.Load() != nil {
 		st.Role, st.Epoch = "leader", epoch
 	}
