@@ -66,7 +66,7 @@ func TestMigrateV1(t *testing.T) {
 	}
 	// Version 2 filled in when each finished build finished.
 	var finished []int64
-	rows, err := s.db.Query(`SELECT finished FROM builds ORDER BY id`)
+	rows, err := s.read.Query(`SELECT finished FROM builds ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,8 +23,11 @@ type PostgresOptions struct {
 	WriteHealth func(err error)
 	// OnConnect, if set, runs on the writer's dedicated connection after
 	// every (re)connect, before that connection writes anything: the place
-	// to take a session advisory lock that fences writes. An error fails
-	// the batch at hand; the next batch connects again.
+	// to take a session advisory lock (pg_try_advisory_lock) that fences
+	// writes. Since every write goes through that one connection, and the
+	// lock lives exactly as long as it, holding the lock there already
+	// means no other holder can write. An error fails the batch at hand
+	// with a *FenceError (not retried); the next batch connects again.
 	OnConnect func(ctx context.Context, conn *pgx.Conn) error
 	// Fence, if set, runs first in every write transaction, on the
 	// writer's connection (for example: check that this replica still
@@ -204,7 +207,7 @@ func OpenPostgres(ctx context.Context, rawURL string, opts PostgresOptions) (*Po
 	for kind, q := range writeSQL {
 		s.sql[kind] = rebindDollar(q)
 	}
-	s.reader = reader{db: stdlib.OpenDBFromPool(pool), dollar: true}
+	s.reader = reader{read: stdlib.OpenDBFromPool(pool), dollar: true}
 	s.queue.start(opts.MaxBatch, opts.WriteHealth, s.apply)
 	return s, nil
 }
@@ -289,21 +292,29 @@ func (s *Postgres) applyOnce(batch []pendingWrite) error {
 		}
 		s.conn = conn
 	}
+	var b pgx.Batch
+	for _, pw := range batch {
+		if pw.op.kind != 0 {
+			b.Queue(s.sql[pw.op.kind], pgArgs(pw.op)...)
+		}
+	}
+	if s.opts.Fence == nil {
+		// One round trip: a pipelined batch runs in one implicit
+		// transaction, all or nothing.
+		if b.Len() > 0 {
+			if err := s.conn.SendBatch(ctx, &b).Close(); err != nil {
+				return fmt.Errorf("store write: %w", err)
+			}
+		}
+		return nil
+	}
 	tx, err := s.conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin store transaction: %w", err)
 	}
 	defer tx.Rollback(ctx)
-	if s.opts.Fence != nil {
-		if err := s.opts.Fence(ctx, tx); err != nil {
-			return &FenceError{Err: err}
-		}
-	}
-	var b pgx.Batch
-	for _, pw := range batch {
-		if pw.op.kind != 0 {
-			b.Queue(s.sql[pw.op.kind], pw.op.args()...)
-		}
+	if err := s.opts.Fence(ctx, tx); err != nil {
+		return &FenceError{Err: err}
 	}
 	if b.Len() > 0 {
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
@@ -312,6 +323,28 @@ func (s *Postgres) applyOnce(batch []pendingWrite) error {
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit store transaction: %w", err)
+	}
+	return nil
+}
+
+// pgArgs are the parameters of o's statement in writeSQL on PostgreSQL
+// (flags as 0/1). Add each new write kind here too.
+func pgArgs(o op) []any {
+	switch o.kind {
+	case opBuild:
+		live := 0
+		if o.live {
+			live = 1
+		}
+		return []any{o.id, o.repo, o.branch, o.commit, o.status, live, o.data, o.finished}
+	case opRunner:
+		return []any{o.key, o.data}
+	case opDeleteRunner:
+		return []any{o.key}
+	case opCursor:
+		return []any{o.repo, o.branch, o.commit}
+	case opReported, opDeleteBuild, opLogsPruned:
+		return []any{o.id}
 	}
 	return nil
 }
@@ -343,7 +376,7 @@ func (s *Postgres) Close() error {
 	if s.conn != nil {
 		s.conn.Close(context.Background())
 	}
-	err := s.db.Close()
+	err := s.read.Close()
 	s.pool.Close()
 	return err
 }

@@ -150,3 +150,71 @@ func TestValidatePostgresURL(t *testing.T) {
 		}
 	}
 }
+
+// A batch is all or nothing: when one of its writes fails, none is kept
+// (and a constraint violation fails at once, without retries).
+func TestPostgresBatchIsAtomic(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	ctx := t.Context()
+	s, err := OpenPostgres(ctx, url, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Pool().Exec(ctx, `ALTER TABLE cursors ADD CONSTRAINT no_bad CHECK (commit_id <> 'bad')`); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Enqueue(Mutation{PutBuild: build(1, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)},
+		Mutation{PutCursor: &Cursor{Repo: "/r", Branch: "main", Commit: "bad"}}).Wait(ctx)
+	if err == nil || !strings.Contains(err.Error(), "no_bad") {
+		t.Fatalf("got %v, want the check violation", err)
+	}
+	if _, err := s.GetBuild(ctx, 1); err != ErrNotFound {
+		t.Fatalf("a write of the failed batch was kept: %v", err)
+	}
+	if err := s.Enqueue(Mutation{PutBuild: build(2, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)}).Wait(ctx); err != nil {
+		t.Fatalf("the next batch: %v", err)
+	}
+}
+
+// The fencing pattern OnConnect allows: the writer's own connection holds
+// a session advisory lock, so only one store writes; a second one's
+// writes fail with FenceError until the first lets go, then succeed.
+func TestPostgresAdvisoryLockFencesWriters(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	ctx := t.Context()
+	takeLock := PostgresOptions{OnConnect: func(ctx context.Context, conn *pgx.Conn) error {
+		var ok bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(42)`).Scan(&ok); err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("another replica holds the writer lock")
+		}
+		return nil
+	}}
+	a, err := OpenPostgres(ctx, url, takeLock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := OpenPostgres(ctx, url, takeLock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := a.Enqueue(Mutation{PutBuild: build(1, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)}).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var fe *FenceError
+	if err := b.Enqueue(Mutation{PutBuild: build(2, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)}).Wait(ctx); !errors.As(err, &fe) {
+		t.Fatalf("second writer: got %v, want a FenceError", err)
+	}
+	a.Close()
+	if err := b.Enqueue(Mutation{PutBuild: build(3, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)}).Wait(ctx); err != nil {
+		t.Fatalf("second writer after the first closed: %v", err)
+	}
+	if _, err := b.GetBuild(ctx, 2); err != ErrNotFound {
+		t.Fatalf("the fenced write landed: %v", err)
+	}
+}

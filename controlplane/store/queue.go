@@ -124,13 +124,6 @@ func (q *queue) writer() {
 	}
 }
 
-// isClosed reports whether close has been called.
-func (q *queue) isClosed() bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.closed
-}
-
 // close stops accepting writes and waits until the pending ones are
 // applied. It reports false if the queue was already closed.
 func (q *queue) close() bool {

@@ -17,7 +17,7 @@ import (
 // database/sql, written with ? placeholders, which dollar rewrites to
 // PostgreSQL's $1, $2, ...
 type reader struct {
-	db     *sql.DB
+	read   *sql.DB
 	dollar bool
 }
 
@@ -49,10 +49,10 @@ func rebindDollar(query string) string {
 // connection died (the server restarted) is tried again on another.
 func (s *reader) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	query = s.rebind(query)
-	rows, err := s.db.QueryContext(ctx, query, args...)
+	rows, err := s.read.QueryContext(ctx, query, args...)
 	for try := 0; err != nil && s.dollar && try < 3 && retriable(err) && ctx.Err() == nil; try++ {
 		time.Sleep(time.Duration(try) * 100 * time.Millisecond)
-		rows, err = s.db.QueryContext(ctx, query, args...)
+		rows, err = s.read.QueryContext(ctx, query, args...)
 	}
 	return rows, err
 }

@@ -186,27 +186,6 @@ func migrate(db *sql.DB, path string) error {
 	return nil
 }
 
-// args are the parameters of o's statement in writeSQL.
-func (o op) args() []any {
-	switch o.kind {
-	case opBuild:
-		live := 0
-		if o.live {
-			live = 1
-		}
-		return []any{o.id, o.repo, o.branch, o.commit, o.status, live, o.data, o.finished}
-	case opRunner:
-		return []any{o.key, o.data}
-	case opDeleteRunner:
-		return []any{o.key}
-	case opCursor:
-		return []any{o.repo, o.branch, o.commit}
-	case opReported, opDeleteBuild, opLogsPruned:
-		return []any{o.id}
-	}
-	return nil
-}
-
 // writeSQL is the statement of each write kind, shared by both stores
 // (placeholders are rewritten for PostgreSQL).
 var writeSQL = [opLogsPruned + 1]string{
@@ -259,7 +238,7 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLite, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	r.SetMaxOpenConns(4)
-	s.reader = reader{db: r}
+	s.reader = reader{read: r}
 	s.queue.start(opts.MaxBatch, opts.WriteHealth, s.apply)
 	return s, nil
 }
@@ -305,7 +284,21 @@ func (s *SQLite) apply(batch []pendingWrite) error {
 		if o.kind == 0 {
 			continue
 		}
-		if _, err := tx.Stmt(s.stmts[o.kind]).Exec(o.args()...); err != nil {
+		st := tx.Stmt(s.stmts[o.kind])
+		var err error
+		switch o.kind {
+		case opBuild:
+			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data, o.finished)
+		case opRunner:
+			_, err = st.Exec(o.key, o.data)
+		case opDeleteRunner:
+			_, err = st.Exec(o.key)
+		case opCursor:
+			_, err = st.Exec(o.repo, o.branch, o.commit)
+		case opReported, opDeleteBuild, opLogsPruned:
+			_, err = st.Exec(o.id)
+		}
+		if err != nil {
 			return fmt.Errorf("store write: %w", err)
 		}
 	}
@@ -325,5 +318,5 @@ func (s *SQLite) Close() error {
 			st.Close()
 		}
 	}
-	return errors.Join(s.db.Close(), s.write.Close())
+	return errors.Join(s.read.Close(), s.write.Close())
 }

@@ -20,8 +20,8 @@
 //	}
 //
 // A test that stops and restarts the server (a chaos test) starts its own
-// with Start. Outside tests, NewServer and Server.Stop do the same without
-// testing.TB.
+// with Start. Outside tests, NewServer and Server.Remove do the same; the
+// package does not import testing, so commands (pontus bench) use it too.
 package pgtest
 
 import (
@@ -40,7 +40,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -335,6 +334,17 @@ func (s *Server) Remove() error {
 	return os.RemoveAll(s.dir)
 }
 
+// TB is the part of testing.TB this package uses (*testing.T, *testing.B
+// and testing.TB satisfy it).
+type TB interface {
+	Helper()
+	Name() string
+	Skip(args ...any)
+	Fatal(args ...any)
+	Errorf(format string, args ...any)
+	Cleanup(func())
+}
+
 var dbSeq atomic.Int64
 
 // CreateDatabase creates a new empty database and returns its URL.
@@ -363,7 +373,7 @@ func (s *Server) DropDatabase(ctx context.Context, name string) error {
 
 // NewDatabase creates a fresh database for one test, dropped when the
 // test ends, and returns its URL.
-func (s *Server) NewDatabase(tb testing.TB) string {
+func (s *Server) NewDatabase(tb TB) string {
 	tb.Helper()
 	name := fmt.Sprintf("t%d_%s", dbSeq.Add(1), sanitize(tb.Name()))
 	u, err := s.CreateDatabase(context.Background(), name)
@@ -395,7 +405,7 @@ func sanitize(name string) string {
 
 // Start starts a server of the test's own, removed when the test ends;
 // it skips the test when the binaries are absent.
-func Start(tb testing.TB) *Server {
+func Start(tb TB) *Server {
 	tb.Helper()
 	s, err := NewServer(context.Background())
 	if errors.Is(err, ErrNoBinaries) {
@@ -421,7 +431,7 @@ var shared struct {
 // Shared returns the package's shared server, started on first use; it
 // skips the test when the binaries are absent. Tests must not stop it:
 // they take their own databases with NewDatabase. Main removes it.
-func Shared(tb testing.TB) *Server {
+func Shared(tb TB) *Server {
 	tb.Helper()
 	shared.once.Do(func() { shared.srv, shared.err = NewServer(context.Background()) })
 	if errors.Is(shared.err, ErrNoBinaries) {
@@ -435,7 +445,7 @@ func Shared(tb testing.TB) *Server {
 
 // Main runs the tests and removes the shared server, if one was started;
 // use it as TestMain in packages that call Shared.
-func Main(m *testing.M) {
+func Main(m interface{ Run() int }) {
 	code := m.Run()
 	if shared.srv != nil {
 		shared.srv.Remove()
