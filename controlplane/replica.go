@@ -95,7 +95,7 @@ func NewReplica(ctx context.Context, cfg Config, logger *slog.Logger) (*Replica,
 		return nil, err
 	}
 	r.st = st
-	if err := createReplicaTables(ctx, st); err != nil {
+	if err := st.CreateReplicaTables(ctx, replicaTables); err != nil {
 		st.Close()
 		return nil, err
 	}

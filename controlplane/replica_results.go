@@ -8,41 +8,14 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/pontus-ci/pontus/controlplane/leader"
 	"github.com/pontus-ci/pontus/controlplane/store"
-	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
 // replicaTables are the tables replicas keep beside the store's own:
-// pontus_leader (one row: who leads, at which epoch; see
-// controlplane/leader) and replica_reports (which replica has written the
-// result files of which build).
-const replicaTables = leader.Schema + `;
-CREATE TABLE IF NOT EXISTS replica_reports (
-	replica  TEXT NOT NULL,
-	build_id BIGINT NOT NULL,
-	PRIMARY KEY (replica, build_id)
-);`
-
-// createReplicaTables creates the replicas' tables, serialised with the
-// store's migrations (the same transaction-scoped advisory lock), so
-// replicas starting together do not race.
-func createReplicaTables(ctx context.Context, st *store.Postgres) error {
-	tx, err := st.Pool().Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("create replica tables: %w", err)
-	}
-	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(x'706f6e747573'::bigint)`); err != nil {
-		return fmt.Errorf("create replica tables: %w", err)
-	}
-	if _, err := tx.Exec(ctx, replicaTables); err != nil {
-		return fmt.Errorf("create replica tables: %w", err)
-	}
-	return tx.Commit(ctx)
-}
+// pontus_leader (one row: who leads, at which epoch; controlplane/leader)
+// and replica_reports (which replica wrote the files of which build).
+const replicaTables = leader.Schema + ";\n" + store.ReplicaReportsSchema
 
 // resultSync writes, on one replica, the result files of every finished
 // build that replica_reports does not record as written by it, oldest
@@ -123,37 +96,9 @@ func (s *resultSync) run(ctx context.Context) {
 // pass writes the files of up to resultSyncBatch builds and returns how
 // many it read.
 func (s *resultSync) pass(ctx context.Context) (int, error) {
-	pool := s.st.Pool()
-	var low int64
-	err := pool.QueryRow(ctx, `SELECT coalesce((SELECT min(id) - 1 FROM builds WHERE live = 1), (SELECT coalesce(max(id), 0) FROM builds))`).Scan(&low)
+	builds, floor, err := s.st.ReplicaUnreported(ctx, s.name, s.low, resultSyncBatch)
 	if err != nil {
-		return 0, fmt.Errorf("read builds: %w", err)
-	}
-	rows, err := pool.Query(ctx, `
-SELECT b.data FROM builds b
-WHERE b.live = 0 AND b.id > $2
-  AND NOT EXISTS (SELECT 1 FROM replica_reports r WHERE r.replica = $1 AND r.build_id = b.id)
-ORDER BY b.id LIMIT $3`, s.name, s.low, resultSyncBatch)
-	if err != nil {
-		return 0, fmt.Errorf("read finished builds: %w", err)
-	}
-	var builds []*pontusv1.Build
-	for rows.Next() {
-		var data []byte
-		if err := rows.Scan(&data); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		b := &pontusv1.Build{}
-		if err := proto.Unmarshal(data, b); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("decode build: %w", err)
-		}
-		builds = append(builds, b)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("read finished builds: %w", err)
+		return 0, err
 	}
 	var done []int64
 	var werr error
@@ -167,8 +112,8 @@ ORDER BY b.id LIMIT $3`, s.name, s.low, resultSyncBatch)
 		done = append(done, b.Id)
 	}
 	if len(done) > 0 {
-		if _, err := pool.Exec(ctx, `INSERT INTO replica_reports (replica, build_id) SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING`, s.name, done); err != nil {
-			return 0, fmt.Errorf("record written result files: %w", err)
+		if err := s.st.MarkReplicaReported(ctx, s.name, done); err != nil {
+			return 0, err
 		}
 		s.written.Add(int64(len(done)))
 		if s.leading() {
@@ -185,12 +130,11 @@ ORDER BY b.id LIMIT $3`, s.name, s.low, resultSyncBatch)
 		return 0, werr
 	}
 	if len(builds) < resultSyncBatch {
-		s.low = max(s.low, low)
+		s.low = max(s.low, floor)
 	}
 	if time.Since(s.cleaned) > resultSyncClean {
 		s.cleaned = time.Now()
-		if _, err := pool.Exec(ctx, `DELETE FROM replica_reports r WHERE r.replica = $1
-AND NOT EXISTS (SELECT 1 FROM builds b WHERE b.id = r.build_id)`, s.name); err != nil {
+		if err := s.st.ForgetDeletedReports(ctx, s.name); err != nil {
 			s.log.Warn("remove marks of deleted builds", "err", err)
 		}
 	}
