@@ -117,3 +117,33 @@ func TestControlPlaneLists(t *testing.T) {
 		t.Errorf("a list with an empty element: %v", err)
 	}
 }
+
+// Replicas on one PostgreSQL started from one directory without --data
+// get a data_dir each; an explicit one is kept.
+func TestReplicaDefaultDataDirs(t *testing.T) {
+	dataDir := func(args ...string) string {
+		t.Helper()
+		f := newRoleFlags("controlplane", os.Stderr, true, false, false, false)
+		f.fs.StringVar(&f.store, "store", "", "")
+		cfg, err := f.parse(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.applyControlPlane(&cfg.ControlPlane); err != nil {
+			t.Fatal(err)
+		}
+		return cfg.ControlPlane.DataDir
+	}
+	const store = "postgres://u@127.0.0.1:5432/pontus"
+	a := dataDir("--store", store, "--listen", "127.0.0.1:8801")
+	b := dataDir("--store", store, "--listen", "127.0.0.1:8802")
+	if a == b || !strings.HasPrefix(a, ".pontus/controlplane/") {
+		t.Errorf("default data_dirs of two replicas: %q and %q", a, b)
+	}
+	if got := dataDir("--store", store, "--data", "/srv/cp"); got != "/srv/cp" {
+		t.Errorf("explicit --data became %q", got)
+	}
+	if got := dataDir("--listen", "127.0.0.1:8801"); got != ".pontus/controlplane" {
+		t.Errorf("SQLite data_dir became %q", got)
+	}
+}

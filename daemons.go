@@ -109,6 +109,11 @@ func (f *roleFlags) applyControlPlane(c *controlplane.Config) error {
 	if f.set("insecure") {
 		c.Insecure = f.insecure
 	}
+	if c.Store != "" && c.DataDir == controlplane.DefaultConfig().DataDir {
+		// Replicas started side by side in one directory each get a
+		// data_dir (their lock and name) of their own.
+		c.DataDir = filepath.Join(c.DataDir, "replica-"+strings.NewReplacer(":", "-", "[", "", "]", "").Replace(c.Listen))
+	}
 	var err error
 	if c.RunnerToken, err = token("PONTUS_RUNNER_TOKEN", c.RunnerTokenFile); err != nil {
 		return fmt.Errorf("runner token: %w", err)

@@ -187,3 +187,49 @@ data_dir = %q
 	}
 	t.Logf("failover: SIGKILL of the leader to the next job handed out: %s", first.Sub(killedAt).Round(10*time.Millisecond))
 }
+
+// Two replicas started as an operator would by hand — flags only, one
+// working directory, no --data — with the runner and observer given both
+// URLs on the command line: whichever leads is SIGKILLed between commits,
+// every commit's result reaches the other's results_dir, and the killed
+// one's once it is back.
+func TestTwoReplicasFromFlags(t *testing.T) {
+	pg := pgtest.Start(t)
+	store, err := pg.CreateDatabase(t.Context(), "pontus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := TempDir(t)
+	var rs []*replica
+	for _, name := range []string{"A", "B"} {
+		addr := FreeAddr(t)
+		r := &replica{addr: addr, url: "http://" + addr, results: filepath.Join(dir, "R"+name)}
+		r.proc = Start(t, "controlplane "+name, dir, nil, "controlplane", "--store", store, "--listen", addr, "--results", r.results)
+		rs = append(rs, r)
+	}
+	lead := leaderAmong(t, rs)
+	both := rs[0].url + "," + rs[1].url
+	repo := NewRepo(t, map[string]string{"tests/test_ok.py": pyTest("test_ok", "pass")})
+	Start(t, "runner", dir, nil, "runnerd", "--controlplane", both, "--workdir", filepath.Join(dir, "work"))
+	Start(t, "observer", dir, nil, "observerd", "--controlplane", both, "--repo", repo.Dir)
+	commits := []string{repo.Head(t)}
+	commits = append(commits, repo.Commit(t, "one", map[string]string{"n.txt": "1"}))
+	WaitResultStatus(t, lead.results, commits[1], 60*time.Second, passed)
+
+	lead.proc.Kill()
+	other := rs[0]
+	if other == lead {
+		other = rs[1]
+	}
+	commits = append(commits, repo.Commit(t, "two", map[string]string{"n.txt": "2"}))
+	WaitResultStatus(t, other.results, commits[2], 60*time.Second, passed)
+	commits = append(commits, repo.Commit(t, "three", map[string]string{"n.txt": "3"}))
+	WaitResultStatus(t, other.results, commits[3], 60*time.Second, passed)
+
+	lead.proc = Start(t, "controlplane again", dir, nil, "controlplane", "--store", store, "--listen", lead.addr, "--results", lead.results)
+	for _, r := range rs {
+		for _, c := range commits {
+			WaitResultStatus(t, r.results, c, 60*time.Second, passed)
+		}
+	}
+}
