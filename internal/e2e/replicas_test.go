@@ -213,6 +213,7 @@ func TestTwoReplicasFromFlags(t *testing.T) {
 	Start(t, "runner", dir, nil, "runnerd", "--controlplane", both, "--workdir", filepath.Join(dir, "work"))
 	Start(t, "observer", dir, nil, "observerd", "--controlplane", both, "--repo", repo.Dir)
 	commits := []string{repo.Head(t)}
+	WaitResultStatus(t, lead.results, commits[0], 60*time.Second, passed)
 	commits = append(commits, repo.Commit(t, "one", map[string]string{"n.txt": "1"}))
 	WaitResultStatus(t, lead.results, commits[1], 60*time.Second, passed)
 
