@@ -346,7 +346,7 @@ func (r *Replica) forwardTarget() *url.URL {
 		return nil
 	}
 	l := e.Leader()
-	if l.URL == "" || l.Name == r.name || time.Since(l.Seen) > 5*time.Second {
+	if l.URL == "" || l.Name == r.name || l.URL == r.advertise || time.Since(l.Seen) > 5*time.Second {
 		return nil
 	}
 	u, err := url.Parse(l.URL)
