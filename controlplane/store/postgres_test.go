@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -216,5 +217,72 @@ func TestPostgresAdvisoryLockFencesWriters(t *testing.T) {
 	}
 	if _, err := b.GetBuild(ctx, 2); err != ErrNotFound {
 		t.Fatalf("the fenced write landed: %v", err)
+	}
+}
+
+// FenceStatement checks in the batch's own pipeline: a batch whose check
+// raises an error is not written, and its commits fail with FenceError.
+func TestPostgresFenceStatement(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	ctx := t.Context()
+	var epoch atomic.Int64
+	epoch.Store(1)
+	s, err := OpenPostgres(ctx, url, PostgresOptions{FenceStatement: func() (string, []any) {
+		return `SELECT 1 / (SELECT CASE WHEN epoch = $1 THEN 1 ELSE 0 END FROM leader WHERE id = 1 FOR SHARE)`, []any{epoch.Load()}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Pool().Exec(ctx, `CREATE TABLE leader (id INT PRIMARY KEY, epoch BIGINT NOT NULL); INSERT INTO leader VALUES (1, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Enqueue(Mutation{PutBuild: build(1, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)}).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pool().Exec(ctx, `UPDATE leader SET epoch = 2`); err != nil {
+		t.Fatal(err)
+	}
+	var fe *FenceError
+	if err := s.Enqueue(Mutation{PutBuild: build(2, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)}).Wait(ctx); !errors.As(err, &fe) {
+		t.Fatalf("fenced batch: got %v, want a FenceError", err)
+	}
+	if _, err := s.GetBuild(ctx, 2); err != ErrNotFound {
+		t.Fatalf("the fenced write landed: %v", err)
+	}
+	epoch.Store(2)
+	if err := s.Enqueue(Mutation{PutBuild: build(3, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)}).Wait(ctx); err != nil {
+		t.Fatalf("with the current epoch: %v", err)
+	}
+}
+
+// BenchmarkPostgresFence is ClaimComplete on PostgreSQL with each way of
+// fencing the writer: none, Fence (its own transaction: BEGIN, check,
+// writes, COMMIT) and FenceStatement (the check in the batch's pipeline).
+func BenchmarkPostgresFence(b *testing.B) {
+	const check = `SELECT 1 / (SELECT CASE WHEN epoch = $1 THEN 1 ELSE 0 END FROM leader WHERE id = 1 FOR SHARE)`
+	for _, c := range []struct {
+		name string
+		opts PostgresOptions
+	}{
+		{"none", PostgresOptions{}},
+		{"tx", PostgresOptions{Fence: func(ctx context.Context, tx pgx.Tx) error {
+			var one int
+			return tx.QueryRow(ctx, check, int64(1)).Scan(&one)
+		}}},
+		{"statement", PostgresOptions{FenceStatement: func() (string, []any) { return check, []any{int64(1)} }}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			url := pgtest.Shared(b).NewDatabase(b)
+			s, err := OpenPostgres(context.Background(), url, c.opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.Pool().Exec(context.Background(), `CREATE TABLE leader (id INT PRIMARY KEY, epoch BIGINT NOT NULL); INSERT INTO leader VALUES (1, 1)`); err != nil {
+				b.Fatal(err)
+			}
+			benchClaimComplete(b, s)
+		})
 	}
 }

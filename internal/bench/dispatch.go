@@ -67,7 +67,7 @@ type DispatchConfig struct {
 }
 
 // StoreTemp as DispatchConfig.Store starts a throwaway PostgreSQL server
-// from Debian's binaries (internal/pgtest) for the run.
+// from Debian's binaries (internal/pgtest, but with fsync on) for the run.
 const StoreTemp = "temp"
 
 // DefaultDispatchConfig returns 32 runners, 3000 jobs, 4 connections.
@@ -161,7 +161,8 @@ func Dispatch(ctx context.Context, cfg DispatchConfig, logger *slog.Logger) (*Re
 		if cfg.Store != "" {
 			storeURL := cfg.Store
 			if cfg.Store == StoreTemp {
-				srv, err := pgtest.NewServer(ctx)
+				// Durable, as a real deployment's: fsync on.
+				srv, err := pgtest.NewServer(ctx, "fsync=on", "full_page_writes=on")
 				if err != nil {
 					return nil, fmt.Errorf("--store temp: %w", err)
 				}
@@ -169,7 +170,7 @@ func Dispatch(ctx context.Context, cfg DispatchConfig, logger *slog.Logger) (*Re
 				if storeURL, err = srv.CreateDatabase(ctx, "pontus"); err != nil {
 					return nil, fmt.Errorf("--store temp: %w", err)
 				}
-				where = fmt.Sprintf("a control plane process with its store in a throwaway PostgreSQL server on the same host (fsync off, data on %s)", fsType(srv.Dir()))
+				where = fmt.Sprintf("a control plane process with its store in a throwaway PostgreSQL server on the same host (fsync on, data on %s)", fsType(srv.Dir()))
 			} else {
 				where = fmt.Sprintf("a control plane process with its store in PostgreSQL at %s", store.RedactURL(storeURL))
 			}

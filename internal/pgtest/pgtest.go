@@ -74,11 +74,12 @@ func (m Mode) signal() syscall.Signal {
 
 // Server is one PostgreSQL server (a cluster) in a temporary directory.
 type Server struct {
-	dir    string // owns data/, the socket and postgres.log
-	bin    string // directory of initdb and postgres
-	port   int
-	cred   *syscall.Credential
-	ownDir bool
+	dir      string // owns data/, the socket and postgres.log
+	bin      string // directory of initdb and postgres
+	port     int
+	cred     *syscall.Credential
+	ownDir   bool
+	settings []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -108,8 +109,10 @@ func Bin() (string, error) {
 
 // NewServer initialises a cluster in a new temporary directory and starts
 // it. The caller must Remove it (which stops it and deletes the
-// directory); ctx bounds the start only.
-func NewServer(ctx context.Context) (*Server, error) {
+// directory); ctx bounds the start only. Settings are extra "name=value"
+// server settings, after (and so overriding) pgtest's own, e.g.
+// "fsync=on" for a durable server.
+func NewServer(ctx context.Context, settings ...string) (*Server, error) {
 	bin, err := Bin()
 	if err != nil {
 		return nil, err
@@ -118,7 +121,7 @@ func NewServer(ctx context.Context) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{dir: dir, bin: bin, ownDir: true}
+	s := &Server{dir: dir, bin: bin, ownDir: true, settings: settings}
 	if err := s.init(ctx); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -223,11 +226,11 @@ func (s *Server) startOn(ctx context.Context, port int) error {
 		os.Chown(s.LogPath(), int(s.cred.Uid), int(s.cred.Gid))
 	}
 	logStart, _ := logf.Seek(0, 2)
-	cmd := exec.Command(filepath.Join(s.bin, "postgres"),
+	args := []string{
 		"-D", s.data(),
 		"-p", strconv.Itoa(port),
 		"-c", "listen_addresses=127.0.0.1",
-		"-c", "unix_socket_directories="+s.dir,
+		"-c", "unix_socket_directories=" + s.dir,
 		"-c", "fsync=off",
 		"-c", "full_page_writes=off",
 		"-c", "max_connections=300",
@@ -235,7 +238,11 @@ func (s *Server) startOn(ctx context.Context, port int) error {
 		"-c", "dynamic_shared_memory_type=posix",
 		"-c", "logging_collector=off",
 		"-c", "log_min_messages=warning",
-	)
+	}
+	for _, kv := range s.settings {
+		args = append(args, "-c", kv)
+	}
+	cmd := exec.Command(filepath.Join(s.bin, "postgres"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=C", "LC_ALL=C"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Pdeathsig: syscall.SIGQUIT, Setpgid: true}
