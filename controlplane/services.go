@@ -252,7 +252,7 @@ func buildRef(id int64, commit, repo string) error {
 		return invalidf("commit", "give build_id or commit")
 	}
 	if commit != "" {
-		if err := validate.CommitID("commit", commit); err != nil {
+		if err := validate.CommitPrefix("commit", commit); err != nil {
 			return invalid(err)
 		}
 	}
@@ -355,7 +355,7 @@ func (s buildService) TailLog(ctx context.Context, req *pontusv1.TailLogRequest,
 }
 
 func (s buildService) TriggerBuild(ctx context.Context, req *pontusv1.TriggerBuildRequest) (*pontusv1.TriggerBuildResponse, error) {
-	if err := validate.CommitID("commit", req.Commit); err != nil {
+	if err := validate.CommitPrefix("commit", req.Commit); err != nil {
 		return nil, invalid(err)
 	}
 	if req.Repo != "" {
