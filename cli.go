@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pontus-ci/pontus/controlplane/store"
 	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/internal/protofmt"
 	"github.com/pontus-ci/pontus/internal/termsafe"
@@ -510,16 +511,29 @@ func printProgress(ctx context.Context, url, token string, w io.Writer) {
 	client := pontusv1connect.NewBuildServiceClient(hc, url, dial.Options(dial.Config{URL: url, Token: token})...)
 	backoff := dial.NewBackoff(100*time.Millisecond, 2*time.Second)
 	last := map[int64]pontusv1.BuildStatus{}
+	first := true
 	for ctx.Err() == nil {
+		// The stream starts with a snapshot. At the first connection the
+		// builds that had finished before dev started are history, not
+		// progress: they are noted, not printed. After a reconnection
+		// whatever changed meanwhile is printed.
 		stream, err := client.WatchBuilds(ctx, &pontusv1.WatchBuildsRequest{})
 		if err == nil {
+			snapshot := true
 			for stream.Receive() {
 				backoff.Reset()
-				b := stream.Msg().Build
+				m := stream.Msg()
+				if m.SnapshotDone {
+					snapshot, first = false, false
+				}
+				b := m.Build
 				if b == nil || last[b.Id] == b.Status {
 					continue
 				}
 				last[b.Id] = b.Status
+				if snapshot && first && store.IsTerminal(b.Status) {
+					continue
+				}
 				fmt.Fprintln(w, termsafe.String(progressLine(b)))
 			}
 			stream.Close()

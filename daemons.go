@@ -26,18 +26,20 @@ import (
 // roleFlags are the flags the daemon commands share; each overrides its
 // key in the config file only when given.
 type roleFlags struct {
-	name     string
-	stderr   io.Writer
-	fs       *flag.FlagSet
-	config   string
-	listen   string
-	data     string
-	results  string
-	repo     string
-	cpURL    string
-	workdir  string
-	insecure bool
-	logs     logFlags
+	name   string
+	stderr io.Writer
+	fs     *flag.FlagSet
+	config string
+	// configFrom says where config came from (configFile).
+	configFrom string
+	listen     string
+	data       string
+	results    string
+	repo       string
+	cpURL      string
+	workdir    string
+	insecure   bool
+	logs       logFlags
 }
 
 func newRoleFlags(name string, h help, stderr io.Writer, cp, repo, runnerURL, workdir bool) *roleFlags {
@@ -71,7 +73,18 @@ func (f *roleFlags) parse(args []string) (fileConfig, error) {
 	if err := noArgs(f.stderr, f.name, pos); err != nil {
 		return fileConfig{}, err
 	}
+	f.config, f.configFrom = configFile(f.config)
 	return loadConfig(f.config)
+}
+
+// logConfig says at start which configuration file was read.
+func (f *roleFlags) logConfig(logger *slog.Logger) {
+	if f.config == "" {
+		logger.Info("no configuration file (no --config, $PONTUS_CONFIG or ./pontus.toml): using the defaults")
+		return
+	}
+	abs, _ := filepath.Abs(f.config)
+	logger.Info("read configuration", "file", abs, "from", f.configFrom)
 }
 
 // set reports whether a flag was given on the command line.
@@ -157,6 +170,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
+	f.logConfig(logger)
 	// PONTUS_CPUPROFILE=FILE writes a CPU profile of the control plane
 	// (pontus bench uses it to find hot spots).
 	if path := os.Getenv("PONTUS_CPUPROFILE"); path != "" {
@@ -234,6 +248,7 @@ func runRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	f.logConfig(logger)
 	r, err := runnerd.New(cfg.Runner, logger.With("component", "runner"))
 	if err != nil {
 		return err
@@ -258,6 +273,7 @@ func runObserver(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	f.logConfig(logger)
 	if err := checkRepos(ctx, cfg.Observer); err != nil {
 		return err
 	}
@@ -479,6 +495,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "pontus dev: watching %s (%s)\n", watching, branches)
 	fmt.Fprintf(stdout, "  dashboard  %s/\n  API        %s  (try: curl -H 'Content-Type: application/json' --data '{}' %s/pontus.v1.BuildService/ListBuilds)\n", url, url, url)
 	fmt.Fprintf(stdout, "  results    %s/<commit-id>\n  state      %s\n", results, state)
+	if f.config != "" {
+		abs, _ := filepath.Abs(f.config)
+		fmt.Fprintf(stdout, "  config     %s  (from %s)\n", abs, f.configFrom)
+	} else {
+		fmt.Fprintf(stdout, "  config     none: the defaults (no --config, $PONTUS_CONFIG or ./pontus.toml)\n")
+	}
 	if wd, _ := filepath.Abs(cfg.Runner.Workdir); !strings.HasPrefix(wd, state+string(filepath.Separator)) {
 		fmt.Fprintf(stdout, "  runner     %s  (steps run as %s, who cannot reach the state directory)\n", wd, cfg.Runner.StepUser)
 	}

@@ -53,6 +53,7 @@ func commands() []command {
 		{"trigger", "re-run a commit", runTrigger},
 		{"cancel", "cancel a build", runCancel},
 		{"notify", "report a commit at once (for git hooks)", runNotify},
+		{"config", "check configuration files without starting anything (config check FILE)", runConfig},
 		{"backup", "copy a control plane's state (store and logs) while it serves", runBackup},
 		{"bench", "measure latency, dispatch throughput, fleet cost", runBench},
 		{"version", "print the version", runVersion},

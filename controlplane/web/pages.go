@@ -158,11 +158,12 @@ func (h *handler) buildPage(w http.ResponseWriter, r *http.Request) {
 	raw := r.PathValue("id")
 	id, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || id < 1 {
-		if validate.CommitPrefix("commit", raw) == nil {
-			h.commitPage(w, r, raw)
+		if strings.Trim(raw, "0123456789") != "" && validate.CommitPrefix("commit", raw) == nil {
+			h.commitPage(w, r, raw) // /builds/0b6cd8e
 			return
 		}
-		h.errorPage(w, http.StatusBadRequest, "Bad request", fmt.Sprintf("%q is neither a build number nor a commit id or prefix (4 or more lowercase hex characters)", raw))
+		h.errorPage(w, http.StatusBadRequest, "Bad request",
+			fmt.Sprintf("%q is not a positive whole number (a build number), nor a commit id or prefix of 4 or more lowercase hex characters with a letter among them (use /commits/ for a prefix of digits only)", raw))
 		return
 	}
 	res, err := h.svc.GetBuild(r.Context(), &pontusv1.GetBuildRequest{BuildId: id})
