@@ -17,6 +17,7 @@ import (
 
 	"github.com/pontus-ci/pontus/controlplane/store"
 	"github.com/pontus-ci/pontus/internal/dial"
+	"github.com/pontus-ci/pontus/internal/git"
 	"github.com/pontus-ci/pontus/internal/protofmt"
 	"github.com/pontus-ci/pontus/internal/termsafe"
 	"github.com/pontus-ci/pontus/internal/validate"
@@ -446,7 +447,8 @@ func runNotify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		usage: "notify --repo R --branch B [flags] COMMIT...",
 		about: "Reports commits to the control plane at once, as an observer would (for git\n" +
 			"hooks); needs the observer token in $PONTUS_OBSERVER_TOKEN when tokens are set.\n" +
-			"COMMIT is a full id or a revision of the repository in the current directory.",
+			"COMMIT is a full id or a revision (HEAD, main) of --repo when it is a local\n" +
+			"directory, else of the repository in the current directory.",
 		examples: []string{
 			`notify --repo "$(git rev-parse --show-toplevel)" --branch "$(git branch --show-current)" HEAD`,
 			"notify 3f2a9c… --repo /srv/git/app.git --branch main",
@@ -468,13 +470,19 @@ func runNotify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case len(pos) == 0:
 		return c.usage("give at least one COMMIT")
 	}
+	// Revisions (HEAD, main) are resolved in the repository when it is a
+	// local directory, else in the current one.
+	dir := "."
+	if fi, err := os.Stat(*repo); err == nil && fi.IsDir() {
+		dir = *repo
+	}
 	commits := make([]string, len(pos))
 	for i, a := range pos {
 		if validate.CommitID("", a) == nil {
 			commits[i] = a
 			continue
 		}
-		full, err := revParse(ctx, ".", a)
+		full, err := revParse(ctx, dir, a)
 		if err != nil {
 			return c.usage("%v", err)
 		}
@@ -489,6 +497,7 @@ func runNotify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer cancel()
 	res, err := client.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{
 		Repo: *repo, Branch: *branch, Commits: commits, CloneUrl: *cloneURL, KeepCursor: true,
+		Details: describeForNotify(ctx, *repo, commits, stderr),
 	})
 	if err != nil {
 		return err
@@ -500,6 +509,32 @@ func runNotify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "build %d: %s %s\n", b.Id, short(b.Commit), status(b.Status))
 	}
 	return nil
+}
+
+// describeForNotify reads the subjects, authors, times and trees of commits
+// from the repository (repo when it is a local directory, else the current
+// one, which is where git runs hooks). Without them the commits are still
+// reported, with a warning.
+func describeForNotify(ctx context.Context, repo string, commits []string, stderr io.Writer) []*pontusv1.CommitInfo {
+	for _, id := range commits {
+		if validate.CommitID("commit", id) != nil {
+			return nil // the control plane names the bad id
+		}
+	}
+	dir := "."
+	if fi, err := os.Stat(repo); err == nil && fi.IsDir() {
+		dir = repo
+	}
+	out, err := git.Output(ctx, dir, git.DescribeArgs(commits)...)
+	var infos []*pontusv1.CommitInfo
+	if err == nil {
+		infos, err = git.ParseDescribe(out)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "pontus notify: reporting without commit subjects and authors: %v\n", err)
+		return nil
+	}
+	return infos
 }
 
 // printProgress prints one line per build state change (for pontus dev).

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -757,15 +758,16 @@ func (d *dispatcher) expireLeases() {
 	}
 }
 
-// newBuildLocked creates a queued build.
-func (d *dispatcher) newBuildLocked(repo, branch, commit, cloneURL string, labels []string) (*liveBuild, store.Mutation) {
-	b := &pontusv1.Build{
-		Id: d.nextID, Repo: repo, Branch: branch, Commit: commit, CloneUrl: cloneURL,
-		Labels: labels, Status: statusQueued, CreatedAt: timestamppb.New(d.now()),
-		MaxAttempts: int32(d.cfg.MaxAttempts),
-	}
+// newBuildLocked creates a queued build from b, which names the commit
+// (repo, branch, commit, clone URL, labels, commit details, settings).
+func (d *dispatcher) newBuildLocked(b *pontusv1.Build) (*liveBuild, store.Mutation) {
+	b.Id, b.Status, b.CreatedAt = d.nextID, statusQueued, timestamppb.New(d.now())
+	b.MaxAttempts = int32(d.cfg.MaxAttempts)
 	if b.CloneUrl == "" {
-		b.CloneUrl = repo
+		b.CloneUrl = b.Repo
+	}
+	if b.Settings == nil {
+		b.Settings = DefaultSettings()
 	}
 	d.nextID++
 	lb := &liveBuild{b: b, changed: make(chan struct{})}
@@ -773,6 +775,32 @@ func (d *dispatcher) newBuildLocked(repo, branch, commit, cloneURL string, label
 	d.insertQueueLocked(lb)
 	d.touchLocked(lb)
 	return lb, store.Mutation{PutBuild: b}
+}
+
+// DefaultSettings are a build's settings when its report gave none: no
+// retries, one shard, bisection and reuse on.
+func DefaultSettings() *pontusv1.BuildSettings {
+	return &pontusv1.BuildSettings{Shards: 1, Bisect: true, Reuse: true}
+}
+
+// reportedBuild is the build a report asks for: the commit with its details
+// and the settings that apply to it (the commit's own, else the report's).
+func reportedBuild(req *pontusv1.ReportCommitsRequest, commit string, details map[string]*pontusv1.CommitInfo) *pontusv1.Build {
+	b := &pontusv1.Build{
+		Repo: req.Repo, Branch: req.Branch, Commit: commit, CloneUrl: req.CloneUrl,
+		Labels: req.Labels, Settings: proto.Clone(cmp.Or(req.Settings, DefaultSettings())).(*pontusv1.BuildSettings),
+	}
+	if info := details[commit]; info != nil {
+		b.Subject, b.Author, b.AuthorEmail = info.Subject, info.Author, info.AuthorEmail
+		b.CommittedAt, b.Tree = info.CommittedAt, info.Tree
+		if info.Settings != nil {
+			b.Settings = proto.Clone(info.Settings).(*pontusv1.BuildSettings)
+		}
+	}
+	if b.Settings.Shards == 0 {
+		b.Settings.Shards = 1
+	}
+	return b
 }
 
 // roomLocked refuses n more queued builds when the queue is full.
@@ -784,8 +812,13 @@ func (d *dispatcher) roomLocked(n int) error {
 	return nil
 }
 
-// report is ReportCommits.
-func (d *dispatcher) report(ctx context.Context, repo, branch, cloneURL string, labels, commits []string, keepCursor bool) ([]*pontusv1.Build, error) {
+// report is ReportCommits (validated).
+func (d *dispatcher) report(ctx context.Context, req *pontusv1.ReportCommitsRequest) ([]*pontusv1.Build, error) {
+	repo, branch, labels, commits := req.Repo, req.Branch, req.Labels, req.Commits
+	details := make(map[string]*pontusv1.CommitInfo, len(req.Details))
+	for _, info := range req.Details {
+		details[info.Id] = info
+	}
 	// reportMu makes check-then-create atomic between reports; it is
 	// released before the durable wait, since the store commits in order.
 	d.reportMu.Lock()
@@ -827,11 +860,11 @@ func (d *dispatcher) report(ctx context.Context, repo, branch, cloneURL string, 
 		if out[i] != nil {
 			continue
 		}
-		lb, m := d.newBuildLocked(repo, branch, c, cloneURL, labels)
+		lb, m := d.newBuildLocked(reportedBuild(req, c, details))
 		muts = append(muts, m)
 		out[i] = lb.b
 	}
-	if len(commits) > 0 && !keepCursor {
+	if len(commits) > 0 && !req.KeepCursor {
 		last := commits[len(commits)-1]
 		d.cursors[cursorKey{repo, branch}] = last
 		muts = append(muts, store.Mutation{PutCursor: &store.Cursor{Repo: repo, Branch: branch, Commit: last}})
@@ -1069,7 +1102,14 @@ func (d *dispatcher) trigger(ctx context.Context, commit, repo, branch string) (
 	if branch == "" {
 		branch = prev.Branch
 	}
-	cloneURL, labels := prev.CloneUrl, prev.Labels
+	next := &pontusv1.Build{Repo: repo, Branch: branch, Commit: commit, CloneUrl: prev.CloneUrl, Labels: prev.Labels,
+		Settings: proto.Clone(cmp.Or(prev.Settings, DefaultSettings())).(*pontusv1.BuildSettings)}
+	if prev.Commit == commit {
+		// The same commit again: what the observer said of it still holds.
+		next.Subject, next.Author, next.AuthorEmail = prev.Subject, prev.Author, prev.AuthorEmail
+		next.CommittedAt, next.Tree = prev.CommittedAt, prev.Tree
+	}
+	labels := next.Labels
 	d.mu.Lock()
 	if err := d.roomLocked(1); err != nil {
 		d.mu.Unlock()
@@ -1079,7 +1119,7 @@ func (d *dispatcher) trigger(ctx context.Context, commit, repo, branch string) (
 		d.mu.Unlock()
 		return nil, err
 	}
-	lb, m := d.newBuildLocked(repo, branch, commit, cloneURL, labels)
+	lb, m := d.newBuildLocked(next)
 	c := d.st.Enqueue(m)
 	b := d.viewLocked(lb.b)
 	d.dispatchLocked()

@@ -47,7 +47,7 @@ func TestLeaseTimingWithDefaults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := d.report(ctx, "/repo", "main", "", nil, []string{commitA}, false); err != nil {
+		if _, err := d.report(ctx, &pontusv1.ReportCommitsRequest{Repo: "/repo", Branch: "main", Commits: []string{commitA}}); err != nil {
 			t.Fatal(err)
 		}
 		job, err := d.acquire(ctx, r.Id, time.Second)

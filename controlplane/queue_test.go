@@ -204,15 +204,15 @@ func TestLabelSetsAreBounded(t *testing.T) {
 	d := newTestDispatcher(t, testConfig(t))
 	ctx := t.Context()
 	for i := range maxLabelSets {
-		if _, err := d.report(ctx, "/srv/repo", "main", "", []string{fmt.Sprintf("l%d", i)}, []string{fmt.Sprintf("%040x", i+1)}, false); err != nil {
+		if _, err := d.report(ctx, &pontusv1.ReportCommitsRequest{Repo: "/srv/repo", Branch: "main", Labels: []string{fmt.Sprintf("l%d", i)}, Commits: []string{fmt.Sprintf("%040x", i+1)}}); err != nil {
 			t.Fatalf("label set %d: %v", i, err)
 		}
 	}
-	_, err := d.report(ctx, "/srv/repo", "main", "", []string{"one-too-many"}, []string{fmt.Sprintf("%040x", maxLabelSets+1)}, false)
+	_, err := d.report(ctx, &pontusv1.ReportCommitsRequest{Repo: "/srv/repo", Branch: "main", Labels: []string{"one-too-many"}, Commits: []string{fmt.Sprintf("%040x", maxLabelSets+1)}})
 	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "labels:") {
 		t.Fatalf("a new label set beyond the bound: %v, want resource_exhausted naming labels", err)
 	}
-	if _, err := d.report(ctx, "/srv/repo", "main", "", []string{"l7"}, []string{fmt.Sprintf("%040x", maxLabelSets+2)}, false); err != nil {
+	if _, err := d.report(ctx, &pontusv1.ReportCommitsRequest{Repo: "/srv/repo", Branch: "main", Labels: []string{"l7"}, Commits: []string{fmt.Sprintf("%040x", maxLabelSets+2)}}); err != nil {
 		t.Fatalf("a known label set at the bound: %v", err)
 	}
 }

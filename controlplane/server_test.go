@@ -16,6 +16,7 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pontus-ci/pontus/internal/dial"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
@@ -412,6 +413,14 @@ func TestBadRequestsAreInvalidArgument(t *testing.T) {
 	_, cases["bad branch"] = cp.observer.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{Repo: "/r", Branch: "-x", Commits: []string{commitA}})
 	_, cases["ext transport"] = cp.observer.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{Repo: "ext::sh -c touch% /tmp/x", Branch: "main", Commits: []string{commitA}})
 	_, cases["get traversal"] = cp.builds.GetBuild(ctx, &pontusv1.GetBuildRequest{Commit: "../../etc/passwd"})
+	_, cases["details of another commit"] = cp.observer.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{Repo: "/r", Branch: "main", Commits: []string{commitA},
+		Details: []*pontusv1.CommitInfo{{Id: commitB, Subject: "x"}}})
+	_, cases["two-line subject"] = cp.observer.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{Repo: "/r", Branch: "main", Commits: []string{commitA},
+		Details: []*pontusv1.CommitInfo{{Id: commitA, Subject: "one\ntwo"}}})
+	_, cases["bad tree"] = cp.observer.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{Repo: "/r", Branch: "main", Commits: []string{commitA},
+		Details: []*pontusv1.CommitInfo{{Id: commitA, Tree: "../x"}}})
+	_, cases["too many retries"] = cp.observer.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{Repo: "/r", Branch: "main", Commits: []string{commitA},
+		Settings: &pontusv1.BuildSettings{Retries: 1000}})
 	_, cases["negative offset"] = cp.runners.AppendLog(ctx, &pontusv1.AppendLogRequest{JobId: 1, Attempt: 1, Offset: -1})
 	_, cases["zero attempt"] = cp.runners.CompleteJob(ctx, &pontusv1.CompleteJobRequest{JobId: 1, Attempt: 0})
 	for name, err := range cases {
@@ -430,6 +439,48 @@ func TestBadRequestsAreInvalidArgument(t *testing.T) {
 	entries, _ := os.ReadDir(cp.cfg.ResultsDir)
 	if len(entries) != 0 {
 		t.Errorf("results dir not empty: %v", entries)
+	}
+}
+
+// What the observer says of a commit is kept with its build, across a
+// restart, and a rebuild of the same commit keeps it.
+func TestCommitDetailsAreStored(t *testing.T) {
+	cfg := testConfig(t)
+	cp := startCP(t, cfg)
+	ctx := context.Background()
+	when := timestamppb.New(time.Date(2026, 11, 30, 9, 15, 0, 0, time.UTC))
+	tree := strings.Repeat("ab", 20)
+	res, err := cp.observer.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{
+		Repo: "/srv/repo", Branch: "main", Commits: []string{commitA, commitB},
+		Details:  []*pontusv1.CommitInfo{{Id: commitB, Subject: "Fix the parser", Author: "Ada", AuthorEmail: "ada@example.com", CommittedAt: when, Tree: tree}},
+		Settings: &pontusv1.BuildSettings{Retries: 2, Bisect: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := res.Builds[0], res.Builds[1]
+	if a.Subject != "" || a.Settings.GetRetries() != 2 || a.Settings.GetShards() != 1 {
+		t.Errorf("undescribed build: subject %q, settings %v", a.Subject, a.Settings)
+	}
+	check := func(b *pontusv1.Build, when string) {
+		t.Helper()
+		if b.Subject != "Fix the parser" || b.Author != "Ada" || b.AuthorEmail != "ada@example.com" || b.Tree != tree ||
+			!b.CommittedAt.AsTime().Equal(time.Date(2026, 11, 30, 9, 15, 0, 0, time.UTC)) {
+			t.Errorf("%s: details not kept: %v", when, b)
+		}
+	}
+	check(b, "report")
+	check(cp.build(t, b.Id), "GetBuild")
+	cp.stop()
+	cp2 := startCP(t, cfg)
+	check(cp2.build(t, b.Id), "after restart")
+	tr, err := cp2.builds.TriggerBuild(ctx, &pontusv1.TriggerBuildRequest{Commit: commitB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(tr.Build, "rebuild")
+	if !tr.Build.Settings.GetBisect() || tr.Build.Settings.GetRetries() != 2 {
+		t.Errorf("rebuild settings = %v", tr.Build.Settings)
 	}
 }
 

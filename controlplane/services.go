@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/pontus-ci/pontus/controlplane/store"
+	"github.com/pontus-ci/pontus/internal/git"
 	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
@@ -224,11 +226,72 @@ func (s observerService) ReportCommits(ctx context.Context, req *pontusv1.Report
 	if err := validate.Labels("labels", req.Labels); err != nil {
 		return nil, invalid(err)
 	}
-	builds, err := s.d.report(ctx, req.Repo, req.Branch, req.CloneUrl, req.Labels, req.Commits, req.KeepCursor)
+	if err := checkDetails(req.Commits, req.Details); err != nil {
+		return nil, err
+	}
+	if err := checkSettings("settings", req.Settings); err != nil {
+		return nil, err
+	}
+	builds, err := s.d.report(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	return &pontusv1.ReportCommitsResponse{Builds: builds}, nil
+}
+
+// Limits on build settings.
+const (
+	maxRetries = 10
+	maxShards  = 64
+)
+
+// checkDetails validates what a report says of its commits: each entry
+// describes one of the reported commits, once, within size limits.
+func checkDetails(commits []string, details []*pontusv1.CommitInfo) error {
+	if len(details) > len(commits) {
+		return invalidf("details", "%d entries for %d commits", len(details), len(commits))
+	}
+	seen := make(map[string]bool, len(details))
+	for i, info := range details {
+		field := fmt.Sprintf("details[%d]", i)
+		if !slices.Contains(commits, info.Id) {
+			return invalidf(field+".id", "%q is not one of the reported commits", info.Id)
+		}
+		if seen[info.Id] {
+			return invalidf(field+".id", "commit %s described twice", info.Id)
+		}
+		seen[info.Id] = true
+		if len(info.Subject) > git.MaxSubjectBytes || strings.ContainsAny(info.Subject, "\r\n") {
+			return invalidf(field+".subject", "must be one line of at most %d bytes", git.MaxSubjectBytes)
+		}
+		if len(info.Author) > git.MaxAuthorBytes || len(info.AuthorEmail) > git.MaxAuthorBytes ||
+			strings.ContainsAny(info.Author+info.AuthorEmail, "\r\n") {
+			return invalidf(field+".author", "author and author_email must be one line of at most %d bytes each", git.MaxAuthorBytes)
+		}
+		if info.Tree != "" {
+			if err := validate.CommitID(field+".tree", info.Tree); err != nil {
+				return invalid(err)
+			}
+		}
+		if err := checkSettings(field+".settings", info.Settings); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkSettings validates build settings (nil means the defaults).
+func checkSettings(field string, s *pontusv1.BuildSettings) error {
+	if s == nil {
+		return nil
+	}
+	if s.Retries < 0 || s.Retries > maxRetries {
+		return invalidf(field+".retries", "must be 0 to %d, got %d", maxRetries, s.Retries)
+	}
+	if s.Shards < 0 || s.Shards > maxShards {
+		return invalidf(field+".shards", "must be 1 to %d (0 means 1), got %d", maxShards, s.Shards)
+	}
+	return nil
 }
 
 func (s observerService) GetCursor(ctx context.Context, req *pontusv1.GetCursorRequest) (*pontusv1.GetCursorResponse, error) {

@@ -102,6 +102,7 @@ type fakeCP struct {
 	failNext   int             // answer this many calls with unavailable
 	reject     map[string]bool // branches whose reports are refused
 	onReport   func(report)
+	details    map[string]*pontusv1.CommitInfo // by commit id, as reported
 
 	addr string
 	srv  *http.Server
@@ -190,6 +191,12 @@ func (f *fakeCP) ReportCommits(_ context.Context, req *pontusv1.ReportCommitsReq
 		CloneURL: req.GetCloneUrl(), Labels: slices.Clone(req.GetLabels()),
 	}
 	f.reports = append(f.reports, r)
+	for _, info := range req.GetDetails() {
+		if f.details == nil {
+			f.details = make(map[string]*pontusv1.CommitInfo)
+		}
+		f.details[info.GetId()] = info
+	}
 	f.cursors[[2]string{r.Repo, r.Branch}] = r.Commits[len(r.Commits)-1]
 	hook := f.onReport
 	f.mu.Unlock()
@@ -241,6 +248,13 @@ func (f *fakeCP) getCursorCalls() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.getCursors
+}
+
+// detailsOf returns what reports said of a commit, or nil.
+func (f *fakeCP) detailsOf(id string) *pontusv1.CommitInfo {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.details[id]
 }
 
 func (f *fakeCP) allReports() []report {

@@ -414,14 +414,22 @@ func (s *session) getCursor(ctx context.Context, branch string) (string, error) 
 }
 
 func (s *session) report(ctx context.Context, branch string, commits []string) error {
+	details, err := s.repo.describe(ctx, commits)
+	if err != nil {
+		// The builds matter more than their subjects: report without.
+		s.warn("describe", "could not read commit subjects and authors; reporting the commits without them", logErr, err)
+	} else {
+		s.unwarn("describe")
+	}
 	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
-	_, err := s.o.client.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{
+	_, err = s.o.client.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{
 		Repo:     s.repo.name,
 		Branch:   branch,
 		Commits:  commits,
 		CloneUrl: s.cloneURL,
 		Labels:   s.o.cfg.Labels,
+		Details:  details,
 	})
 	if err != nil {
 		return rpcError("report commits", err)

@@ -59,6 +59,31 @@ func TestNewCommitIsReported(t *testing.T) {
 	}
 }
 
+func TestReportsCarryCommitDetails(t *testing.T) {
+	t.Parallel()
+	cp := newFakeCP(t)
+	dir := newRepo(t)
+	repo := realpath(t, dir)
+	startObserver(t, testConfig(t, cp, dir))
+	cp.waitCursor(t, repo, "main", headOf(t, dir, "main"))
+
+	c1 := commit(t, dir, "Teach the parser about tabs\n\nLonger explanation.")
+	cp.waitCursor(t, repo, "main", c1)
+	info := cp.detailsOf(c1)
+	if info == nil {
+		t.Fatal("the report said nothing of the commit")
+	}
+	if info.GetSubject() != "Teach the parser about tabs" {
+		t.Errorf("subject = %q", info.GetSubject())
+	}
+	if want := gitT(t, dir, "log", "-1", "--format=%an|%ae|%T", c1); info.GetAuthor()+"|"+info.GetAuthorEmail()+"|"+info.GetTree() != want {
+		t.Errorf("author|email|tree = %s|%s|%s, want %s", info.GetAuthor(), info.GetAuthorEmail(), info.GetTree(), want)
+	}
+	if info.GetCommittedAt() == nil {
+		t.Error("no commit time")
+	}
+}
+
 func TestHeadModeQuickCommitsReportsNewest(t *testing.T) {
 	t.Parallel()
 	cp := newFakeCP(t)

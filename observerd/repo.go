@@ -14,6 +14,7 @@ import (
 
 	"github.com/pontus-ci/pontus/internal/git"
 	"github.com/pontus-ci/pontus/internal/validate"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
 const (
@@ -313,6 +314,18 @@ func (r *repository) isAncestor(ctx context.Context, ancestor, head string) (boo
 		return false, nil
 	}
 	return false, fmt.Errorf("compare %s with %s: %w", ancestor, head, err)
+}
+
+// describe returns the subject, author, commit time and tree of each of
+// ids (validated commit ids the repository has).
+func (r *repository) describe(ctx context.Context, ids []string) ([]*pontusv1.CommitInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, gitTimeout)
+	defer cancel()
+	out, err := runGit(ctx, r.gitDir, git.DescribeArgs(ids)...)
+	if err != nil {
+		return nil, fmt.Errorf("describe commits: %w", err)
+	}
+	return git.ParseDescribe(out)
 }
 
 // between lists the commits reachable from head but not from base, oldest
