@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pontus-ci/pontus/controlplane/store"
+	"github.com/pontus-ci/pontus/internal/dial"
+	"github.com/pontus-ci/pontus/internal/validate"
 )
 
 // Config is the control plane's configuration: the [controlplane] table of
@@ -69,6 +71,13 @@ type Config struct {
 	ResultsMode string `toml:"results_mode"`
 	// Insecure allows listening on a non-loopback address without tokens.
 	Insecure bool `toml:"insecure"`
+
+	// Name names this replica among those sharing a PostgreSQL store
+	// (default: generated once and kept in data_dir).
+	Name string `toml:"name"`
+	// Advertise is the URL other replicas forward calls to while this one
+	// leads (default: http(s)://<listen host, or the host name>:<port>).
+	Advertise string `toml:"advertise"`
 
 	// Bounds on what clients hold open or leave behind (limits.go).
 	//
@@ -131,6 +140,16 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		bad("data_dir", "must not be empty")
+	}
+	if c.Name != "" {
+		if err := validate.Name("name", c.Name); err != nil {
+			bad("name", "%v", err)
+		}
+	}
+	if c.Advertise != "" {
+		if err := dial.CheckURL(c.Advertise); err != nil || strings.Contains(c.Advertise, ",") {
+			bad("advertise", "%q is not one http:// or https:// URL", c.Advertise)
+		}
 	}
 	if c.ResultsDir == "" {
 		bad("results_dir", "must not be empty")
