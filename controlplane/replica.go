@@ -23,7 +23,6 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -84,13 +83,10 @@ func NewReplica(ctx context.Context, cfg Config, logger *slog.Logger) (*Replica,
 	logger = logger.With("replica", name)
 	r := &Replica{cfg: cfg, log: logger, name: name, health: grpchealth.NewStaticChecker(servedServices()...)}
 	r.storeOK.Store(true)
-	fence := func(ctx context.Context, tx pgx.Tx) error {
-		if e := r.elector.Load(); e != nil {
-			return e.Fence(ctx, tx)
-		}
-		return leader.ErrNotLeader
-	}
-	st, err := store.OpenPostgres(ctx, cfg.Store, store.PostgresOptions{WriteHealth: r.writeHealth, Fence: fence})
+	// Every write batch carries the leadership check in its own pipeline
+	// (one round trip per group commit).
+	fence := func() (string, []any) { return leader.FenceStatement(r.elector.Load()) }
+	st, err := store.OpenPostgres(ctx, cfg.Store, store.PostgresOptions{WriteHealth: r.writeHealth, FenceStatement: fence})
 	if err != nil {
 		return nil, err
 	}

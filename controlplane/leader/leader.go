@@ -110,6 +110,38 @@ func (e *Elector) Fence(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
+// fenceSQL fails, by a cast that cannot succeed, unless the epoch in
+// pontus_leader is $1, and locks that row until the batch commits.
+const fenceSQL = `SELECT CASE WHEN epoch = $1 THEN 1
+	ELSE ('this control plane is not the leader: epoch ' || epoch || ' leads, not ' || $1::bigint)::int END
+	FROM pontus_leader WHERE id = 1 FOR SHARE`
+
+// notLeaderSQL always fails.
+const notLeaderSQL = `SELECT ('this control plane is not the leader')::int`
+
+// FenceStatement is Fence as one statement, for the store's
+// PostgresOptions.FenceStatement: sent first in each write batch's own
+// pipeline, it fails the batch unless this replica leads at the epoch in
+// pontus_leader, and locks that row until the batch commits, so a fenced
+// group commit costs one round trip instead of four. A replica fenced this
+// way steps down at Run's next check of the epoch (within Poll).
+func (e *Elector) FenceStatement() (string, []any) {
+	return FenceStatement(e)
+}
+
+// FenceStatement is e.FenceStatement, or an always failing statement when
+// e is nil (no elector yet: nothing may be written).
+func FenceStatement(e *Elector) (string, []any) {
+	if e == nil {
+		return notLeaderSQL, nil
+	}
+	want := e.epoch.Load()
+	if want == 0 {
+		return notLeaderSQL, nil
+	}
+	return fenceSQL, []any{want}
+}
+
 func (e *Elector) depose() {
 	select {
 	case e.lost <- struct{}{}:

@@ -3,6 +3,7 @@ package leader
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,6 +75,32 @@ func write(t *testing.T, url string, e *Elector) error {
 	return pgx.BeginFunc(t.Context(), conn, func(tx pgx.Tx) error { return e.Fence(t.Context(), tx) })
 }
 
+// writeStatement runs e's FenceStatement in a pipelined batch before a
+// write, as the store's writer does; the write lands only if it passes.
+func writeStatement(t *testing.T, url string, e *Elector) error {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(t.Context(), `CREATE TABLE IF NOT EXISTS fenced_writes (n int)`); err != nil {
+		t.Fatal(err)
+	}
+	var before, after int
+	conn.QueryRow(t.Context(), `SELECT count(*) FROM fenced_writes`).Scan(&before)
+	var b pgx.Batch
+	q, args := e.FenceStatement()
+	b.Queue(q, args...)
+	b.Queue(`INSERT INTO fenced_writes VALUES (1)`)
+	err = conn.SendBatch(t.Context(), &b).Close()
+	conn.QueryRow(t.Context(), `SELECT count(*) FROM fenced_writes`).Scan(&after)
+	if (err == nil) != (after == before+1) {
+		t.Fatalf("batch error %v, but %d rows written", err, after-before)
+	}
+	return err
+}
+
 func TestOneLeaderAndTakeover(t *testing.T) {
 	url := pgtest.Shared(t).NewDatabase(t)
 	a, b := run(t, url, "a"), run(t, url, "b")
@@ -88,6 +115,12 @@ func TestOneLeaderAndTakeover(t *testing.T) {
 	}
 	if err := write(t, url, standby.e); !errors.Is(err, ErrNotLeader) {
 		t.Errorf("standby's fenced write: %v, want ErrNotLeader", err)
+	}
+	if err := writeStatement(t, url, leader.e); err != nil {
+		t.Errorf("leader's write fenced by statement: %v", err)
+	}
+	if err := writeStatement(t, url, standby.e); err == nil || !strings.Contains(err.Error(), "not the leader") {
+		t.Errorf("standby's write fenced by statement: %v, want it refused", err)
 	}
 	// The standby learns who leads.
 	deadline := time.Now().Add(10 * time.Second)
@@ -143,6 +176,9 @@ func TestDeposedLeaderStepsDown(t *testing.T) {
 	stale.epoch.Store(1)
 	if err := write(t, url, stale); !errors.Is(err, ErrNotLeader) {
 		t.Errorf("write with epoch 1 after epoch 2: %v, want ErrNotLeader", err)
+	}
+	if err := writeStatement(t, url, stale); err == nil || !strings.Contains(err.Error(), "epoch 2 leads, not 1") {
+		t.Errorf("write fenced by statement with epoch 1 after epoch 2: %v, want it refused", err)
 	}
 	if err := write(t, url, winner.e); err != nil {
 		t.Errorf("winner's write: %v", err)
