@@ -181,7 +181,14 @@ func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, st
 			stream.Printf("[pontus: step %d of %d: %s]", i+1, len(steps), s.describe())
 		}
 		out := stream.Output() // starts this step's output
-		res := r.runStep(ctx, job, dir, s, out)
+		var res testrun.Result
+		if s.native != nil {
+			text := newGoJSONText(out)
+			res = r.runStep(ctx, job, dir, s, text)
+			_ = text.Flush() // the stream's writer never fails
+		} else {
+			res = r.runStep(ctx, job, dir, s, out)
+		}
 		stream.EndOutput()
 		if res.Tests == nil && s.native != nil && s.native.junit != "" {
 			res.Tests = readJUnitFile(s.native.junit)

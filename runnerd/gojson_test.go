@@ -1,0 +1,119 @@
+package runnerd
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/pontus-ci/pontus/internal/testreport"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+)
+
+// Events become their text whatever the write boundaries; other lines,
+// partial lines included, pass unchanged.
+func TestGoJSONTextWriter(t *testing.T) {
+	t.Parallel()
+	in := `# building
+{"Time":"2026-01-01T00:00:00Z","Action":"start","Package":"m/tests"}
+{"Time":"2026-01-01T00:00:00Z","Action":"run","Package":"m/tests","Test":"TestA"}
+{"Time":"2026-01-01T00:00:00Z","Action":"output","Package":"m/tests","Test":"TestA","Output":"=== RUN   TestA\n"}
+{"Time":"2026-01-01T00:00:00Z","Action":"output","Package":"m/tests","Test":"TestA","Output":"--- PASS: TestA (0.00s)\n"}
+{"Time":"2026-01-01T00:00:00Z","Action":"pass","Package":"m/tests","Test":"TestA","Elapsed":0}
+{"not":"an event"}
+{"Time":"2026-01-01T00:00:00Z","Action":"output","Package":"m/tests","Output":"ok  \tm/tests\t0.01s\n"}
+progress 50%`
+	want := "# building\n=== RUN   TestA\n--- PASS: TestA (0.00s)\n{\"not\":\"an event\"}\nok  \tm/tests\t0.01s\nprogress 50%"
+	for _, chunk := range []int{1, 7, 64, len(in)} {
+		var out bytes.Buffer
+		w := newGoJSONText(&out)
+		for s := in; s != ""; {
+			n := min(chunk, len(s))
+			if _, err := w.Write([]byte(s[:n])); err != nil {
+				t.Fatal(err)
+			}
+			s = s[n:]
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != want {
+			t.Errorf("chunks of %d:\n%q\nwant\n%q", chunk, out.String(), want)
+		}
+	}
+}
+
+// A build whose test command is go test -json logs the text of the run,
+// never the raw events, and its per-test results are those go test -json
+// itself reports.
+func TestGoTestJSONBuild(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go on PATH")
+	}
+	files := map[string]string{
+		"go.mod": "module example.com/demo\n\ngo 1.22\n",
+		"tests/demo_test.go": `package tests
+
+import "testing"
+
+func TestGood(t *testing.T) { t.Log("all fine") }
+
+func TestBad(t *testing.T) { t.Fatal("broken on purpose") }
+
+func TestSkip(t *testing.T) { t.Skip("later") }
+
+func TestTable(t *testing.T) {
+	for _, name := range []string{"one", "two"} {
+		t.Run(name, func(t *testing.T) {
+			if name == "two" {
+				t.Error("two is wrong")
+			}
+		})
+	}
+}
+`,
+	}
+	fake := newFakeCP(t)
+	fake.start()
+	repo := newRepo(t)
+	c := repo.commit(files)
+	cfg := testConfig(t, fake)
+	cfg.TestCommand = "go test -json ./tests/..."
+	startRunner(t, cfg)
+	req, log := fake.waitDone(fake.enqueue(repo.dir, c))
+	wantStatus(t, req, log, failed)
+	for _, s := range []string{`"Action"`, `{"Time"`} {
+		if strings.Contains(log, s) {
+			t.Errorf("log holds raw test2json (%s):\n%s", s, log)
+		}
+	}
+	for _, s := range []string{"=== RUN   TestGood", "--- FAIL: TestBad", "broken on purpose", "--- SKIP: TestSkip", "--- FAIL: TestTable/two"} {
+		if !strings.Contains(log, s) {
+			t.Errorf("log lacks %q:\n%s", s, log)
+		}
+	}
+
+	// What go test -json says, run directly on the same files.
+	cmd := exec.Command("go", "test", "-json", "./tests/...")
+	cmd.Dir = repo.dir
+	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
+	raw, _ := cmd.Output()
+	direct := testreport.ParseGoTestJSON(raw)
+	if len(direct) == 0 {
+		t.Fatalf("no results from go test -json directly:\n%s", raw)
+	}
+	summary := func(cases []*pontusv1.TestCase) []string {
+		var s []string
+		for _, c := range cases {
+			s = append(s, c.GetName()+" "+c.GetOutcome().String())
+		}
+		slices.Sort(s)
+		return s
+	}
+	if got, want := summary(req.GetTests()), summary(direct); !slices.Equal(got, want) {
+		t.Errorf("results\n%q\nwant (go test -json directly)\n%q", got, want)
+	}
+}
