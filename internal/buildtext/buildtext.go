@@ -1,14 +1,12 @@
 // Package buildtext spells a build for people the same way everywhere it is
 // shown — pontus show and builds, the human result file, the dashboard:
 // status and outcome names as the API spells them (TIMED_OUT, never "timed
-// out"), a tests summary line with its plurals right, and the commit line
-// (subject, author, date).
+// out"), a tests summary line with its plurals right, and a commit's author.
 package buildtext
 
 import (
 	"fmt"
 	"strings"
-	"time"
 
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
@@ -102,25 +100,4 @@ func Author(b *pontusv1.Build) string {
 		return "<" + email + ">"
 	}
 	return name
-}
-
-// CommitLine describes a build's commit in one line: its subject, author
-// and date ("fix the parser — Ada Lovelace <ada@example.com>, 2026-12-03
-// 12:00 UTC"), with what is unknown left out; "" when nothing is known.
-func CommitLine(b *pontusv1.Build, loc *time.Location) string {
-	var who []string
-	if a := Author(b); a != "" {
-		who = append(who, a)
-	}
-	if t := b.GetCommittedAt(); t.IsValid() && t.AsTime().Unix() > 0 {
-		who = append(who, t.AsTime().In(loc).Format("2006-01-02 15:04 MST"))
-	}
-	line := b.GetSubject()
-	if len(who) > 0 {
-		if line != "" {
-			line += " — "
-		}
-		line += strings.Join(who, ", ")
-	}
-	return line
 }
