@@ -2,6 +2,8 @@ package runnerd
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -115,5 +117,26 @@ func TestTable(t *testing.T) {
 	}
 	if got, want := summary(req.GetTests()), summary(direct); !slices.Equal(got, want) {
 		t.Errorf("results\n%q\nwant (go test -json directly)\n%q", got, want)
+	}
+}
+
+// BenchmarkGoJSONText turns 1 MB of go test -json output into text, in
+// 32 KiB writes as the executor's pipe delivers it.
+func BenchmarkGoJSONText(b *testing.B) {
+	var in bytes.Buffer
+	for i := 0; in.Len() < 1<<20; i++ {
+		fmt.Fprintf(&in, `{"Time":"2026-01-01T00:00:00.000000Z","Action":"output","Package":"example.com/m","Test":"TestN%d","Output":"=== RUN   TestN%d\n"}`+"\n", i, i)
+		fmt.Fprintf(&in, `{"Time":"2026-01-01T00:00:00.000000Z","Action":"pass","Package":"example.com/m","Test":"TestN%d","Elapsed":0.01}`+"\n", i)
+	}
+	data := in.Bytes()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		w := newGoJSONText(io.Discard)
+		for p := data; len(p) > 0; {
+			n := min(32<<10, len(p))
+			_, _ = w.Write(p[:n])
+			p = p[n:]
+		}
+		_ = w.Flush()
 	}
 }
