@@ -89,7 +89,7 @@ func (r *Runner) planSteps(ctx context.Context, dir string) ([]jobStep, string) 
 	if testCommand != "" {
 		steps = append(steps, jobStep{name: "tests", native: &step{argv: []string{"sh", "-c", testCommand}}})
 	} else if st, ok := detectTests(dir); ok {
-		if st.pytest != "" {
+		if st.pytest != "" && r.cfg.Native {
 			python, ok := r.pytestPython(ctx)
 			if !ok {
 				return nil, r.pytestMissing(st.pytest)
