@@ -276,3 +276,19 @@ func readJUnitFile(path string) []*pontusv1.TestCase {
 	cases, _ := testreport.ParseJUnit(f)
 	return cases
 }
+
+// pytestExitReason says what a pytest exit status other than 0 and 1
+// (tests failed) means, or "".
+func pytestExitReason(code int) string {
+	switch code {
+	case 2:
+		return "pytest was interrupted (exit status 2): errors during collection, or -x/--maxfail stopped it"
+	case 3:
+		return "pytest had an internal error (exit status 3)"
+	case 4:
+		return "pytest was used wrongly (exit status 4): check its options in pytest.ini, pyproject.toml, setup.cfg or tox.ini"
+	case 5:
+		return "pytest collected no tests (exit status 5)"
+	}
+	return ""
+}

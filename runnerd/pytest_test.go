@@ -271,3 +271,30 @@ func TestPytestMissing(t *testing.T) {
 		t.Errorf("reason %q, want it to say %q", req.GetReason(), want)
 	}
 }
+
+// A pytest run that collects nothing, or cannot import a test module, says
+// so in the build's reason; the module that failed is an ERROR case.
+func TestPytestExitReasons(t *testing.T) {
+	t.Parallel()
+	findPytest(t)
+	fake := newFakeCP(t)
+	fake.start()
+	repo := newRepo(t)
+	empty := repo.commit(map[string]string{"tests/conftest.py": "# no fixtures\n", "tests/helper.py": "X = 1\n"})
+	broken := repo.commit(map[string]string{"tests/test_broken.py": "import no_such_module\n\ndef test_x():\n    pass\n"})
+	startRunner(t, testConfig(t, fake))
+	req, log := fake.waitDone(fake.enqueue(repo.dir, empty))
+	wantStatus(t, req, log, failed)
+	if req.GetReason() != "pytest collected no tests (exit status 5)" {
+		t.Errorf("reason %q; log:\n%s", req.GetReason(), log)
+	}
+	req, log = fake.waitDone(fake.enqueue(repo.dir, broken))
+	wantStatus(t, req, log, failed)
+	if !strings.Contains(req.GetReason(), "errors during collection") {
+		t.Errorf("reason %q; log:\n%s", req.GetReason(), log)
+	}
+	if len(req.GetTests()) != 1 || req.GetTests()[0].GetOutcome() != pontusv1.TestOutcome_TEST_OUTCOME_ERROR ||
+		!strings.Contains(req.GetTests()[0].GetMessage()+req.GetTests()[0].GetOutput(), "no_such_module") {
+		t.Errorf("tests %v", req.GetTests())
+	}
+}

@@ -190,8 +190,13 @@ func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, st
 			res = r.runStep(ctx, job, dir, s, out)
 		}
 		stream.EndOutput()
-		if res.Tests == nil && s.native != nil && s.native.junit != "" {
-			res.Tests = readJUnitFile(s.native.junit)
+		if s.native != nil && s.native.junit != "" {
+			if res.Tests == nil {
+				res.Tests = readJUnitFile(s.native.junit)
+			}
+			if res.Status == testrun.Failed && res.Reason == "" {
+				res.Reason = pytestExitReason(res.ExitCode)
+			}
 		}
 		if res.Tests == nil && s.native != nil {
 			res.Tests = junitTests(dir, r.cfg.JUnit)
