@@ -201,7 +201,7 @@ func TestPytestSuite(t *testing.T) {
 	check("test_add[2-2-5]", pontusv1.TestOutcome_TEST_OUTCOME_FAILED, "assert 4 == 5")
 	check("test_fixture", pontusv1.TestOutcome_TEST_OUTCOME_PASSED, "")
 	check("test_skipped", pontusv1.TestOutcome_TEST_OUTCOME_SKIPPED, "not on this planet")
-	check("test_xfail", pontusv1.TestOutcome_TEST_OUTCOME_SKIPPED, "known bug")
+	check("test_xfail", pontusv1.TestOutcome_TEST_OUTCOME_SKIPPED, "expected failure: known bug")
 	check("test_xpass", pontusv1.TestOutcome_TEST_OUTCOME_PASSED, "")
 	check("test_fails", pontusv1.TestOutcome_TEST_OUTCOME_FAILED, "base is not eleven")
 	check("test_in_class", pontusv1.TestOutcome_TEST_OUTCOME_PASSED, "")
