@@ -130,3 +130,50 @@ func BenchmarkClaimComplete(b *testing.B) {
 		}
 	})
 }
+
+// A sharded build takes the ids of its shard jobs: JobBuild finds it by any
+// of them, and ids are allocated above them after a restart.
+func TestShardJobsBelongToTheirBuild(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pontus.db")
+	s, err := OpenSQLite(path, SQLiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	sharded := build(2, pontusv1.BuildStatus_BUILD_STATUS_RUNNING)
+	for i := range 3 {
+		sharded.Shards = append(sharded.Shards, &pontusv1.Shard{Index: int32(i), JobId: 3 + int64(i),
+			Status: pontusv1.BuildStatus_BUILD_STATUS_QUEUED})
+	}
+	if got := LastJobID(sharded); got != 5 {
+		t.Fatalf("LastJobID = %d, want 5", got)
+	}
+	c := s.Enqueue(Mutation{PutBuild: build(1, pontusv1.BuildStatus_BUILD_STATUS_PASSED)}, Mutation{PutBuild: sharded})
+	if err := c.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for job, want := range map[int64]int64{1: 1, 2: 2, 3: 2, 4: 2, 5: 2} {
+		b, err := s.JobBuild(ctx, job)
+		if err != nil || b.Id != want {
+			t.Fatalf("JobBuild(%d) = %v, %v; want build %d", job, b, err, want)
+		}
+	}
+	if _, err := s.JobBuild(ctx, 6); err != ErrNotFound {
+		t.Fatalf("JobBuild(6) = %v, want ErrNotFound", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenSQLite(path, SQLiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.NextID != 6 || len(st.Live) != 1 || len(st.Live[0].Shards) != 3 {
+		t.Fatalf("after reopening: next id %d, live %v", st.NextID, st.Live)
+	}
+}
