@@ -203,7 +203,7 @@ func (w *resultWriter) write(b *pontusv1.Build) error {
 			return nil // a verdict (or a newer error) is there
 		}
 	}
-	log, err := w.logs.readAll(b.Id, b.Attempt)
+	log, err := buildLog(w.logs, b)
 	if err != nil {
 		return fmt.Errorf("read log: %w", err)
 	}

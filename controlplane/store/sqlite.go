@@ -588,7 +588,7 @@ func (s *SQLite) Expired(ctx context.Context, q ExpiredQuery) ([]ExpiredBuild, e
 		limit = 1000
 	}
 	args = append(args, limit)
-	rows, err := s.read.QueryContext(ctx, `SELECT id, commit_id FROM builds WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`, args...)
+	rows, err := s.read.QueryContext(ctx, `SELECT id, commit_id, last_job FROM builds WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query expired builds: %w", err)
 	}
@@ -596,7 +596,7 @@ func (s *SQLite) Expired(ctx context.Context, q ExpiredQuery) ([]ExpiredBuild, e
 	var out []ExpiredBuild
 	for rows.Next() {
 		var e ExpiredBuild
-		if err := rows.Scan(&e.ID, &e.Commit); err != nil {
+		if err := rows.Scan(&e.ID, &e.Commit, &e.LastJob); err != nil {
 			return nil, fmt.Errorf("query expired builds: %w", err)
 		}
 		out = append(out, e)

@@ -112,6 +112,8 @@ type ExpiredQuery struct {
 type ExpiredBuild struct {
 	ID     int64
 	Commit string
+	// LastJob is the build's LastJobID: its jobs are ID … LastJob.
+	LastJob int64
 }
 
 // Commit is a pending group commit.
