@@ -1,0 +1,140 @@
+package runnerd
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+)
+
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// shardArgs runs shardSteps for every shard of n and returns each shard's
+// narrowed commands.
+func shardArgs(t *testing.T, dir string, n int, known []*pontusv1.TestCase) [][]string {
+	t.Helper()
+	st, ok := detectTests(dir)
+	if !ok {
+		t.Fatal("no tests detected")
+	}
+	var out [][]string
+	for i := range n {
+		job := &pontusv1.Job{ShardIndex: int32(i), ShardCount: int32(n), KnownTests: known}
+		steps, note := shardSteps(job, dir, []jobStep{{name: "tests", native: &st}})
+		if !strings.HasPrefix(note, "[pontus: shard ") {
+			t.Fatalf("note %q", note)
+		}
+		var cmds []string
+		for _, s := range steps {
+			cmds = append(cmds, strings.Join(s.native.argv, " "))
+		}
+		out = append(out, cmds)
+	}
+	return out
+}
+
+// Eight Python modules in four shards: two each the first time (by count),
+// every module in exactly one shard; with recorded durations the slow
+// module gets a shard of its own.
+func TestShardsSplitPythonModules(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{"tests/helper.py": "", "tests/notes.txt": ""}
+	var mods []string
+	for _, m := range []string{"test_a", "test_b", "test_c", "test_d", "test_e", "test_f", "test_g", "test_h"} {
+		files["tests/"+m+".py"] = "import unittest\n"
+		mods = append(mods, m)
+	}
+	writeFiles(t, dir, files)
+	byCount := shardArgs(t, dir, 4, nil)
+	var seen []string
+	for i, cmds := range byCount {
+		if len(cmds) != 1 {
+			t.Fatalf("shard %d: %v", i, cmds)
+		}
+		f := strings.Fields(cmds[0])
+		got := f[slices.Index(f, "-v")+1:]
+		if len(got) != 2 {
+			t.Fatalf("shard %d runs %v, want two modules", i, got)
+		}
+		seen = append(seen, got...)
+	}
+	slices.Sort(seen)
+	if !slices.Equal(seen, mods) {
+		t.Fatalf("modules run %v, want each of %v once", seen, mods)
+	}
+
+	var known []*pontusv1.TestCase
+	for _, m := range mods {
+		d := time.Second
+		if m == "test_c" {
+			d = 6 * time.Second
+		}
+		known = append(known, &pontusv1.TestCase{Name: "test_x (" + m + ".T.test_x)", Suite: m + ".T", Duration: durationpb.New(d)})
+	}
+	balanced := shardArgs(t, dir, 4, known)
+	alone := false
+	for _, cmds := range balanced {
+		if strings.HasSuffix(cmds[0], "-v test_c") {
+			alone = true
+		}
+	}
+	if !alone {
+		t.Fatalf("the 6 s module does not have a shard to itself: %v", balanced)
+	}
+}
+
+// Go test functions are units: each shard runs go test -run over its own.
+func TestShardsSplitGoTestFunctions(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"go.mod":                   "module example.com/m\n\ngo 1.22\n",
+		"tests/a_test.go":          "package tests\nimport \"testing\"\nfunc TestOne(t *testing.T) {}\nfunc TestTwo(t *testing.T) {}\nfunc Testing(t *testing.T) {}\nfunc helper() {}\n",
+		"tests/sub/b_test.go":      "package sub\nimport \"testing\"\nfunc TestThree(t *testing.T) {}\nfunc FuzzFour(f *testing.F) {}\n",
+		"tests/testdata/x_test.go": "package x\nimport \"testing\"\nfunc TestNever(t *testing.T) {}\n",
+	})
+	shards := shardArgs(t, dir, 2, nil)
+	all := strings.Join(slices.Concat(shards...), "\n")
+	for _, want := range []string{"TestOne", "TestTwo", "TestThree", "FuzzFour"} {
+		if strings.Count(all, want) != 1 {
+			t.Errorf("%s appears %d times in %q", want, strings.Count(all, want), all)
+		}
+	}
+	for _, never := range []string{"Testing", "TestNever", "helper"} {
+		if strings.Contains(all, never) {
+			t.Errorf("%s is run: %q", never, all)
+		}
+	}
+	// Four units in two shards, by count: two each.
+	for i, cmds := range shards {
+		if n := strings.Count(strings.Join(cmds, " "), "Test") + strings.Count(strings.Join(cmds, " "), "Fuzz"); n != 2 {
+			t.Errorf("shard %d runs %d functions: %v", i, n, cmds)
+		}
+	}
+}
+
+// More shards than units: the extra shards have nothing to run.
+func TestShardWithNothingToDo(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"tests/test_only.py": ""})
+	shards := shardArgs(t, dir, 3, nil)
+	if len(shards[0]) != 1 || len(shards[1]) != 0 || len(shards[2]) != 0 {
+		t.Fatalf("shards %v", shards)
+	}
+}
