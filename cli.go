@@ -18,6 +18,7 @@ import (
 	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/internal/git"
 	"github.com/pontus-ci/pontus/internal/protofmt"
+	"github.com/pontus-ci/pontus/internal/shardtext"
 	"github.com/pontus-ci/pontus/internal/termsafe"
 	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
@@ -227,9 +228,12 @@ func printBuild(w io.Writer, b *pontusv1.Build) error {
 	if len(b.Labels) > 0 {
 		row("labels", strings.Join(b.Labels, " "))
 	}
-	if b.Attempt > 0 {
+	if b.Attempt > 0 && len(b.Shards) == 0 {
 		row("runner", fmt.Sprintf("%s (%s)", b.RunnerName, b.RunnerId))
 		row("attempt", fmt.Sprintf("%d of at most %d", b.Attempt, b.MaxAttempts))
+	}
+	for _, r := range shardtext.Rows(b) {
+		row(r[0], r[1])
 	}
 	row("duration", buildDuration(b))
 	row("created", b.CreatedAt.AsTime().Local().Format(time.RFC3339))

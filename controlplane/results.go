@@ -16,6 +16,7 @@ import (
 
 	"github.com/pontus-ci/pontus/controlplane/store"
 	"github.com/pontus-ci/pontus/internal/protofmt"
+	"github.com/pontus-ci/pontus/internal/shardtext"
 	"github.com/pontus-ci/pontus/internal/termsafe"
 	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
@@ -290,7 +291,12 @@ func humanReport(b *pontusv1.Build, log []byte) []byte {
 	if b.RunnerName != "" || b.RunnerId != "" {
 		row("runner", fmt.Sprintf("%s (%s)", b.RunnerName, b.RunnerId))
 	}
-	row("attempt", fmt.Sprintf("%d of at most %d", b.Attempt, b.MaxAttempts))
+	if len(b.Shards) == 0 {
+		row("attempt", fmt.Sprintf("%d of at most %d", b.Attempt, b.MaxAttempts))
+	}
+	for _, r := range shardtext.Rows(b) {
+		row(r[0], r[1])
+	}
 	if b.Duration != nil {
 		row("duration", b.Duration.AsDuration().Round(time.Millisecond).String())
 	}
