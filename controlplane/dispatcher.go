@@ -638,6 +638,9 @@ func (d *dispatcher) heartbeat(ctx context.Context, runnerID string, leases []*p
 		}
 		lb.b.LeaseDeadline = timestamppb.New(now.Add(d.cfg.LeaseDuration))
 		r.leases[l.JobId] = l.Attempt
+		if lb.parent != nil {
+			syncShardLocked(lb)
+		}
 		d.startedLocked(lb)
 		if lb.b.CancelRequested {
 			cancel = append(cancel, l)

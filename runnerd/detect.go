@@ -19,6 +19,8 @@ type step struct {
 	env []string
 	// detected is true when the command was chosen from the checkout's files.
 	detected bool
+	// shown, if set, is how the log names the command instead of argv.
+	shown string
 }
 
 // detectTests chooses how to run the tests of the checkout in dir from

@@ -280,6 +280,7 @@ func narrow(dir string, s jobStep, us []testUnit) []jobStep {
 		}
 		st := *s.native
 		st.argv = argv
+		st.shown = "python3 -m unittest -v " + strings.Join(argv[4:], " ") + " (modules of tests/)"
 		return []jobStep{{name: s.name, native: &st}}
 	}
 	// Go: one go test per package, running only its chosen functions.

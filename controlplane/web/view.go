@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pontus-ci/pontus/internal/shardtext"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -277,6 +278,7 @@ type buildView struct {
 	Started      stamp
 	Finished     stamp
 	Attempts     []attemptView
+	Shards       [][2]string // a sharded build's shards when the page was made (label, text)
 	Tests        []testView
 	Summary      string
 	LogTruncated bool
@@ -363,6 +365,7 @@ func newBuildView(b *pontusv1.Build, now time.Time) buildView {
 			v.ExitCode = "-1 (killed or never run)"
 		}
 	}
+	v.Shards = shardtext.Rows(b)
 	for _, a := range b.GetAttempts() {
 		v.Attempts = append(v.Attempts, attemptView{
 			Number:      a.GetNumber(),
