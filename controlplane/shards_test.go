@@ -205,3 +205,29 @@ func TestShardedBuildSurvivesRestartAndCancels(t *testing.T) {
 		t.Fatalf("canceled build: %v %v", final, err)
 	}
 }
+
+// A timed-out shard stops the others: queued ones at once, running ones at
+// their next heartbeat; the build is TIMED_OUT. A failed shard stops none.
+func TestTimedOutShardStopsTheOthers(t *testing.T) {
+	cfg := shardedConfig(t)
+	ctx := context.Background()
+	d := newTestDispatcher(t, cfg)
+	runners := registerN(t, d, 2)
+	b := reportSharded(t, d, 3, commitA)
+	first, second := mustAcquire(t, d, runners[0]), mustAcquire(t, d, runners[1])
+	if _, err := d.complete(ctx, first.JobId, 1, outcome_(pontusv1.BuildStatus_BUILD_STATUS_TIMED_OUT, 0)); err != nil {
+		t.Fatal(err)
+	}
+	cancel, _, err := d.heartbeat(ctx, runners[1], []*pontusv1.JobRef{{JobId: second.JobId, Attempt: 1}})
+	if err != nil || len(cancel) != 1 {
+		t.Fatalf("the running shard is not told to stop: %v %v", cancel, err)
+	}
+	if _, err := d.complete(ctx, second.JobId, 1, outcome_(statusCanceled, 0)); err != nil {
+		t.Fatal(err)
+	}
+	final, err := d.find(ctx, b.Id, "", "")
+	if err != nil || final.Status != pontusv1.BuildStatus_BUILD_STATUS_TIMED_OUT || final.Shards[2].Status != statusCanceled ||
+		!strings.Contains(final.Shards[2].Reason, "shard 1/3 timed out") {
+		t.Fatalf("build: %v %v", final, err)
+	}
+}

@@ -419,8 +419,9 @@ func (x *Attempt) GetReason() string {
 	return ""
 }
 
-// Build is one commit of one repository to test. Its job is attempted on
-// runners until one attempt reports an outcome (or max_attempts are lost).
+// Build is one commit of one repository to test. Its job (one per shard
+// when settings.shards > 1, see shards) is attempted on runners until one
+// attempt reports an outcome (or max_attempts are lost).
 type Build struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server-assigned, increasing.
