@@ -25,13 +25,22 @@ type balance struct {
 	tests []*pontusv1.TestCase // name, suite and duration only
 }
 
-// maxBalanceTests bounds the durations kept per branch.
-const maxBalanceTests = 100000
+// maxBalanceBytes bounds the durations kept per branch and sent with each
+// shard job (names and suites), well inside a message's size limit.
+const maxBalanceBytes = 2 << 20
+
+// maxMergedTests bounds a sharded build's merged results, as CompleteJob
+// bounds one job's; failures are kept first.
+const maxMergedTests = 100000
 
 // balanceOf keeps the name, suite and duration of b's tests.
 func balanceOf(b *pontusv1.Build) *balance {
 	bal := &balance{build: b.Id}
-	for _, t := range b.Tests[:min(len(b.Tests), maxBalanceTests)] {
+	size := 0
+	for _, t := range b.Tests {
+		if size += len(t.Name) + len(t.Suite) + 32; size > maxBalanceBytes {
+			break
+		}
 		bal.tests = append(bal.tests, &pontusv1.TestCase{Name: t.Name, Suite: t.Suite, Duration: t.Duration})
 	}
 	return bal
@@ -199,6 +208,9 @@ func (d *dispatcher) shardFinishedLocked(jl *liveBuild) bool {
 	p := jl.parent
 	jb := jl.b
 	p.b.Tests = failuresFirst(append(p.b.Tests, jb.Tests...))
+	if len(p.b.Tests) > maxMergedTests {
+		p.b.Tests = p.b.Tests[:maxMergedTests]
+	}
 	n := len(p.jobs)
 	switch {
 	case jb.Status == pontusv1.BuildStatus_BUILD_STATUS_TIMED_OUT:
