@@ -1,7 +1,9 @@
 package runnerd
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -136,5 +138,64 @@ func TestShardWithNothingToDo(t *testing.T) {
 	shards := shardArgs(t, dir, 3, nil)
 	if len(shards[0]) != 1 || len(shards[1]) != 0 || len(shards[2]) != 0 {
 		t.Fatalf("shards %v", shards)
+	}
+}
+
+// Real shards on a real runner: the shards of a Python suite and of a Go
+// suite together run every test once, each reported by name.
+func TestShardJobsRunTheirPart(t *testing.T) {
+	t.Parallel()
+	pyTest := func(name string) string {
+		return "import unittest\n\n\nclass T(unittest.TestCase):\n    def " + name + "(self):\n        pass\n"
+	}
+	goTest := func(pkg string, names ...string) string {
+		s := "package " + pkg + "\n\nimport \"testing\"\n"
+		for _, n := range names {
+			s += "\nfunc " + n + "(t *testing.T) {}\n"
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  []string
+	}{
+		{"python", map[string]string{
+			"tests/test_a.py": pyTest("test_one"), "tests/test_b.py": pyTest("test_two"), "tests/test_c.py": pyTest("test_three"),
+		}, []string{"test_one", "test_three", "test_two"}},
+		{"go", map[string]string{
+			"go.mod": "module example.com/demo\n\ngo 1.22\n", "tests/a_test.go": goTest("tests", "TestOne", "TestTwo"),
+			"tests/sub/b_test.go": goTest("sub", "TestThree"),
+		}, []string{"TestOne", "TestThree", "TestTwo"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := exec.LookPath(map[string]string{"python": "python3", "go": "go"}[tc.name]); err != nil {
+				t.Skip(err)
+			}
+			fake := newFakeCP(t)
+			fake.start()
+			repo := newRepo(t)
+			c := repo.commit(tc.files)
+			startRunner(t, testConfig(t, fake))
+			var got []string
+			for i := range 2 {
+				key := fake.enqueueJob(&pontusv1.Job{Repo: repo.dir, CloneUrl: repo.dir, Branch: "main", Commit: c,
+					ShardIndex: int32(i), ShardCount: 2})
+				req, log := fake.waitDone(key)
+				wantStatus(t, req, log, passed)
+				if !strings.Contains(log, fmt.Sprintf("[pontus: shard %d of 2: ", i+1)) {
+					t.Errorf("shard %d log:\n%s", i, log)
+				}
+				for _, tr := range req.Tests {
+					name, _, _ := strings.Cut(tr.Name, " ")
+					got = append(got, name)
+				}
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("tests run by the two shards: %v, want each of %v once", got, tc.want)
+			}
+		})
 	}
 }
