@@ -182,3 +182,37 @@ func TestShardedBuildLosesOneShard(t *testing.T) {
 		}
 	}
 }
+
+// The control plane SIGKILLed while three shards run and started again:
+// the runners keep their shards (same attempt), and the build ends with
+// every test.
+func TestShardedBuildSurvivesControlPlaneRestart(t *testing.T) {
+	t.Parallel()
+	repo := NewRepo(t, slowSuite(3, 3))
+	c := newCluster(t, repo, "head", "")
+	c.startCP(t)
+	for _, name := range []string{"a", "b", "c"} {
+		c.startNamedRunner(t, name, 1)
+	}
+	b := c.reportSharded(t, repo.Head(t), 3)
+	WaitFor(t, "three running shards", 30*time.Second, func() (bool, string) {
+		cur := c.getBuild(t, b.Id)
+		for _, s := range cur.Shards {
+			if s.Status != pontusv1.BuildStatus_BUILD_STATUS_RUNNING {
+				return false, shardStates(cur)
+			}
+		}
+		return true, ""
+	})
+	c.cp.Kill()
+	c.startCP(t)
+	res := WaitResult(t, c.results, repo.Head(t), 60*time.Second)
+	if res.Status != passed || len(res.Tests) != 3 {
+		t.Fatalf("build: %s with %d tests (%s)", res.Status, len(res.Tests), shardStates(res))
+	}
+	for _, s := range res.Shards {
+		if s.Attempt != 1 {
+			t.Fatalf("shard %d ran %d times across the restart (%s)", s.Index, s.Attempt, shardStates(res))
+		}
+	}
+}
