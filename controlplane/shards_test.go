@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -188,6 +189,31 @@ func TestShardedBuildSurvivesRestartAndCancels(t *testing.T) {
 		t.Fatalf("after restart a new build has id %d, want %d", nb.Id, b.Id+4)
 	}
 
+	// A follower of the build's log, from before any output to the end.
+	followed := make(chan string, 1)
+	go func() {
+		var got []byte
+		err := d.tail(ctx, b.Id, 0, true, func(m *pontusv1.TailLogResponse) error {
+			if m.Reset_ {
+				got = got[:0]
+			}
+			if m.Offset != int64(len(got)) && len(m.Data) > 0 {
+				return fmt.Errorf("chunk at offset %d after %d bytes", m.Offset, len(got))
+			}
+			got = append(got, m.Data...)
+			return nil
+		})
+		if err != nil {
+			got = []byte(err.Error())
+		}
+		followed <- string(got)
+	}()
+	for i, j := range []*pontusv1.Job{job, second} {
+		if _, err := d.appendLog(ctx, j.JobId, 1, 0, []byte(fmt.Sprintf("output of shard %d\n", i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	if _, err := d.cancel(ctx, b.Id, "", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -203,6 +229,13 @@ func TestShardedBuildSurvivesRestartAndCancels(t *testing.T) {
 	final, err := d.find(ctx, b.Id, "", "")
 	if err != nil || final.Status != statusCanceled || final.Shards[2].Status != statusCanceled || final.Shards[2].Attempt != 0 {
 		t.Fatalf("canceled build: %v %v", final, err)
+	}
+	whole, err := buildLog(d.logs, final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := <-followed; got != string(whole) || !strings.Contains(got, "output of shard 2\n[pontus: shard 3 of 3 (job") {
+		t.Fatalf("followed log %q\nwant %q", got, whole)
 	}
 }
 

@@ -131,7 +131,8 @@ func logParts(b *pontusv1.Build) []logPart {
 }
 
 // buildLog is the whole stored log of a build: its attempt's, or a sharded
-// build's parts one after another.
+// build's parts one after another, exactly as TailLog sends them (a
+// runner's log ends with a newline, so each header starts a line).
 func buildLog(l *logStore, b *pontusv1.Build) ([]byte, error) {
 	if len(b.Shards) == 0 {
 		return l.readAll(b.Id, b.Attempt)
@@ -145,9 +146,6 @@ func buildLog(l *logStore, b *pontusv1.Build) ([]byte, error) {
 				return nil, err
 			}
 			out = append(out, data...)
-			if len(data) > 0 && data[len(data)-1] != '\n' {
-				out = append(out, '\n')
-			}
 		}
 	}
 	return out, nil
