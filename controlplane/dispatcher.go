@@ -1144,7 +1144,13 @@ func (d *dispatcher) listLive(q store.Query) []*pontusv1.Build {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []*pontusv1.Build
-	for _, lb := range d.builds {
+	seen := map[int64]bool{}
+	for _, jl := range d.active { // a LEASED or RUNNING build has an active job
+		lb := buildOfJob(jl)
+		if seen[lb.b.Id] {
+			continue
+		}
+		seen[lb.b.Id] = true
 		b := lb.b
 		if b.Status != q.Status || (q.Repo != "" && b.Repo != q.Repo) || (q.Branch != "" && b.Branch != q.Branch) ||
 			(q.Commit != "" && b.Commit != q.Commit) || (q.BeforeID > 0 && b.Id >= q.BeforeID) {

@@ -143,10 +143,12 @@ func syncShardLocked(jl *liveBuild) {
 }
 
 // aggregateLive derives a live sharded build's state from its shards:
-// QUEUED while every shard is, LEASED while some are handed out and none
-// has started, else RUNNING; its attempt is its highest shard's.
+// QUEUED while no shard is held by a runner (none yet, or the rest wait
+// for one: the reason says why), LEASED while the held ones have not
+// started and none has finished, else RUNNING; its attempt is its highest
+// shard's. A LEASED or RUNNING build thus always has an active job.
 func aggregateLive(b *pontusv1.Build) {
-	var queued, leased, done int
+	var queued, leased, running, done int
 	var started *timestamppb.Timestamp
 	b.Attempt, b.LogSize, b.LogTruncated = 0, 0, false
 	for _, s := range b.Shards {
@@ -155,6 +157,8 @@ func aggregateLive(b *pontusv1.Build) {
 			queued++
 		case statusLeased:
 			leased++
+		case statusRunning:
+			running++
 		}
 		if store.IsTerminal(s.Status) {
 			done++
@@ -174,9 +178,9 @@ func aggregateLive(b *pontusv1.Build) {
 	}
 	n := len(b.Shards)
 	switch {
-	case queued == n:
+	case leased+running == 0:
 		b.Status = statusQueued
-	case leased+queued == n:
+	case running == 0 && done == 0:
 		b.Status = statusLeased
 	default:
 		b.Status = statusRunning

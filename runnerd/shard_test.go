@@ -164,8 +164,9 @@ func TestShardJobsRunTheirPart(t *testing.T) {
 			"tests/test_a.py": pyTest("test_one"), "tests/test_b.py": pyTest("test_two"), "tests/test_c.py": pyTest("test_three"),
 		}, []string{"test_one", "test_three", "test_two"}},
 		{"go", map[string]string{
-			"go.mod": "module example.com/demo\n\ngo 1.22\n", "tests/a_test.go": goTest("tests", "TestOne", "TestTwo"),
-			"tests/sub/b_test.go": goTest("sub", "TestThree"),
+			// One package, so one compile as in TestGoCommit; several
+			// packages are split the same way (TestShardsSplitGoTestFunctions).
+			"go.mod": "module example.com/demo\n\ngo 1.22\n", "tests/a_test.go": goTest("tests", "TestOne", "TestTwo", "TestThree"),
 		}, []string{"TestOne", "TestThree", "TestTwo"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
