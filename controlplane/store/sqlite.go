@@ -534,9 +534,10 @@ func (s *SQLite) GetBuild(ctx context.Context, id int64) (*pontusv1.Build, error
 	return bs[0], nil
 }
 
-// JobBuild implements Store.
+// JobBuild implements Store. Builds' id ranges do not overlap, so the
+// job's build can only be the one with the highest id not above it.
 func (s *SQLite) JobBuild(ctx context.Context, jobID int64) (*pontusv1.Build, error) {
-	bs, err := s.queryBuilds(ctx, `SELECT data FROM builds WHERE id <= ? AND last_job >= ? ORDER BY id DESC LIMIT 1`, jobID, jobID)
+	bs, err := s.queryBuilds(ctx, `SELECT data FROM builds WHERE id = (SELECT MAX(id) FROM builds WHERE id <= ?) AND last_job >= ?`, jobID, jobID)
 	if err != nil {
 		return nil, err
 	}
