@@ -200,3 +200,22 @@ func TestShardJobsRunTheirPart(t *testing.T) {
 		})
 	}
 }
+
+// Recorded durations reach the units they belong to: a Go test by package
+// and top-level name (its time includes its subtests'), a unittest case by module, a
+// plugin's test by its step's name.
+func TestShardWeights(t *testing.T) {
+	units := []testUnit{{key: "go:example.com/m/tests.TestOne"}, {key: "py:test_a"}, {key: "step:secrets"}, {key: "go:example.com/m/tests.TestNew"}}
+	d := func(s float64) *durationpb.Duration { return durationpb.New(time.Duration(s * float64(time.Second))) }
+	known := []*pontusv1.TestCase{
+		{Name: "TestOne", Suite: "example.com/m/tests", Duration: d(2)},
+		{Name: "TestOne/sub", Suite: "example.com/m/tests", Duration: d(1)},
+		{Name: "test_x (test_a.T.test_x)", Suite: "test_a.T", Duration: d(4)},
+		{Name: "secrets: no keys", Duration: d(5)},
+	}
+	got := weights(units, known)
+	want := []time.Duration{2 * time.Second, 4 * time.Second, 5 * time.Second, 11 * time.Second / 3}
+	if !slices.Equal(got, want) {
+		t.Fatalf("weights %v, want %v (the unknown unit weighs the average)", got, want)
+	}
+}
