@@ -236,7 +236,7 @@ func startShardFleet(ctx context.Context, cancel context.CancelFunc, tmp, result
 		}
 		workdirs = append(workdirs, workdir)
 		rCfg := runnerd.DefaultConfig()
-		rCfg.ControlPlane, rCfg.Workdir, rCfg.Name = url, workdir, fmt.Sprintf("bench-%d", i+1)
+		rCfg.ControlPlane, rCfg.Workdir, rCfg.Name = dial.URLs(url), workdir, fmt.Sprintf("bench-%d", i+1)
 		runner, err := runnerd.New(rCfg, daemonLogger(logger, rCfg.Name))
 		if err != nil {
 			ln.Close()
