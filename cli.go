@@ -271,9 +271,12 @@ func printBuild(w io.Writer, b *pontusv1.Build) error {
 	if len(b.Labels) > 0 {
 		row("labels", strings.Join(b.Labels, " "))
 	}
-	if b.Attempt > 0 {
+	if b.Attempt > 0 && len(b.Shards) == 0 {
 		row("runner", fmt.Sprintf("%s (%s)", b.RunnerName, b.RunnerId))
 		row("attempt", fmt.Sprintf("%d of at most %d", b.Attempt, b.MaxAttempts))
+	}
+	for _, r := range buildtext.ShardRows(b) {
+		row(r[0], r[1])
 	}
 	row("duration", buildDuration(b))
 	row("created", b.CreatedAt.AsTime().Local().Format(time.RFC3339))

@@ -213,7 +213,7 @@ func (w *resultWriter) write(b *pontusv1.Build) error {
 			return nil // a verdict (or a newer error) is there
 		}
 	}
-	log, err := w.logs.readAll(b.Id, b.Attempt)
+	log, err := buildLog(w.logs, b)
 	if err != nil {
 		return fmt.Errorf("read log: %w", err)
 	}
@@ -314,7 +314,12 @@ func humanReport(b *pontusv1.Build, log []byte) []byte {
 	if b.RunnerName != "" || b.RunnerId != "" {
 		row("runner", fmt.Sprintf("%s (%s)", b.RunnerName, b.RunnerId))
 	}
-	row("attempt", fmt.Sprintf("%d of at most %d", b.Attempt, b.MaxAttempts))
+	if len(b.Shards) == 0 {
+		row("attempt", fmt.Sprintf("%d of at most %d", b.Attempt, b.MaxAttempts))
+	}
+	for _, r := range buildtext.ShardRows(b) {
+		row(r[0], r[1])
+	}
 	if b.Duration != nil {
 		row("duration", b.Duration.AsDuration().Round(time.Millisecond).String())
 	}

@@ -292,6 +292,7 @@ type buildView struct {
 	Started      stamp
 	Finished     stamp
 	Attempts     []attemptView
+	Shards       [][2]string // a sharded build's shards when the page was made (label, text)
 	Tests        []testView
 	Summary      string
 	LogTruncated bool
@@ -362,6 +363,7 @@ func newBuildView(b *pontusv1.Build, now time.Time) buildView {
 			v.ExitCode = "-1 (killed or never run)"
 		}
 	}
+	v.Shards = buildtext.ShardRows(b)
 	for _, a := range b.GetAttempts() {
 		v.Attempts = append(v.Attempts, attemptView{
 			Number:      a.GetNumber(),
