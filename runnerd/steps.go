@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -47,6 +48,9 @@ type jobStep struct {
 	name   string
 	native *step
 	plugin *plugins.StepConfig
+	// budget, when set, bounds the step below its timeout (a retry gets
+	// what is left of the step's).
+	budget time.Duration
 }
 
 func (s jobStep) describe() string {
@@ -173,15 +177,12 @@ func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, st
 		if len(steps) > 1 {
 			stream.Printf("[pontus: step %d of %d: %s]", i+1, len(steps), s.describe())
 		}
+		began := time.Now()
 		out := stream.Output() // starts this step's output
 		res := r.runStep(ctx, job, dir, s, out)
 		stream.EndOutput()
-		if res.Tests == nil && s.native != nil {
-			res.Tests = junitTests(dir, r.cfg.JUnit)
-		}
-		if res.Tests == nil {
-			res.Tests = testreport.Parse(stream.OutputBytes())
-		}
+		res.Tests = r.stepTests(dir, s, res, stream)
+		res = r.retryFailed(ctx, job, dir, s, res, stream, r.stepTimeout(s)-time.Since(began))
 		for _, t := range res.Tests {
 			if len(steps) > 1 && s.native == nil {
 				t.Name = s.name + ": " + t.Name
@@ -199,6 +200,33 @@ func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, st
 		}
 	}
 	return total
+}
+
+// stepTests are a step's per-test results: from its executor, else from
+// JUnit reports it left (native steps), else parsed from the output it just
+// wrote.
+func (r *Runner) stepTests(dir string, s jobStep, res testrun.Result, stream *logStream) []*pontusv1.TestCase {
+	if res.Tests == nil && s.native != nil {
+		res.Tests = junitTests(dir, r.cfg.JUnit)
+	}
+	if res.Tests == nil {
+		res.Tests = testreport.Parse(stream.OutputBytes())
+	}
+	return res.Tests
+}
+
+// stepTimeout bounds a step: the runner's timeout, or less when the step
+// (perhaps from an untrusted repository's .pontus.toml) asks for less, or
+// when it has a budget. The runner's limits are ceilings.
+func (r *Runner) stepTimeout(s jobStep) time.Duration {
+	timeout := r.cfg.Timeout
+	if s.plugin != nil && s.plugin.Timeout > 0 {
+		timeout = min(s.plugin.Timeout, timeout)
+	}
+	if s.budget > 0 {
+		timeout = min(s.budget, timeout)
+	}
+	return timeout
 }
 
 // worse orders statuses: canceled, timed out, error, failed, passed.
@@ -221,15 +249,10 @@ func (r *Runner) runStep(ctx context.Context, job *pontusv1.Job, dir string, s j
 		}
 		return r.exec.Run(ctx, testrun.Spec{
 			Dir: dir, Command: s.native.argv, Env: env,
-			Output: out, Timeout: r.cfg.Timeout, KillGrace: r.cfg.KillGrace,
+			Output: out, Timeout: r.stepTimeout(s), KillGrace: r.cfg.KillGrace,
 		})
 	}
-	// The runner's limits are ceilings: a step (perhaps from an untrusted
-	// repository's .pontus.toml) may ask for less, never more.
-	timeout := r.cfg.Timeout
-	if s.plugin.Timeout > 0 {
-		timeout = min(s.plugin.Timeout, r.cfg.Timeout)
-	}
+	timeout := r.stepTimeout(s)
 	plugin := s.plugin.Plugin(dir)
 	if plugin.MemoryLimitMiB == 0 || plugin.MemoryLimitMiB > r.cfg.WASMMemoryLimitMiB {
 		plugin.MemoryLimitMiB = r.cfg.WASMMemoryLimitMiB
