@@ -174,7 +174,7 @@ func rerunStep(dir string, st step, tc *pontusv1.TestCase) (step, bool) {
 			return step{}, false
 		}
 		return step{argv: append(append(pytestPrefix(argv), optionsOnly(argv[len(pytestPrefix(argv)):])...), id),
-			env: st.env, detected: st.detected}, true
+			env: st.env, detected: st.detected, junit: st.junit}, true
 	case len(argv) >= 4 && strings.HasPrefix(argv[0], "python") && argv[1] == "-m" && argv[2] == "unittest":
 		id, ok := unittestID(tc)
 		if !ok {
@@ -288,17 +288,27 @@ func pytestPrefix(argv []string) []string {
 	return nil
 }
 
-// optionsOnly keeps the options of a command's arguments (those starting
-// with "-", as "--opt=value" or a lone flag) and drops paths.
+// optionsOnly keeps the options of pytest's arguments (those starting with
+// "-", with the value of those that take the next argument) and drops the
+// paths to collect.
 func optionsOnly(args []string) []string {
 	var out []string
-	for _, a := range args {
-		if strings.HasPrefix(a, "-") {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case pytestValueFlags[a] && i+1 < len(args):
+			out = append(out, a, args[i+1])
+			i++
+		case strings.HasPrefix(a, "-"):
 			out = append(out, a)
 		}
 	}
 	return out
 }
+
+// pytestValueFlags are pytest options whose value may be the next argument.
+var pytestValueFlags = map[string]bool{"-p": true, "-k": true, "-m": true, "-c": true, "-o": true,
+	"--rootdir": true, "--junitxml": true, "--junit-xml": true, "--basetemp": true, "--confcutdir": true}
 
 // pytestNodeID is tc's pytest node id: its name when it is one
 // ("tests/test_a.py::test_x[1]"), else built from a JUnit classname

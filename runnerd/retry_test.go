@@ -225,3 +225,35 @@ func TestRerunCommands(t *testing.T) {
 		}
 	}
 }
+
+// A pytest test (parametrized, in a class) that fails once is re-run alone by
+// its node id; it is FLAKY and the build passes.
+func TestRetryPytest(t *testing.T) {
+	t.Parallel()
+	findPytest(t)
+	fake := newFakeCP(t)
+	fake.start()
+	startRunner(t, testConfig(t, fake))
+	repo := newRepo(t)
+	marker := filepath.Join(openDir(t), "marker")
+	c := repo.commit(map[string]string{"tests/test_p.py": fmt.Sprintf(`import os, pytest
+
+class TestGroup:
+    @pytest.mark.parametrize("n", [1, 2])
+    def test_flaky(self, n):
+        if n == 2 and not os.path.exists(%q):
+            open(%[1]q, "w").close()
+            assert False, "first run fails"
+
+def test_steady():
+    pass
+`, marker)})
+	req, log := fake.waitDone(enqueueRetries(fake, repo, c, 1))
+	wantStatus(t, req, log, passed)
+	if tc := findTest(t, req, "test_flaky[2]"); tc.GetOutcome() != outcomeFlaky || tc.GetRuns() != 2 {
+		t.Errorf("test_flaky[2] %v runs %d; log:\n%s", tc.GetOutcome(), tc.GetRuns(), log)
+	}
+	if !strings.Contains(log, "tests/test_p.py::TestGroup::test_flaky[2]") {
+		t.Errorf("not re-run by node id; log:\n%s", log)
+	}
+}

@@ -67,9 +67,9 @@ func (s jobStep) describe() string {
 // the runner's plugin steps, the repository's (when it has a .pontus.toml
 // the runner allows), then the test step: the repository's
 // test_command, the runner's test_command, or what the checkout's files call
-// for (Python unittest, Go tests natively or in the sandbox, tests/*.wasm
-// modules). A reason is returned when the job cannot run.
-func (r *Runner) planSteps(dir string) ([]jobStep, string) {
+// for (pytest or Python unittest, Go tests natively or in the sandbox,
+// tests/*.wasm modules). A reason is returned when the job cannot run.
+func (r *Runner) planSteps(ctx context.Context, dir string) ([]jobStep, string) {
 	pluginSteps := r.cfg.Plugins
 	testCommand := r.cfg.TestCommand
 	if r.cfg.AllowRepoConfig {
@@ -93,6 +93,13 @@ func (r *Runner) planSteps(dir string) ([]jobStep, string) {
 	if testCommand != "" {
 		steps = append(steps, jobStep{name: "tests", native: &step{argv: []string{"sh", "-c", testCommand}}})
 	} else if st, ok := detectTests(dir); ok {
+		if st.pytest != "" {
+			python, ok := r.pytestPython(ctx)
+			if !ok {
+				return nil, r.pytestMissing(st.pytest)
+			}
+			st = pytestStep(python, filepath.Join(homeDir(dir), pytestJUnitName))
+		}
 		goTests := st.argv[0] == "go"
 		if goTests && r.sandbox != nil && (r.cfg.SandboxGoTests || !r.cfg.Native) {
 			steps = append(steps, jobStep{name: "go-tests", plugin: &plugins.StepConfig{Name: "go-tests", GoTests: true, WorkDir: "tests"}})
@@ -206,6 +213,9 @@ func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, st
 // JUnit reports it left (native steps), else parsed from the output it just
 // wrote.
 func (r *Runner) stepTests(dir string, s jobStep, res testrun.Result, stream *logStream) []*pontusv1.TestCase {
+	if res.Tests == nil && s.native != nil && s.native.junit != "" {
+		res.Tests = readJUnitFile(s.native.junit)
+	}
 	if res.Tests == nil && s.native != nil {
 		res.Tests = junitTests(dir, r.cfg.JUnit)
 	}
@@ -241,6 +251,11 @@ func (r *Runner) runStep(ctx context.Context, job *pontusv1.Job, dir string, s j
 		if s.native.detected {
 			if _, err := exec.LookPath(s.native.argv[0]); err != nil {
 				return errored("cannot run the tests: %s is not installed on this runner (not found on PATH)", s.native.argv[0])
+			}
+		}
+		if s.native.junit != "" {
+			if err := prepareJUnitDir(s.native.junit); err != nil {
+				return errored("%v", err)
 			}
 		}
 		env := stepEnv(os.Environ(), job, s.native.env)

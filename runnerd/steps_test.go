@@ -85,7 +85,7 @@ func TestPlanSteps(t *testing.T) {
 			if tc.wasm {
 				r.sandbox = planOnly{}
 			}
-			steps, why := r.planSteps(writeTree(t, tc.files))
+			steps, why := r.planSteps(t.Context(), writeTree(t, tc.files))
 			if tc.reason != "" {
 				if !strings.Contains(why, tc.reason) {
 					t.Fatalf("reason %q, want it to contain %q (steps %v)", why, tc.reason, steps)
