@@ -254,7 +254,11 @@ func printTests(w io.Writer, tests []*pontusv1.TestCase) {
 	fmt.Fprintln(w)
 	for _, t := range tests {
 		word := strings.TrimPrefix(t.Outcome.String(), "TEST_OUTCOME_")
-		fmt.Fprintf(w, "%-7s %s\n", word, t.Name)
+		runs := ""
+		if t.Runs > 1 {
+			runs = fmt.Sprintf("  (%d runs)", t.Runs)
+		}
+		fmt.Fprintf(w, "%-7s %s%s\n", word, t.Name, runs)
 		if t.Message != "" && t.Outcome != pontusv1.TestOutcome_TEST_OUTCOME_PASSED {
 			for _, line := range strings.Split(strings.TrimRight(t.Message, "\n"), "\n") {
 				fmt.Fprintf(w, "        %s\n", line)

@@ -303,9 +303,11 @@ func humanReport(b *pontusv1.Build, log []byte) []byte {
 			row("lost", fmt.Sprintf("attempt %d on %s: %s", a.Number, a.RunnerName, a.Reason))
 		}
 	}
-	var pass, fail, skip, errs int
+	var pass, fail, skip, errs, flaky int
 	for _, t := range b.Tests {
 		switch t.Outcome {
+		case pontusv1.TestOutcome_TEST_OUTCOME_FLAKY:
+			flaky++
 		case pontusv1.TestOutcome_TEST_OUTCOME_PASSED:
 			pass++
 		case pontusv1.TestOutcome_TEST_OUTCOME_FAILED:
@@ -317,7 +319,11 @@ func humanReport(b *pontusv1.Build, log []byte) []byte {
 		}
 	}
 	if len(b.Tests) > 0 {
-		row("tests", fmt.Sprintf("%d passed, %d failed, %d errors, %d skipped", pass, fail, errs, skip))
+		counts := fmt.Sprintf("%d passed, %d failed, %d errors, %d skipped", pass, fail, errs, skip)
+		if flaky > 0 {
+			counts += fmt.Sprintf(", %d flaky", flaky)
+		}
+		row("tests", counts)
 		buf.WriteString("\n")
 		for _, t := range b.Tests {
 			word := strings.ToUpper(strings.TrimPrefix(t.Outcome.String(), "TEST_OUTCOME_"))
@@ -329,6 +335,9 @@ func humanReport(b *pontusv1.Build, log []byte) []byte {
 			d := ""
 			if t.Duration != nil {
 				d = "  (" + t.Duration.AsDuration().String() + ")"
+			}
+			if t.Runs > 1 {
+				d += fmt.Sprintf("  [%d runs]", t.Runs)
 			}
 			fmt.Fprintf(&buf, "%-5s %s%s\n", word, t.Name, d)
 			if t.Message != "" && t.Outcome != pontusv1.TestOutcome_TEST_OUTCOME_PASSED {

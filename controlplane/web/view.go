@@ -330,6 +330,7 @@ func testSummary(tests []*pontusv1.TestCase) string {
 	}{
 		{pontusv1.TestOutcome_TEST_OUTCOME_FAILED, "failed"},
 		{pontusv1.TestOutcome_TEST_OUTCOME_ERROR, "error"},
+		{pontusv1.TestOutcome_TEST_OUTCOME_FLAKY, "flaky"},
 		{pontusv1.TestOutcome_TEST_OUTCOME_PASSED, "passed"},
 		{pontusv1.TestOutcome_TEST_OUTCOME_SKIPPED, "skipped"},
 	} {

@@ -6,7 +6,7 @@
   const API = '/pontus.v1.BuildService/';
   const LABEL = {TIMED_OUT: 'timed out', UNSPECIFIED: 'unknown'};
   const TERMINAL = new Set(['PASSED', 'FAILED', 'ERROR', 'TIMED_OUT', 'CANCELED']);
-  const RANK = {FAILED: 0, ERROR: 1, UNSPECIFIED: 2, SKIPPED: 3, PASSED: 4};
+  const RANK = {FAILED: 0, ERROR: 1, UNSPECIFIED: 2, FLAKY: 2, SKIPPED: 3, PASSED: 4};
   const $ = id => document.getElementById(id);
   const warn = what => e => console.warn('pontus: ' + what + ':', e.message);
 
@@ -207,7 +207,7 @@
     $('tests').replaceChildren(...sorted.map(t => testItem(t, RANK[kind(t.outcome)] <= 1 && ++bad <= 5)));
     const n = {};
     for (const t of tests) n[kind(t.outcome)] = (n[kind(t.outcome)] || 0) + 1;
-    $('tsum').textContent = ['FAILED', 'ERROR', 'PASSED', 'SKIPPED']
+    $('tsum').textContent = ['FAILED', 'ERROR', 'FLAKY', 'PASSED', 'SKIPPED']
       .filter(k => n[k]).map(k => n[k] + ' ' + k.toLowerCase()).join(' · ');
     $('notests').hidden = tests.length > 0;
   }
