@@ -34,7 +34,7 @@ type SQLite struct {
 	write *sql.DB
 	read  *sql.DB
 	opts  SQLiteOptions
-	stmts [opLogsPruned + 1]*sql.Stmt // prepared once, per write kind
+	stmts [opCount]*sql.Stmt // prepared once, per write kind
 
 	mu      sync.Mutex
 	pending []pendingWrite
@@ -63,6 +63,8 @@ type op struct {
 	data   []byte
 	// finished is when a build finished (Unix seconds), 0 while live.
 	finished int64
+	// tests are a finished build's test results for the history (opBuild).
+	tests []testRow
 }
 
 const (
@@ -73,6 +75,9 @@ const (
 	opReported
 	opDeleteBuild
 	opLogsPruned
+	opDeleteTests // a build's test history, replaced when it is written
+	opTestRun     // one row of it
+	opCount
 )
 
 // migrations take a store from one schema version to the next:
@@ -155,6 +160,27 @@ CREATE INDEX builds_logs_kept ON builds(id) WHERE logs_kept = 1 AND live = 0;`);
 		_, err = tx.Exec(`CREATE INDEX builds_finished ON builds(finished) WHERE live = 0`)
 		return err
 	},
+	// 3: per-test history: each recorded build's test results (see
+	// testRows), written with the build's completion and deleted with it.
+	func(tx *sql.Tx) error {
+		_, err := tx.Exec(`
+CREATE TABLE test_runs (
+	build_id    INTEGER NOT NULL,
+	repo        TEXT NOT NULL,
+	branch      TEXT NOT NULL,
+	commit_id   TEXT NOT NULL,
+	suite       TEXT NOT NULL,
+	name        TEXT NOT NULL,
+	outcome     INTEGER NOT NULL,
+	duration_us INTEGER NOT NULL,
+	runs        INTEGER NOT NULL
+);
+CREATE INDEX test_runs_build ON test_runs(build_id);
+CREATE INDEX test_runs_repo ON test_runs(repo, build_id);
+CREATE INDEX test_runs_branch ON test_runs(repo, branch, build_id);
+CREATE INDEX test_runs_test ON test_runs(repo, name, suite, build_id);`)
+		return err
+	},
 }
 
 // SchemaVersion is the store schema this Pontus writes.
@@ -201,7 +227,7 @@ func migrate(db *sql.DB, path string) error {
 }
 
 // writeSQL is the statement of each write kind.
-var writeSQL = [opLogsPruned + 1]string{
+var writeSQL = [opCount]string{
 	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data, finished)
 		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
 		ON CONFLICT(id) DO UPDATE SET status = excluded.status, live = excluded.live,
@@ -214,6 +240,9 @@ var writeSQL = [opLogsPruned + 1]string{
 	opReported:    `UPDATE builds SET reported = 1 WHERE id = ?`,
 	opDeleteBuild: `DELETE FROM builds WHERE id = ? AND live = 0`,
 	opLogsPruned:  `UPDATE builds SET logs_kept = 0 WHERE id = ?`,
+	opDeleteTests: `DELETE FROM test_runs WHERE build_id = ?`,
+	opTestRun: `INSERT INTO test_runs (build_id, repo, branch, commit_id, suite, name, outcome, duration_us, runs)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 }
 
 // OpenSQLite opens (creating if needed) the store at path.
@@ -306,7 +335,8 @@ func prepare(m Mutation) (op, error) {
 			return op{}, fmt.Errorf("encode build: %w", err)
 		}
 		return op{kind: opBuild, id: b.Id, repo: b.Repo, branch: b.Branch, commit: b.Commit,
-			status: int32(b.Status), live: !IsTerminal(b.Status), data: data, finished: finishedUnix(b)}, nil
+			status: int32(b.Status), live: !IsTerminal(b.Status), data: data, finished: finishedUnix(b),
+			tests: testRows(b)}, nil
 	case m.PutRunner != nil:
 		data, err := proto.Marshal(m.PutRunner)
 		if err != nil {
@@ -387,14 +417,22 @@ func (s *SQLite) apply(batch []pendingWrite) error {
 		switch o.kind {
 		case opBuild:
 			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data, o.finished)
+			if err == nil && !o.live {
+				err = s.putTestRuns(tx, o)
+			}
 		case opRunner:
 			_, err = st.Exec(o.key, o.data)
 		case opDeleteRunner:
 			_, err = st.Exec(o.key)
 		case opCursor:
 			_, err = st.Exec(o.repo, o.branch, o.commit)
-		case opReported, opDeleteBuild, opLogsPruned:
+		case opReported, opLogsPruned:
 			_, err = st.Exec(o.id)
+		case opDeleteBuild:
+			_, err = st.Exec(o.id)
+			if err == nil {
+				_, err = tx.Stmt(s.stmts[opDeleteTests]).Exec(o.id)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("store write: %w", err)
