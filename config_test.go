@@ -67,7 +67,7 @@ func TestFlagsOverrideFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte("[controlplane]\nlisten = \"127.0.0.1:9999\"\nresults_dir = \"r\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f := newRoleFlags("controlplane", os.Stderr, true, false, false, false)
+	f := newRoleFlags("controlplane", help{}, os.Stderr, true, false, false, false)
 	cfg, err := f.parse([]string{"--config", path, "--results", "other"})
 	if err != nil {
 		t.Fatal(err)

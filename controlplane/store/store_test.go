@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -221,5 +222,58 @@ func TestTestRuns(t *testing.T) {
 	}
 	if got, want := summary(TestRunQuery{Branch: "main"}), "1/main/pkg/T0:PASSED:1ms:1 1/main/pkg/T1:PASSED:1ms:1"; got != want {
 		t.Errorf("after deleting build 2: %s, want %s", got, want)
+	}
+}
+
+// CommitsByPrefix finds the distinct commits that start with a prefix, in
+// one repository or all, and nothing beyond the prefix's range.
+func TestCommitsByPrefix(t *testing.T) {
+	s := open(t)
+	ctx := t.Context()
+	put := func(id int64, repo, commit string) {
+		b := build(id, pontusv1.BuildStatus_BUILD_STATUS_PASSED)
+		b.Repo, b.Commit = repo, commit
+		if err := s.Enqueue(Mutation{PutBuild: b}).Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pad := func(p string) string { return p + strings.Repeat("0", 40-len(p)) }
+	put(1, "/a", pad("abcd1"))
+	put(2, "/a", pad("abcd1")) // the same commit again
+	put(3, "/b", pad("abcd2"))
+	put(4, "/a", pad("abce"))
+	put(5, "/a", pad("abc9"))
+	put(6, "/a", pad("ffff"))
+	put(7, "/a", strings.Repeat("f", 40))
+	for _, tc := range []struct {
+		repo, prefix string
+		limit        int
+		want         []string
+	}{
+		{"", "abcd", 10, []string{pad("abcd1"), pad("abcd2")}},
+		{"/a", "abcd", 10, []string{pad("abcd1")}},
+		{"/b", "abcd", 10, []string{pad("abcd2")}},
+		{"", "abcd", 1, []string{pad("abcd1")}},
+		{"", "abc", 10, []string{pad("abc9"), pad("abcd1"), pad("abcd2"), pad("abce")}},
+		{"", "abcd3", 10, nil},
+		{"", "ffff", 10, []string{pad("ffff"), strings.Repeat("f", 40)}},
+		{"", pad("abce"), 10, []string{pad("abce")}},
+		{"/c", "abcd", 10, nil},
+	} {
+		got, err := s.CommitsByPrefix(ctx, tc.repo, tc.prefix, tc.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("CommitsByPrefix(%q, %q, %d) = %q, want %q", tc.repo, tc.prefix, tc.limit, got, tc.want)
+		}
+	}
+}
+
+func TestPrefixEnd(t *testing.T) {
+	for in, want := range map[string]string{"abcd": "abce", "abcf": "abd", "abc9": "abca", "a9ff": "aa", "ffff": "", "0": "1"} {
+		if got := PrefixEnd(in); got != want {
+			t.Errorf("PrefixEnd(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
