@@ -92,9 +92,10 @@ func (s buildService) GetTestHistory(ctx context.Context, req *pontusv1.GetTestH
 	if len(runs) == 0 {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no runs of test %q (suite %q) recorded%s", req.Name, req.Suite, where(req.Repo, req.Branch)))
 	}
-	// One test of one repository: with no repo given, the newest run's.
-	repo := runs[0].Repo
-	runs = slices.DeleteFunc(runs, func(r store.TestRun) bool { return r.Repo != repo })
+	// One test of one repository and suite: with none given, the newest
+	// run's.
+	repo, suite := runs[0].Repo, runs[0].Suite
+	runs = slices.DeleteFunc(runs, func(r store.TestRun) bool { return r.Repo != repo || r.Suite != suite })
 	stats := testStats(runs, 0)
 	resp := &pontusv1.GetTestHistoryResponse{Test: stats[0]}
 	for _, r := range runs {

@@ -29,7 +29,7 @@ type TestRun struct {
 type TestRunQuery struct {
 	Repo   string
 	Branch string
-	// Name (and Suite) select one test.
+	// Name and Suite select one test (an empty Suite: any).
 	Name  string
 	Suite string
 	// Builds is how many of the newest builds with recorded runs (matching
@@ -107,7 +107,10 @@ func queryTestRuns(ctx context.Context, db *sql.DB, q TestRunQuery, rebind func(
 		where, args = append(where, "branch = ?"), append(args, q.Branch)
 	}
 	if q.Name != "" {
-		where, args = append(where, "name = ?", "suite = ?"), append(args, q.Name, q.Suite)
+		where, args = append(where, "name = ?"), append(args, q.Name)
+	}
+	if q.Suite != "" {
+		where, args = append(where, "suite = ?"), append(args, q.Suite)
 	}
 	filter := ""
 	if len(where) > 0 {

@@ -1275,7 +1275,8 @@ type GetTestHistoryRequest struct {
 	Repo  string                 `protobuf:"bytes,1,opt,name=repo,proto3" json:"repo,omitempty"`
 	// Only runs in builds of this branch.
 	Branch string `protobuf:"bytes,2,opt,name=branch,proto3" json:"branch,omitempty"`
-	// The test's suite and name as ListTests gives them.
+	// The test's suite and name as ListTests gives them. An empty suite (or
+	// repo) takes the suite (repo) of the test's newest run.
 	Suite string `protobuf:"bytes,3,opt,name=suite,proto3" json:"suite,omitempty"`
 	Name  string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
 	// At most this many runs (default 100, maximum 1000).

@@ -1,0 +1,81 @@
+package controlplane
+
+import (
+	"testing"
+	"time"
+
+	"github.com/pontus-ci/pontus/controlplane/store"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
+)
+
+// Flip rate counts changes between consecutive runs, oldest to newest,
+// skips left out and a FLAKY run counting as a failure then a pass; the
+// median duration ignores runs without one.
+func TestTestStats(t *testing.T) {
+	t.Parallel()
+	const (
+		P = pontusv1.TestOutcome_TEST_OUTCOME_PASSED
+		F = pontusv1.TestOutcome_TEST_OUTCOME_FAILED
+		K = pontusv1.TestOutcome_TEST_OUTCOME_FLAKY
+		S = pontusv1.TestOutcome_TEST_OUTCOME_SKIPPED
+	)
+	// runs builds a test's runs from outcomes given oldest first, returned
+	// newest first as the store does.
+	runs := func(name string, os ...pontusv1.TestOutcome) []store.TestRun {
+		var out []store.TestRun
+		for i := len(os) - 1; i >= 0; i-- {
+			out = append(out, store.TestRun{BuildID: int64(i + 1), Repo: "/r", Name: name, Outcome: os[i],
+				Duration: time.Duration(i+1) * time.Second})
+		}
+		return out
+	}
+	for _, c := range []struct {
+		outcomes []pontusv1.TestOutcome
+		flip     float64
+		median   time.Duration
+	}{
+		{[]pontusv1.TestOutcome{P, P, P}, 0, 2 * time.Second},
+		{[]pontusv1.TestOutcome{F, F}, 0, 1500 * time.Millisecond},
+		{[]pontusv1.TestOutcome{K, K}, 1, 1500 * time.Millisecond},  // F P F P
+		{[]pontusv1.TestOutcome{P, F, P, F, P}, 1, 3 * time.Second}, // alternates
+		{[]pontusv1.TestOutcome{K, P, P}, 1.0 / 3, 2 * time.Second}, // F P P P
+		{[]pontusv1.TestOutcome{P, S, F}, 1, 2 * time.Second},       // P F; the skip has no say
+		{[]pontusv1.TestOutcome{P}, 0, time.Second},
+	} {
+		st := testStats(runs("T", c.outcomes...), 2)
+		if len(st) != 1 {
+			t.Fatalf("%v: %d tests", c.outcomes, len(st))
+		}
+		got := st[0]
+		if diff := got.FlipRate - c.flip; diff > 1e-9 || diff < -1e-9 {
+			t.Errorf("%v: flip rate %v, want %v", c.outcomes, got.FlipRate, c.flip)
+		}
+		if got.MedianDuration.AsDuration() != c.median {
+			t.Errorf("%v: median %v, want %v", c.outcomes, got.MedianDuration.AsDuration(), c.median)
+		}
+		if want := min(len(c.outcomes), 2); len(got.Recent) != want || got.Recent[0].BuildId != int64(len(c.outcomes)) {
+			t.Errorf("%v: recent %v", c.outcomes, got.Recent)
+		}
+	}
+
+	all := append(append(runs("b", P, P, K), runs("a", F, P)...), runs("c", P, P)...)
+	all[len(all)-1].Duration = time.Hour
+	tests := testStats(all, 0)
+	order := func(by pontusv1.TestSort) string {
+		sortTests(tests, by)
+		s := ""
+		for _, t := range tests {
+			s += t.Name
+		}
+		return s
+	}
+	for by, want := range map[pontusv1.TestSort]string{
+		pontusv1.TestSort_TEST_SORT_UNSPECIFIED: "abc",
+		pontusv1.TestSort_TEST_SORT_FLAKIEST:    "abc", // a: F P (1), b: P P F P (2/3)
+		pontusv1.TestSort_TEST_SORT_SLOWEST:     "cba",
+	} {
+		if got := order(by); got != want {
+			t.Errorf("sort %v: %s, want %s", by, got, want)
+		}
+	}
+}
