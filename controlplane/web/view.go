@@ -17,7 +17,7 @@ import (
 // embedded, so an error here is a programming error caught by the tests.
 func parsePages() map[string]*template.Template {
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"builds", "build", "runners", "signin", "error", "bounce"} {
+	for _, name := range []string{"builds", "build", "runners", "signin", "error", "bounce", "tests", "test"} {
 		pages[name] = template.Must(template.New(name).ParseFS(templateFS,
 			"templates/layout.html", "templates/parts.html", "templates/"+name+".html"))
 	}
