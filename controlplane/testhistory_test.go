@@ -1,8 +1,13 @@
 package controlplane
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/pontus-ci/pontus/controlplane/store"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
@@ -76,6 +81,71 @@ func TestTestStats(t *testing.T) {
 	} {
 		if got := order(by); got != want {
 			t.Errorf("sort %v: %s, want %s", by, got, want)
+		}
+	}
+}
+
+// A job handed out carries its build's settings; its FLAKY results are
+// accepted, kept in the history and summarised by ListTests and
+// GetTestHistory; bad requests are invalid_argument, an unknown test
+// not_found.
+func TestListTestsAndHistoryRPCs(t *testing.T) {
+	cp := startCP(t, testConfig(t))
+	ctx := context.Background()
+	runner := cp.register(t, "r")
+	for i, commit := range []string{commitA, commitB} {
+		if _, err := cp.observer.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{Repo: "/srv/repo", Branch: "main",
+			Commits: []string{commit}, Settings: &pontusv1.BuildSettings{Retries: 2, Shards: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		job := cp.acquire(t, runner, 5*time.Second)
+		if job == nil || job.GetSettings().GetRetries() != 2 {
+			t.Fatalf("job %v: want settings with retries 2", job)
+		}
+		outcome := pontusv1.TestOutcome_TEST_OUTCOME_FLAKY
+		if i == 1 {
+			outcome = pontusv1.TestOutcome_TEST_OUTCOME_PASSED
+		}
+		if _, err := cp.runners.CompleteJob(ctx, &pontusv1.CompleteJobRequest{JobId: job.JobId, Attempt: job.Attempt,
+			Status: pontusv1.BuildStatus_BUILD_STATUS_PASSED, Tests: []*pontusv1.TestCase{
+				{Name: "TestFlaky", Suite: "pkg", Outcome: outcome, Runs: 2, Duration: durationpb.New(time.Duration(i+1) * time.Millisecond)},
+				{Name: "TestOK", Suite: "pkg", Outcome: pontusv1.TestOutcome_TEST_OUTCOME_PASSED},
+			}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := cp.builds.ListTests(ctx, &pontusv1.ListTestsRequest{Repo: "/srv/repo", FlakyOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Tests) != 1 || res.Builds != 2 || res.Tests[0].Name != "TestFlaky" || res.Tests[0].Flaky != 1 || res.Tests[0].Passed != 1 ||
+		res.Tests[0].FlipRate < 0.49 || res.Tests[0].FlipRate > 0.51 || res.Tests[0].MedianDuration.AsDuration() != 1500*time.Microsecond {
+		t.Errorf("ListTests --flaky: %v", res)
+	}
+	h, err := cp.builds.GetTestHistory(ctx, &pontusv1.GetTestHistoryRequest{Name: "TestFlaky"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Runs) != 2 || h.Runs[0].BuildId != 2 || h.Runs[1].Outcome != pontusv1.TestOutcome_TEST_OUTCOME_FLAKY || h.Runs[1].Runs != 2 || h.Test.Suite != "pkg" {
+		t.Errorf("GetTestHistory: %v", h)
+	}
+	_, err = cp.builds.GetTestHistory(ctx, &pontusv1.GetTestHistoryRequest{Name: "TestNope"})
+	if connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("unknown test: %v", err)
+	}
+	for name, req := range map[string]*pontusv1.ListTestsRequest{
+		"bad branch": {Branch: "a..b"}, "bad repo": {Repo: "-x"}, "bad sort": {Sort: 42},
+		"limit": {Limit: -1}, "builds": {Builds: 100000},
+	} {
+		if _, err := cp.builds.ListTests(ctx, req); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("ListTests %s: %v, want invalid_argument", name, err)
+		}
+	}
+	for name, req := range map[string]*pontusv1.GetTestHistoryRequest{
+		"no name": {}, "long name": {Name: strings.Repeat("x", 5000)}, "limit": {Name: "T", Limit: 5000},
+	} {
+		if _, err := cp.builds.GetTestHistory(ctx, req); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("GetTestHistory %s: %v, want invalid_argument", name, err)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
@@ -255,5 +256,25 @@ def test_steady():
 	}
 	if !strings.Contains(log, "tests/test_p.py::TestGroup::test_flaky[2]") {
 		t.Errorf("not re-run by node id; log:\n%s", log)
+	}
+}
+
+// A step and its retries share the step's timeout: a retry that runs past
+// what is left of it ends the build TIMED_OUT.
+func TestRetryRespectsTimeout(t *testing.T) {
+	t.Parallel()
+	fake := newFakeCP(t)
+	fake.start()
+	cfg := testConfig(t, fake)
+	cfg.Timeout = 2 * time.Second
+	marker := filepath.Join(openDir(t), "marker")
+	cfg.TestCommand = fmt.Sprintf("if [ -e %s ]; then sleep 30; else touch %[1]s; exit 1; fi", marker)
+	startRunner(t, cfg)
+	repo := newRepo(t)
+	c := repo.commit(map[string]string{"README": "x\n"})
+	req, log := fake.waitDone(enqueueRetries(fake, repo, c, 2))
+	wantStatus(t, req, log, timedOut)
+	if !strings.Contains(req.GetReason(), "while retrying step tests") || strings.Contains(log, "(2 of 2)") {
+		t.Errorf("reason %q; log:\n%s", req.GetReason(), log)
 	}
 }
