@@ -166,18 +166,18 @@ func TestSteady(t *testing.T) { time.Sleep(10 * time.Millisecond) }
 	}
 
 	br := browsertest.New(t)
-	br.Run(t, chromedp.Navigate(url+"/tests?flaky=1"), chromedp.WaitVisible(chromedp.CSS("#tests")))
-	rows := browsertest.Eval[[]string](t, br, `[...document.querySelectorAll('#tests tbody tr:not(.empty)')].map(r => r.innerText.replace(/\s+/g, ' ').trim())`)
+	br.Run(t, chromedp.Navigate(url+"/tests?flaky=1"), chromedp.WaitVisible(chromedp.CSS("#testlist")))
+	rows := browsertest.Eval[[]string](t, br, `[...document.querySelectorAll('#testlist tbody tr:not(.empty)')].map(r => r.innerText.replace(/\s+/g, ' ').trim())`)
 	if len(rows) != 1 || !strings.Contains(rows[0], "TestFlaky") || !strings.Contains(rows[0], "33%") {
 		t.Fatalf("flaky tests table: %q", rows)
 	}
-	marks := browsertest.Eval[[]string](t, br, `[...document.querySelectorAll('#tests .mark')].map(m => m.className + ' ' + m.getAttribute('href'))`)
+	marks := browsertest.Eval[[]string](t, br, `[...document.querySelectorAll('#testlist .mark')].map(m => m.className + ' ' + m.getAttribute('href'))`)
 	if strings.Join(marks, ",") != "mark m-flaky /builds/1,mark m-passed /builds/2,mark m-passed /builds/3" {
 		t.Errorf("recent runs: %q", marks)
 	}
 	br.Screenshot(t, shotTests)
 
-	br.Run(t, chromedp.Click(chromedp.CSS("#tests tbody a")), chromedp.WaitVisible(chromedp.CSS("#duration-chart")))
+	br.Run(t, chromedp.Click(chromedp.CSS("#testlist tbody a")), chromedp.WaitVisible(chromedp.CSS("#duration-chart")))
 	bars := browsertest.Eval[[]string](t, br, `[...document.querySelectorAll('#duration-chart a')].map(a => a.getAttribute('href') + ' ' + a.querySelector('rect').getAttribute('class') + ' ' + (a.querySelector('rect').getBBox().height > 2))`)
 	if strings.Join(bars, ",") != "/builds/1 bar-flaky true,/builds/2 bar-passed true,/builds/3 bar-passed true" {
 		t.Errorf("duration chart bars: %q", bars)
@@ -192,5 +192,12 @@ func TestSteady(t *testing.T) { time.Sleep(10 * time.Millisecond) }
 		t.Errorf("%d runs listed, want 3", got)
 	}
 	br.Screenshot(t, shotTest)
+
+	// The flaky build's own page lists the test as flaky, with its runs.
+	br.Run(t, chromedp.Click(chromedp.CSS("#failed-in a")), chromedp.WaitVisible(chromedp.CSS("#tests")))
+	br.WaitJS(t, `document.querySelector('#tests').innerText.includes('2 runs')`, "the flaky test's runs on its build page")
+	if got := browsertest.Eval[string](t, br, `[...document.querySelectorAll('#tests li')].map(l => l.innerText.replace(/\s+/g, ' ').toLowerCase()).join(' | ')`); !strings.Contains(got, "flaky testflaky") {
+		t.Errorf("build page tests: %q", got)
+	}
 	br.NoExceptions(t)
 }

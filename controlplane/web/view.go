@@ -262,6 +262,7 @@ type testView struct {
 	Class    string
 	Label    string
 	Duration string
+	Runs     string // "2 runs" when retried
 	Message  string
 	Line     string // first line of Message
 	Output   string
@@ -403,6 +404,9 @@ func newBuildView(b *pontusv1.Build, now time.Time) buildView {
 		}
 		if d, ok := durationOf(t.GetDuration()); ok {
 			tv.Duration = fmtDuration(d)
+		}
+		if t.GetRuns() > 1 {
+			tv.Runs = fmt.Sprintf("%d runs", t.GetRuns())
 		}
 		v.Tests = append(v.Tests, tv)
 	}
