@@ -147,13 +147,14 @@ func buildDuration(b *pontusv1.Build) string {
 func runBuilds(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newClientFlags("builds", help{
 		usage:    "builds [flags]",
-		about:    "Lists recent builds, newest first.",
-		examples: []string{"builds", "builds --branch main --status failed", "builds --limit 100 --json"},
+		about:    "Lists recent builds, newest first; with --watch, the newest builds oldest first,\nthen one line per change until interrupted (one WatchBuilds call).",
+		examples: []string{"builds", "builds --branch main --status failed", "builds --limit 100 --json", "builds --watch --branch main"},
 	}, stderr)
 	branch := c.fs.String("branch", "", "only builds of this `branch`")
 	repo := c.fs.String("repo", "", "only builds of this `repository`")
 	st := c.fs.String("status", "", "only builds in this `status` (queued, running, passed, failed, error, timed_out, canceled)")
 	limit := c.fs.Int("limit", 20, "at most `n` builds")
+	watch := c.fs.Bool("watch", false, "print the builds, then one line per change until interrupted")
 	pos, err := c.parse(args)
 	if err != nil {
 		return err
@@ -172,6 +173,9 @@ func runBuilds(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	client, err := c.builds()
 	if err != nil {
 		return err
+	}
+	if *watch {
+		return watchBuilds(ctx, client, req, c.json, stdout, stderr)
 	}
 	res, err := client.ListBuilds(ctx, req)
 	if err != nil {

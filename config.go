@@ -172,7 +172,11 @@ func expected(k keyInfo) string {
 	if k.def.IsValid() && !k.def.IsZero() {
 		switch v := k.def.Interface().(type) {
 		case time.Duration:
-			def = strconv.Quote(v.String())
+			d := v.String() // "10m0s" → "10m"
+			for strings.HasSuffix(d, "m0s") || strings.HasSuffix(d, "h0m") {
+				d = d[:len(d)-2]
+			}
+			def = strconv.Quote(d)
 		case string:
 			def = strconv.Quote(v)
 		case []string:
@@ -243,9 +247,19 @@ func explainDecodeError(err error, lines []string, keys map[string]keyInfo) (int
 // meant when one is close.
 func unknownKeys(md toml.MetaData, keys map[string]keyInfo) []error {
 	var errs []error
+	unknown := map[string]bool{}
+	for _, k := range md.Undecoded() {
+		unknown[k.String()] = true
+	}
 	for _, k := range md.Undecoded() {
 		key := k.String()
+		if len(k) > 1 && unknown[k[:len(k)-1].String()] {
+			continue // its table is unknown, and said so
+		}
 		msg := "unknown key " + key
+		if md.Type(k...) == "Hash" {
+			msg = "unknown table [" + key + "]"
+		}
 		if near := nearestKey(key, keys); near != "" {
 			msg += "; did you mean " + near + "?"
 		}
@@ -259,7 +273,16 @@ func unknownKeys(md toml.MetaData, keys map[string]keyInfo) []error {
 func nearestKey(key string, keys map[string]keyInfo) string {
 	best, bestD := "", 0
 	leaf := lastPart(key)
+	candidates := map[string]bool{}
 	for k := range keys {
+		candidates[k] = true
+		for i, c := range k {
+			if c == '.' {
+				candidates[k[:i]] = true // a table
+			}
+		}
+	}
+	for k := range candidates {
 		d := editDistance(key, k)
 		if lastPart(k) == leaf && d > 0 {
 			d = min(d, 2) // the right key in another table

@@ -105,36 +105,14 @@ func TestConfigFileFoundWithoutFlag(t *testing.T) {
 	other := filepath.Join(t.TempDir(), "other.toml")
 	write(t, other, "[controlplane]\nlisten = \"127.0.0.1:0\"\ndata_dir = \""+filepath.Join(dir, "from-env")+"\"\nresults_dir = \"r\"\n")
 
-	serve := func(env ...string) string {
-		cmd := pontusProcess(t, dir, "controlplane")
-		cmd.Env = append(cmd.Env, env...)
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { cmd.Process.Kill(); cmd.Wait() }()
-		var seen []string
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			seen = append(seen, sc.Text())
-			if strings.Contains(sc.Text(), "control plane serving") {
-				return strings.Join(seen, "\n")
-			}
-		}
-		t.Fatalf("control plane did not serve:\n%s", strings.Join(seen, "\n"))
-		return ""
-	}
-	log := serve()
+	log := serveIn(t, dir, nil)
 	if !strings.Contains(log, "read configuration") || !strings.Contains(log, filepath.Join(dir, "pontus.toml")) || !strings.Contains(log, "from=./pontus.toml") {
 		t.Errorf("start-up log does not name ./pontus.toml:\n%s", log)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "from-cwd", "lock")); err != nil {
 		t.Errorf("data_dir of ./pontus.toml not used: %v", err)
 	}
-	log = serve("PONTUS_CONFIG=" + other)
+	log = serveIn(t, dir, []string{"PONTUS_CONFIG=" + other})
 	if !strings.Contains(log, other) || !strings.Contains(log, "from=$PONTUS_CONFIG") {
 		t.Errorf("start-up log does not name $PONTUS_CONFIG's file:\n%s", log)
 	}
@@ -144,15 +122,9 @@ func TestConfigFileFoundWithoutFlag(t *testing.T) {
 
 	// No file anywhere: the defaults, and the log says so.
 	empty := t.TempDir()
-	cmd := pontusProcess(t, empty, "controlplane", "--listen", "127.0.0.1:0", "--data", filepath.Join(empty, "d"))
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	line, _ := bufio.NewReader(stderr).ReadString('\n')
-	if !strings.Contains(line, "using the defaults") {
-		t.Errorf("first log line %q, want it to say the defaults are used", line)
+	log = serveIn(t, empty, nil, "--listen", "127.0.0.1:0", "--data", filepath.Join(empty, "d"))
+	if !strings.Contains(log, "using the defaults") {
+		t.Errorf("start-up log does not say the defaults are used:\n%s", log)
 	}
 
 	// A misspelled key in ./pontus.toml stops the start, with the fix.
@@ -174,4 +146,33 @@ func failedStartAll(t *testing.T, cmd *exec.Cmd) string {
 		t.Fatalf("%v started; want a failure", cmd.Args[1:])
 	}
 	return stderr.String()
+}
+
+// serveIn starts a control plane in dir and returns its log up to the line
+// that says it serves, and its configuration line; it is killed at return.
+func serveIn(t *testing.T, dir string, env []string, args ...string) string {
+	t.Helper()
+	cmd := pontusProcess(t, dir, append([]string{"controlplane"}, args...)...)
+	cmd.Env = append(cmd.Env, env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var seen []string
+	serving, config := false, false
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		seen = append(seen, sc.Text())
+		serving = serving || strings.Contains(sc.Text(), "control plane serving")
+		config = config || strings.Contains(sc.Text(), "configuration")
+		if serving && config {
+			return strings.Join(seen, "\n")
+		}
+	}
+	t.Fatalf("control plane did not serve and log its configuration:\n%s", strings.Join(seen, "\n"))
+	return ""
 }

@@ -170,7 +170,6 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	f.logConfig(logger)
 	// PONTUS_CPUPROFILE=FILE writes a CPU profile of the control plane
 	// (pontus bench uses it to find hot spots).
 	if path := os.Getenv("PONTUS_CPUPROFILE"); path != "" {
@@ -184,7 +183,16 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 		defer pprof.StopCPUProfile()
 	}
-	return serveControlPlane(ctx, cfg.ControlPlane, logger, nil)
+	// Which file was read is said once serving: a failed start says only
+	// what failed.
+	ready := make(chan net.Addr, 1)
+	go func() {
+		if _, ok := <-ready; ok {
+			f.logConfig(logger)
+		}
+	}()
+	defer close(ready)
+	return serveControlPlane(ctx, cfg.ControlPlane, logger, ready)
 }
 
 // serveControlPlane starts a control plane in order — lock data_dir, bind
@@ -248,11 +256,11 @@ func runRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	f.logConfig(logger)
 	r, err := runnerd.New(cfg.Runner, logger.With("component", "runner"))
 	if err != nil {
 		return err
 	}
+	f.logConfig(logger)
 	return r.Run(ctx)
 }
 
@@ -273,7 +281,6 @@ func runObserver(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	f.logConfig(logger)
 	if err := checkRepos(ctx, cfg.Observer); err != nil {
 		return err
 	}
@@ -281,6 +288,7 @@ func runObserver(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	f.logConfig(logger)
 	return run(ctx)
 }
 

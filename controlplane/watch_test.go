@@ -99,7 +99,6 @@ func TestWatchBuildsLosesNothingBetweenSnapshotAndStream(t *testing.T) {
 	var wg sync.WaitGroup
 	for w := range watchers {
 		wg.Go(func() {
-			time.Sleep(time.Duration(w) * time.Millisecond) // spread the connections over the reports
 			stream, err := cp.builds.WatchBuilds(ctx, &pontusv1.WatchBuildsRequest{SnapshotLimit: 1000})
 			if err != nil {
 				t.Error(err)

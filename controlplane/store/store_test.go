@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"crypto/sha1"
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -274,6 +276,29 @@ func TestPrefixEnd(t *testing.T) {
 	for in, want := range map[string]string{"abcd": "abce", "abcf": "abd", "abc9": "abca", "a9ff": "aa", "ffff": "", "0": "1"} {
 		if got := PrefixEnd(in); got != want {
 			t.Errorf("PrefixEnd(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// BenchmarkCommitsByPrefix is one 7-character prefix lookup among 50,000
+// builds (a range scan of the commit index).
+func BenchmarkCommitsByPrefix(b *testing.B) {
+	s := open(b)
+	ctx := context.Background()
+	muts := make([]Mutation, 50000)
+	for i := range muts {
+		bd := build(int64(i+1), pontusv1.BuildStatus_BUILD_STATUS_PASSED)
+		bd.Commit = fmt.Sprintf("%x", sha1.Sum([]byte(strconv.Itoa(i))))
+		muts[i] = Mutation{PutBuild: bd}
+	}
+	if err := s.Enqueue(muts...).Wait(ctx); err != nil {
+		b.Fatal(err)
+	}
+	prefix := fmt.Sprintf("%x", sha1.Sum([]byte("777")))[:7]
+	b.ResetTimer()
+	for b.Loop() {
+		if got, err := s.CommitsByPrefix(ctx, "", prefix, 6); err != nil || len(got) != 1 {
+			b.Fatalf("%v %v", got, err)
 		}
 	}
 }
