@@ -161,28 +161,34 @@ func (r *Runner) retryUnits(dir string, s jobStep, failed []*pontusv1.TestCase) 
 	return units, true
 }
 
-// rerunStep returns the command that runs only tc of the native step st, or
-// false when the step's test runner cannot run one test alone.
+// rerunStep returns the command that runs only tc of the native step st
+// (st with its arguments changed: its environment and other settings stay),
+// or false when the step's test runner cannot run one test alone.
 func rerunStep(dir string, st step, tc *pontusv1.TestCase) (step, bool) {
 	argv := st.argv
+	ns := st
 	switch {
 	case len(argv) >= 2 && argv[0] == "go" && argv[1] == "test":
-		return goRerun(st, tc)
+		var ok bool
+		ns.argv, ok = goRerun(argv, tc)
+		return ns, ok
 	case isPytest(argv):
 		id, ok := pytestNodeID(dir, tc)
 		if !ok {
 			return step{}, false
 		}
-		return step{argv: append(append(pytestPrefix(argv), optionsOnly(argv[len(pytestPrefix(argv)):])...), id),
-			env: st.env, detected: st.detected, junit: st.junit}, true
+		prefix := pytestPrefix(argv)
+		ns.argv = append(append(slices.Clone(prefix), optionsOnly(argv[len(prefix):])...), id)
+		return ns, true
 	case len(argv) >= 4 && strings.HasPrefix(argv[0], "python") && argv[1] == "-m" && argv[2] == "unittest":
 		id, ok := unittestID(tc)
 		if !ok {
 			return step{}, false
 		}
 		top := unittestTopDir(argv[3:])
-		env := append(slices.Clip(st.env), "PYTHONPATH="+filepath.Join(dir, top))
-		return step{argv: []string{argv[0], "-m", "unittest", "-v", id}, env: env, detected: st.detected}, true
+		ns.env = append(slices.Clip(st.env), "PYTHONPATH="+filepath.Join(dir, top))
+		ns.argv = []string{argv[0], "-m", "unittest", "-v", id}
+		return ns, true
 	}
 	return step{}, false
 }
@@ -196,12 +202,13 @@ var goValueFlags = map[string]bool{"timeout": true, "tags": true, "p": true, "pa
 	"coverprofile": true, "covermode": true, "coverpkg": true, "skip": true, "shuffle": true, "exec": true,
 	"ldflags": true, "gcflags": true, "mod": true, "o": true}
 
-// goRerun runs one Go test (or subtest) of its package with the step's own
-// flags: go test FLAGS -count=1 -run '^TestX$/^sub$' PKG.
-func goRerun(st step, tc *pontusv1.TestCase) (step, bool) {
+// goRerun is the command line that runs one Go test (or subtest) of its
+// package with the step's own flags: go test FLAGS -count=1 -run
+// '^TestX$/^sub$' PKG.
+func goRerun(stepArgv []string, tc *pontusv1.TestCase) ([]string, bool) {
 	name := tc.GetName()
 	if !goTestName.MatchString(name) {
-		return step{}, false
+		return nil, false
 	}
 	parts := strings.Split(name, "/")
 	for i, p := range parts {
@@ -209,14 +216,14 @@ func goRerun(st step, tc *pontusv1.TestCase) (step, bool) {
 	}
 	argv := []string{"go", "test"}
 	var patterns []string
-	for i := 2; i < len(st.argv); i++ {
-		a := st.argv[i]
+	for i := 2; i < len(stepArgv); i++ {
+		a := stepArgv[i]
 		switch {
 		case a == "-run" || a == "-count":
 			i++ // and its value
 		case strings.HasPrefix(a, "-run=") || strings.HasPrefix(a, "-count="):
-		case goValueFlags[strings.TrimLeft(a, "-")] && i+1 < len(st.argv):
-			argv = append(argv, a, st.argv[i+1])
+		case goValueFlags[strings.TrimLeft(a, "-")] && i+1 < len(stepArgv):
+			argv = append(argv, a, stepArgv[i+1])
 			i++
 		case strings.HasPrefix(a, "-"):
 			argv = append(argv, a)
@@ -230,7 +237,7 @@ func goRerun(st step, tc *pontusv1.TestCase) (step, bool) {
 	} else {
 		argv = append(argv, patterns...) // unknown package: the step's own
 	}
-	return step{argv: argv, env: st.env, detected: st.detected}, true
+	return argv, true
 }
 
 // unittestID turns "test_x (pkg.mod.Class.test_x)" (Python 3.11 and later)
