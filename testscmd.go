@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pontus-ci/pontus/internal/buildtext"
 	"github.com/pontus-ci/pontus/internal/termsafe"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
@@ -60,7 +61,7 @@ func runTests(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		tw := tabwriter.NewWriter(safe, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "BUILD\tCOMMIT\tBRANCH\tOUTCOME\tRUNS\tDURATION")
 		for _, r := range res.Runs {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", r.BuildId, short(r.Commit), r.Branch, outcomeWord(r.Outcome), r.Runs, testDuration(r.Duration.AsDuration(), r.Duration != nil))
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", r.BuildId, short(r.Commit), r.Branch, buildtext.Outcome(r.Outcome), r.Runs, testDuration(r.Duration.AsDuration(), r.Duration != nil))
 		}
 		return tw.Flush()
 	}
@@ -92,7 +93,7 @@ func runTests(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		more = fmt.Sprintf(" (%d shown; --limit for more)", len(res.Tests))
 	}
 	fmt.Fprintf(safe, "\n%s over the newest %s%s; recent runs oldest to newest: . passed  F failed  ~ flaky  s skipped  E error\n",
-		plural(int(res.Total), "test"), plural(int(res.Builds), "build"), more)
+		buildtext.Plural(int(res.Total), "test", "tests"), buildtext.Plural(int(res.Builds), "build", "builds"), more)
 	return nil
 }
 
@@ -125,10 +126,6 @@ func recentMarks(runs []*pontusv1.TestRun) string {
 		}
 	}
 	return b.String()
-}
-
-func outcomeWord(o pontusv1.TestOutcome) string {
-	return strings.TrimPrefix(o.String(), "TEST_OUTCOME_")
 }
 
 func testDuration(d time.Duration, ok bool) string {

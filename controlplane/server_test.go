@@ -214,7 +214,7 @@ func TestJobLifecycleWritesResults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"FAILED", commitA, "FAIL  test_fail", "AssertionError: I will fail", out} {
+	for _, want := range []string{"FAILED", commitA, "FAILED  test_fail", "AssertionError: I will fail", out} {
 		if !strings.Contains(string(human), want) {
 			t.Errorf("human report lacks %q:\n%s", want, human)
 		}

@@ -210,9 +210,10 @@ func TestPytestSuite(t *testing.T) {
 	}
 }
 
-// The JUnit report pytest writes lands outside the checkout, and pytest
-// leaves no cache or bytecode in it: the test lists the checkout from a
-// test that runs inside it.
+// While pytest runs, nothing lands in the checkout: no bytecode of the
+// modules it imports, no JUnit report (written to the job's home); the
+// cache is off (-p no:cacheprovider, checked in TestPytestSuite's log). A
+// test lists the checkout from inside it.
 func TestPytestWritesNothingIntoCheckout(t *testing.T) {
 	t.Parallel()
 	findPytest(t)

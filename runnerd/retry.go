@@ -95,9 +95,7 @@ func (r *Runner) retryUnit(ctx context.Context, job *pontusv1.Job, dir string, u
 		stream.Printf("[pontus: retrying %s (%d of %d)]", u.label, i, retries)
 		st := u.step
 		st.budget = left
-		out := stream.Output()
-		rr := r.runStep(ctx, job, dir, st, out)
-		stream.EndOutput()
+		rr := r.runStepLogged(ctx, job, dir, st, stream)
 		runs++
 		if rr.Status == testrun.TimedOut || rr.Status == testrun.Canceled {
 			if rr.Status == testrun.TimedOut {

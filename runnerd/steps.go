@@ -93,7 +93,7 @@ func (r *Runner) planSteps(ctx context.Context, dir string) ([]jobStep, string) 
 	if testCommand != "" {
 		steps = append(steps, jobStep{name: "tests", native: &step{argv: []string{"sh", "-c", testCommand}}})
 	} else if st, ok := detectTests(dir); ok {
-		if st.pytest != "" {
+		if st.pytest != "" && r.cfg.Native {
 			python, ok := r.pytestPython(ctx)
 			if !ok {
 				return nil, r.pytestMissing(st.pytest)
@@ -185,9 +185,7 @@ func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, st
 			stream.Printf("[pontus: step %d of %d: %s]", i+1, len(steps), s.describe())
 		}
 		began := time.Now()
-		out := stream.Output() // starts this step's output
-		res := r.runStep(ctx, job, dir, s, out)
-		stream.EndOutput()
+		res := r.runStepLogged(ctx, job, dir, s, stream)
 		res.Tests = r.stepTests(dir, s, res, stream)
 		res = r.retryFailed(ctx, job, dir, s, res, stream, r.stepTimeout(s)-time.Since(began))
 		for _, t := range res.Tests {
@@ -207,6 +205,21 @@ func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, st
 		}
 	}
 	return total
+}
+
+// runStepLogged runs a step (or a retry of one) as this step's output in
+// the log, a native step's go test -json lines turned into the text they
+// carry.
+func (r *Runner) runStepLogged(ctx context.Context, job *pontusv1.Job, dir string, s jobStep, stream *logStream) testrun.Result {
+	out := stream.Output() // starts this step's output
+	defer stream.EndOutput()
+	if s.native == nil {
+		return r.runStep(ctx, job, dir, s, out)
+	}
+	text := newGoJSONText(out)
+	res := r.runStep(ctx, job, dir, s, text)
+	_ = text.Flush() // the stream's writer never fails
+	return res
 }
 
 // stepTests are a step's per-test results: from its executor, else from

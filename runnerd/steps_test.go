@@ -75,6 +75,8 @@ func TestPlanSteps(t *testing.T) {
 		{name: "sandbox-only runner runs Go tests in the sandbox", wasm: true, cfg: func(c *Config) { c.Native = false },
 			files: map[string]string{"go.mod": "module m\n", "tests/a_test.go": ""}, want: []string{"go-tests: Go tests of ./tests compiled to WebAssembly, in the sandbox"}},
 		{name: "nothing to run", files: map[string]string{"README": ""}, reason: "no tests found"},
+		{name: "sandbox-only runner refuses pytest", wasm: true, cfg: func(c *Config) { c.Native = false },
+			files: map[string]string{"tests/conftest.py": "", "tests/test_a.py": "def test_a():\n    pass\n"}, reason: "runs only sandboxed WebAssembly steps"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()

@@ -206,10 +206,10 @@ func (h *handler) testHistoryPage(w http.ResponseWriter, r *http.Request) {
 
 // Geometry of the duration chart, in SVG user units.
 const (
-	chartW, chartH = 720, 180
-	chartLeft      = 64 // room for the axis labels
-	chartTop       = 10
-	chartBottom    = 20
+	histW, histH = 720, 180
+	histLeft     = 64 // room for the axis labels
+	histTop      = 10
+	histBottom   = 20
 )
 
 // durationChart draws runs (newest first) oldest to newest as bars whose
@@ -226,20 +226,20 @@ func durationChart(runs []*pontusv1.TestRun) template.HTML {
 			top = max(top, r.GetDuration().AsDuration())
 		}
 	}
-	plotW := float64(chartW - chartLeft)
-	plotH := float64(chartH - chartTop - chartBottom)
+	plotW := float64(histW - histLeft)
+	plotH := float64(histH - histTop - histBottom)
 	slot := min(plotW/float64(len(runs)), 40) // a few runs: narrow bars from the left
 	gap := min(slot*0.2, 3)
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg class="chart" id="duration-chart" viewBox="0 0 %d %d" role="img" aria-label="duration of each run, oldest to newest">`, chartW, chartH)
+	fmt.Fprintf(&b, `<svg class="chart" id="duration-chart" viewBox="0 0 %d %d" role="img" aria-label="duration of each run, oldest to newest">`, histW, histH)
 	// Axis: the top value, zero, and a baseline.
-	base := float64(chartTop) + plotH
-	fmt.Fprintf(&b, `<text class="axis" x="%d" y="%d" text-anchor="end">%s</text>`, chartLeft-6, chartTop+10, template.HTMLEscapeString(testDuration(top, top > 0)))
-	fmt.Fprintf(&b, `<text class="axis" x="%d" y="%.1f" text-anchor="end">0</text>`, chartLeft-6, base)
-	fmt.Fprintf(&b, `<line class="grid" x1="%d" y1="%d" x2="%d" y2="%d"/>`, chartLeft, chartTop, chartW, chartTop)
-	fmt.Fprintf(&b, `<line class="base" x1="%d" y1="%.1f" x2="%d" y2="%.1f"/>`, chartLeft, base, chartW, base)
+	base := float64(histTop) + plotH
+	fmt.Fprintf(&b, `<text class="axis" x="%d" y="%d" text-anchor="end">%s</text>`, histLeft-6, histTop+10, template.HTMLEscapeString(testDuration(top, top > 0)))
+	fmt.Fprintf(&b, `<text class="axis" x="%d" y="%.1f" text-anchor="end">0</text>`, histLeft-6, base)
+	fmt.Fprintf(&b, `<line class="grid" x1="%d" y1="%d" x2="%d" y2="%d"/>`, histLeft, histTop, histW, histTop)
+	fmt.Fprintf(&b, `<line class="base" x1="%d" y1="%.1f" x2="%d" y2="%.1f"/>`, histLeft, base, histW, base)
 	fmt.Fprintf(&b, `<text class="axis" x="%d" y="%d">oldest</text><text class="axis" x="%d" y="%d" text-anchor="end">newest</text>`,
-		chartLeft, chartH-4, chartW, chartH-4)
+		histLeft, histH-4, histW, histH-4)
 	for i := range runs {
 		r := runs[len(runs)-1-i] // oldest first
 		label := shortEnum(r.GetOutcome().String(), "TEST_OUTCOME_")
@@ -250,7 +250,7 @@ func durationChart(runs []*pontusv1.TestRun) template.HTML {
 		} else {
 			class += " bar-nodur"
 		}
-		x := float64(chartLeft) + float64(i)*slot + gap/2
+		x := float64(histLeft) + float64(i)*slot + gap/2
 		mark := newRunMark(r)
 		fmt.Fprintf(&b, `<a href="%s"><rect class="%s" x="%.1f" y="%.1f" width="%.1f" height="%.1f"><title>%s</title></rect></a>`,
 			template.HTMLEscapeString(mark.Href), class, x, base-h, max(slot-gap, 1), h, template.HTMLEscapeString(mark.Title))
