@@ -73,11 +73,11 @@ func TestCLICommitPrefixesAndBuildNumbers(t *testing.T) {
 		{abcd2, 0, abcd2, true},
 		{"2", 0, abcd2, true},
 		{"#3", 0, digits, true},
-		{"00019", 0, digits, true},           // no build 19: the commit
-		{"0001", 1, "#0001", false},          // build 1 and commit 0001…: refused
-		{"abcd", 1, "ambiguous", false},      // two commits
-		{"abce", 1, "not_found", false},      // none
-		{"1234", 1, "no build #1234", false}, // neither
+		{"00019", 0, digits, true},               // no build 19: the commit
+		{"0001", 1, "'#1' for the build", false}, // build 1 and commit 0001…: refused
+		{"abcd", 1, "ambiguous", false},          // two commits
+		{"abce", 1, "not_found", false},          // none
+		{"1234", 1, "no build #1234", false},     // neither
 		{"#0", 2, "not a build number", false},
 		{"0", 2, "numbered from 1", false},
 	} {

@@ -111,10 +111,11 @@ func resolve(ctx context.Context, client pontusv1connect.BuildServiceClient, r b
 		byCommit = res.Build
 	}
 	notFound := connect.CodeOf(commitErr) == connect.CodeNotFound
+	commitExists := byCommit != nil || !notFound // an ambiguous prefix exists too
 	switch {
-	case byID != nil && (byCommit != nil || (commitErr != nil && !notFound)) && (byCommit == nil || byCommit.Id != byID.Id):
-		return "", 0, fmt.Errorf("%s is ambiguous: it is build #%d, and also the start of a commit id (%s); write #%s for the build, or more of the commit id",
-			r.arg, byID.Id, describeRef(byCommit, commitErr), r.arg)
+	case byID != nil && commitExists && (byCommit == nil || byCommit.Id != byID.Id):
+		return "", 0, fmt.Errorf("%s is ambiguous: it is build #%d, and also the start of a commit id (%s); write '#%d' for the build, or more of the commit id",
+			r.arg, byID.Id, describeRef(byCommit, commitErr), byID.Id)
 	case byID != nil:
 		return "", byID.Id, nil
 	case byCommit != nil:

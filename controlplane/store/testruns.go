@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
@@ -75,6 +77,14 @@ func testRows(b *pontusv1.Build) []testRow {
 	return rows
 }
 
+// queueTestRuns queues, on PostgreSQL, what putTestRuns does on SQLite.
+func (s *Postgres) queueTestRuns(b *pgx.Batch, o op) {
+	b.Queue(s.sql[opDeleteTests], o.id)
+	for _, r := range o.tests {
+		b.Queue(s.sql[opTestRun], o.id, o.repo, o.branch, o.commit, r.suite, r.name, r.outcome, r.durationUS, r.runs)
+	}
+}
+
 // putTestRuns replaces the history rows of the finished build o in tx.
 func (s *SQLite) putTestRuns(tx *sql.Tx, o op) error {
 	if _, err := tx.Stmt(s.stmts[opDeleteTests]).Exec(o.id); err != nil {
@@ -89,15 +99,9 @@ func (s *SQLite) putTestRuns(tx *sql.Tx, o op) error {
 	return nil
 }
 
-// TestRuns implements Store: the runs of q's window of builds, newest
-// build first, then by suite and name.
-func (s *SQLite) TestRuns(ctx context.Context, q TestRunQuery) ([]TestRun, error) {
-	return queryTestRuns(ctx, s.read, q, func(q string) string { return q })
-}
-
-// queryTestRuns is TestRuns in SQL both stores speak; rebind adapts the ?
-// placeholders.
-func queryTestRuns(ctx context.Context, db *sql.DB, q TestRunQuery, rebind func(string) string) ([]TestRun, error) {
+// TestRuns implements Store for both stores: the runs of q's window of
+// builds, newest build first, then by suite and name.
+func (s *reader) TestRuns(ctx context.Context, q TestRunQuery) ([]TestRun, error) {
 	var where []string
 	var args []any
 	if q.Repo != "" {
@@ -130,7 +134,7 @@ func queryTestRuns(ctx context.Context, db *sql.DB, q TestRunQuery, rebind func(
 			(SELECT DISTINCT build_id FROM test_runs WHERE 1 = 1` + filter + ` ORDER BY build_id DESC LIMIT ?) w)` + filter + `
 		ORDER BY build_id DESC, suite, name LIMIT ?`
 	all := append(append(append(append([]any{}, args...), builds), args...), limit)
-	rows, err := db.QueryContext(ctx, rebind(query), all...)
+	rows, err := s.query(ctx, query, all...)
 	if err != nil {
 		return nil, fmt.Errorf("query test history: %w", err)
 	}

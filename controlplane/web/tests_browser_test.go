@@ -85,7 +85,7 @@ func TestBrowserTestHistory(t *testing.T) {
 	go func() { served <- srv.Serve(sctx, ln) }()
 
 	rcfg := runnerd.DefaultConfig()
-	rcfg.ControlPlane = url
+	rcfg.ControlPlane = dial.URLs(url)
 	rcfg.Workdir = filepath.Join(reachable(t, false), "work")
 	rcfg.Name = "history-runner"
 	runner, err := runnerd.New(rcfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
