@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -148,4 +149,54 @@ func TestListTestsAndHistoryRPCs(t *testing.T) {
 			t.Errorf("GetTestHistory %s: %v, want invalid_argument", name, err)
 		}
 	}
+}
+
+// The history's cost: writing a finished build of 1,000 tests (its build
+// row and 1,000 history rows in one group commit), and ListTests' read and
+// summary over 50 such builds.
+func BenchmarkTestHistory(b *testing.B) {
+	st, err := store.OpenSQLite(b.TempDir()+"/pontus.db", store.SQLiteOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	mk := func(id int64) *pontusv1.Build {
+		bd := &pontusv1.Build{Id: id, Repo: "/r", Branch: "main", Commit: strings.Repeat("a", 40), Status: pontusv1.BuildStatus_BUILD_STATUS_PASSED}
+		for i := range 1000 {
+			bd.Tests = append(bd.Tests, &pontusv1.TestCase{Name: fmt.Sprintf("TestCase%04d", i), Suite: "example.com/pkg",
+				Outcome: pontusv1.TestOutcome_TEST_OUTCOME_PASSED, Duration: durationpb.New(time.Duration(i) * time.Millisecond)})
+		}
+		return bd
+	}
+	for id := int64(1); id <= 50; id++ {
+		if err := st.Enqueue(store.Mutation{PutBuild: mk(id)}).Wait(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("write-1000-tests", func(b *testing.B) {
+		id := int64(1000)
+		for b.Loop() {
+			id++
+			if err := st.Enqueue(store.Mutation{PutBuild: mk(id)}).Wait(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("query-50-builds-of-1000", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := st.TestRuns(ctx, store.TestRunQuery{Repo: "/r", Builds: 50}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("list-50-builds-of-1000", func(b *testing.B) {
+		for b.Loop() {
+			runs, err := st.TestRuns(ctx, store.TestRunQuery{Repo: "/r", Builds: 50})
+			if err != nil || len(runs) != 50000 {
+				b.Fatalf("%d runs, %v", len(runs), err)
+			}
+			sortTests(testStats(runs, recentRuns), pontusv1.TestSort_TEST_SORT_FLAKIEST)
+		}
+	})
 }

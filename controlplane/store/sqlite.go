@@ -62,7 +62,7 @@ const (
 	opDeleteBuild
 	opLogsPruned
 	opDeleteTests // a build's test history, replaced when it is written
-	opTestRun     // one row of it
+	opTestRun     // testRunChunk rows of it
 	opCount
 )
 
@@ -228,8 +228,7 @@ var writeSQL = [opCount]string{
 	opDeleteBuild: `DELETE FROM builds WHERE id = ? AND live = 0`,
 	opLogsPruned:  `UPDATE builds SET logs_kept = 0 WHERE id = ?`,
 	opDeleteTests: `DELETE FROM test_runs WHERE build_id = ?`,
-	opTestRun: `INSERT INTO test_runs (build_id, repo, branch, commit_id, suite, name, outcome, duration_us, runs)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	opTestRun: testRunInsert(testRunChunk),
 }
 
 // OpenSQLite opens (creating if needed) the store at path.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha1"
 	"fmt"
@@ -193,6 +194,11 @@ func testTestRuns(t *testing.T, open opener) {
 		fail  = pontusv1.TestOutcome_TEST_OUTCOME_FAILED
 		flaky = pontusv1.TestOutcome_TEST_OUTCOME_FLAKY
 	)
+	big := withTests(6, pontusv1.BuildStatus_BUILD_STATUS_PASSED, "big")
+	for i := range 250 { // several INSERT chunks
+		big.Repo = "/big"
+		big.Tests = append(big.Tests, &pontusv1.TestCase{Name: fmt.Sprintf("B%03d", i), Outcome: pass})
+	}
 	reused := withTests(5, pontusv1.BuildStatus_BUILD_STATUS_PASSED, "main", pass, pass)
 	reused.ReusedBuild = 1
 	muts := []Mutation{
@@ -201,6 +207,7 @@ func testTestRuns(t *testing.T, open opener) {
 		{PutBuild: withTests(3, pontusv1.BuildStatus_BUILD_STATUS_ERROR, "main", fail)},
 		{PutBuild: withTests(4, pontusv1.BuildStatus_BUILD_STATUS_FAILED, "dev", fail, pass)},
 		{PutBuild: reused},
+		{PutBuild: big},
 	}
 	if err := s.Enqueue(muts...).Wait(ctx); err != nil {
 		t.Fatal(err)
@@ -224,6 +231,10 @@ func testTestRuns(t *testing.T, open opener) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Newest build first; within a build, in no order.
+		slices.SortStableFunc(runs, func(a, b TestRun) int {
+			return cmp.Or(cmp.Compare(b.BuildID, a.BuildID), cmp.Compare(a.Name, b.Name))
+		})
 		var parts []string
 		for _, r := range runs {
 			parts = append(parts, fmt.Sprintf("%d/%s/%s/%s:%s:%v:%d", r.BuildID, r.Branch, r.Suite, r.Name,
@@ -240,6 +251,7 @@ func testTestRuns(t *testing.T, open opener) {
 		{TestRunQuery{Repo: "/r", Name: "T1", Suite: "pkg", Builds: 2}, "4/dev/pkg/T1:PASSED:4ms:1 2/main/pkg/T1:PASSED:2ms:1"},
 		{TestRunQuery{Repo: "/r", Name: "T1", Suite: "other"}, ""},
 		{TestRunQuery{Repo: "/other"}, ""},
+		{TestRunQuery{Repo: "/big", Name: "B249"}, "6/big//B249:PASSED:-1ns:1"},
 	} {
 		if got := summary(c.q); got != c.want {
 			t.Errorf("%+v:\n got %s\nwant %s", c.q, got, c.want)
