@@ -228,7 +228,7 @@ var writeSQL = [opCount]string{
 	opDeleteBuild: `DELETE FROM builds WHERE id = ? AND live = 0`,
 	opLogsPruned:  `UPDATE builds SET logs_kept = 0 WHERE id = ?`,
 	opDeleteTests: `DELETE FROM test_runs WHERE build_id = ?`,
-	opTestRun: testRunInsert(testRunChunk),
+	opTestRun:     testRunInsert(testRunChunk),
 }
 
 // OpenSQLite opens (creating if needed) the store at path.
