@@ -192,6 +192,7 @@ func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, st
 			if len(steps) > 1 && s.native == nil {
 				t.Name = s.name + ": " + t.Name
 			}
+			t.Runs = max(t.Runs, 1)
 			total.Tests = append(total.Tests, t)
 		}
 		if i == 0 || worse(res.Status, total.Status) {
