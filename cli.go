@@ -301,7 +301,11 @@ func printTests(w io.Writer, tests []*pontusv1.TestCase) {
 	}
 	fmt.Fprintln(w)
 	for _, t := range tests {
-		fmt.Fprintf(w, "%-*s %s\n", buildtext.OutcomeWidth, buildtext.Outcome(t.Outcome), t.Name)
+		runs := ""
+		if t.Runs > 1 {
+			runs = fmt.Sprintf("  (%d runs)", t.Runs)
+		}
+		fmt.Fprintf(w, "%-*s %s%s\n", buildtext.OutcomeWidth, buildtext.Outcome(t.Outcome), t.Name, runs)
 		if t.Message != "" && t.Outcome != pontusv1.TestOutcome_TEST_OUTCOME_PASSED {
 			for _, line := range strings.Split(strings.TrimRight(t.Message, "\n"), "\n") {
 				fmt.Fprintf(w, "%*s %s\n", buildtext.OutcomeWidth, "", line)

@@ -340,6 +340,9 @@ func humanReport(b *pontusv1.Build, log []byte) []byte {
 			if t.Duration != nil {
 				d = "  (" + t.Duration.AsDuration().String() + ")"
 			}
+			if t.Runs > 1 {
+				d += fmt.Sprintf("  [%d runs]", t.Runs)
+			}
 			fmt.Fprintf(&buf, "%-*s %s%s\n", buildtext.OutcomeWidth, buildtext.Outcome(t.Outcome), t.Name, d)
 			if t.Message != "" && t.Outcome != pontusv1.TestOutcome_TEST_OUTCOME_PASSED {
 				for _, line := range strings.Split(strings.TrimRight(t.Message, "\n"), "\n") {
