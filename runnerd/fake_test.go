@@ -1,6 +1,7 @@
 package runnerd
 
 import (
+	"cmp"
 	"bytes"
 	"context"
 	"errors"
@@ -28,6 +29,8 @@ import (
 type fakeCP struct {
 	t                      testing.TB
 	heartbeat, lease, poll time.Duration
+	// patience is how long waits for the runner last (default a minute).
+	patience time.Duration
 	addr                   string // host:port, fixed after the first start
 	mu                     sync.Mutex
 	srv                    *http.Server
@@ -305,7 +308,7 @@ func (f *fakeCP) CompleteJob(_ context.Context, req *pontusv1.CompleteJobRequest
 // the last state cond described.
 func (f *fakeCP) waitFor(what string, cond func(f *fakeCP) (bool, string)) {
 	f.t.Helper()
-	deadline := time.NewTimer(60 * time.Second)
+	deadline := time.NewTimer(cmp.Or(f.patience, 60*time.Second))
 	defer deadline.Stop()
 	for {
 		f.mu.Lock()
