@@ -24,6 +24,13 @@ type fileConfig struct {
 	ControlPlane controlplane.Config `toml:"controlplane"`
 	Runner       runnerd.Config      `toml:"runner"`
 	Observer     observerd.Config    `toml:"observer"`
+	// keys are the keys the file set ("controlplane.data_dir").
+	keys map[string]bool
+}
+
+// setsDirs reports whether the file chose where a role keeps its state.
+func (c fileConfig) setsDirs() bool {
+	return c.keys["controlplane.data_dir"] || c.keys["runner.workdir"] || c.keys["observer.data_dir"]
 }
 
 func defaultFileConfig() fileConfig {
@@ -110,6 +117,10 @@ func decodeConfig(data string, cfg *fileConfig) error {
 		fresh := *cfg
 		md, err := toml.Decode(strings.Join(lines, "\n"), &fresh)
 		if err == nil {
+			fresh.keys = map[string]bool{}
+			for _, k := range md.Keys() {
+				fresh.keys[k.String()] = true
+			}
 			*cfg = fresh
 			errs = append(errs, unknownKeys(md, keys)...)
 			errs = append(errs, durationNumbers(md, keys)...)
