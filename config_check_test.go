@@ -183,9 +183,9 @@ func TestDevLayoutUnlessFileSetsDirs(t *testing.T) {
 	t.Parallel()
 	for data, want := range map[string]bool{
 		"[controlplane]\nlisten = \"127.0.0.1:9999\"\n": false,
-		"[runner]\ncapacity = 2\n":                       false,
-		"[controlplane]\ndata_dir = \"/srv/cp\"\n":       true,
-		"[runner]\nworkdir = \"/srv/runner\"\n":          true,
+		"[runner]\ncapacity = 2\n":                      false,
+		"[controlplane]\ndata_dir = \"/srv/cp\"\n":      true,
+		"[runner]\nworkdir = \"/srv/runner\"\n":         true,
 	} {
 		cfg := defaultFileConfig()
 		if err := decodeConfig(data, &cfg); err != nil {
