@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/pontus-ci/pontus/controlplane"
+	"github.com/pontus-ci/pontus/controlplane/store"
 )
 
 // runBackup copies a control plane's state while it serves.
@@ -31,6 +32,10 @@ func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cfg, err := loadConfig(*config)
 	if err != nil {
 		return err
+	}
+	if cfg.ControlPlane.Store != "" && *data == "" {
+		return fmt.Errorf("the store is PostgreSQL (%s): back it up with pg_dump (it holds the builds and the logs); data_dir holds only this replica's lock",
+			store.RedactURL(cfg.ControlPlane.Store))
 	}
 	dir := cfg.ControlPlane.DataDir
 	if *data != "" {

@@ -55,6 +55,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.StringVar(&cfg.ControlPlane, "controlplane", "", "`URL` of a running control plane on loopback (default: start one); tokens from $PONTUS_RUNNER_TOKEN and $PONTUS_OBSERVER_TOKEN")
 		fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "HTTP/2 connections the simulated runners share")
 		fs.StringVar(&cfg.Arrivals, "arrivals", cfg.Arrivals, "half-load arrivals: poisson or uniform")
+		fs.StringVar(&cfg.Store, "store", "", "the started control plane's store: a postgres:// `URL`, or \"temp\" for a throwaway PostgreSQL server (default: SQLite)")
 		fs.DurationVar(&cfg.PhaseTimeout, "phase-timeout", cfg.PhaseTimeout, "deadline of each phase")
 		fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", hidden+"write a CPU profile of the control plane to `file` (PONTUS_CPUPROFILE)")
 		run = func() (*bench.Result, error) {

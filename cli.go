@@ -42,19 +42,19 @@ func newClientFlags(name string, h help, stderr io.Writer) *clientFlags {
 	if def == "" {
 		def = "http://127.0.0.1:8888"
 	}
-	c.fs.StringVar(&c.url, "controlplane", def, "control plane `URL` (or $PONTUS_CONTROLPLANE)")
+	c.fs.StringVar(&c.url, "controlplane", def, "control plane `URL`, or several replicas' URLs separated by commas (or $PONTUS_CONTROLPLANE)")
 	c.fs.StringVar(&c.caFile, "ca-file", "", "PEM `file` of CA certificates to trust for https")
 	c.fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
 	return c
 }
 
 func (c *clientFlags) dial() (connect.HTTPClient, []connect.ClientOption, error) {
-	cfg := dial.Config{URL: strings.TrimRight(c.url, "/"), Token: strings.TrimSpace(os.Getenv(c.tokenVar)), CAFile: c.caFile}
+	cfg := dial.Config{URL: c.url, Token: strings.TrimSpace(os.Getenv(c.tokenVar)), CAFile: c.caFile}
 	hc, err := dial.HTTPClient(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	c.url = cfg.URL
+	c.url = dial.Base(cfg.URL)
 	return hc, dial.Options(cfg), nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/pontus-ci/pontus/controlplane"
+	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/internal/dirlock"
 	"github.com/pontus-ci/pontus/observerd"
 	"github.com/pontus-ci/pontus/runnerd"
@@ -34,6 +35,9 @@ type roleFlags struct {
 	configFrom string
 	listen     string
 	data       string
+	store      string
+	replica    string
+	advertise  string
 	results    string
 	repo       string
 	cpURL      string
@@ -55,7 +59,7 @@ func newRoleFlags(name string, h help, stderr io.Writer, cp, repo, runnerURL, wo
 		f.fs.StringVar(&f.repo, "repo", "", "repository to watch: a `path or URL` (default .)")
 	}
 	if runnerURL {
-		f.fs.StringVar(&f.cpURL, "controlplane", "", "control plane `URL` (default http://127.0.0.1:8888)")
+		f.fs.StringVar(&f.cpURL, "controlplane", "", "control plane `URL`, or several replicas' URLs separated by commas (default http://127.0.0.1:8888)")
 	}
 	if workdir {
 		f.fs.StringVar(&f.workdir, "workdir", "", "runner work `directory` for clones and checkouts")
@@ -108,8 +112,22 @@ func (f *roleFlags) applyControlPlane(c *controlplane.Config) error {
 	if f.set("results") {
 		c.ResultsDir = f.results
 	}
+	if f.set("store") {
+		c.Store = f.store
+	}
+	if f.set("name") {
+		c.Name = f.replica
+	}
+	if f.set("advertise") {
+		c.Advertise = f.advertise
+	}
 	if f.set("insecure") {
 		c.Insecure = f.insecure
+	}
+	if c.Store != "" && c.DataDir == controlplane.DefaultConfig().DataDir {
+		// Replicas started side by side in one directory each get a
+		// data_dir (their lock and name) of their own.
+		c.DataDir = filepath.Join(c.DataDir, "replica-"+strings.NewReplacer(":", "-", "[", "", "]", "").Replace(c.Listen))
 	}
 	var err error
 	if c.RunnerToken, err = token("PONTUS_RUNNER_TOKEN", c.RunnerTokenFile); err != nil {
@@ -126,7 +144,7 @@ func (f *roleFlags) applyControlPlane(c *controlplane.Config) error {
 
 func (f *roleFlags) applyRunner(c *runnerd.Config) error {
 	if f.set("controlplane") {
-		c.ControlPlane = f.cpURL
+		c.ControlPlane = dial.URLs(f.cpURL)
 	}
 	if f.set("workdir") {
 		c.Workdir = f.workdir
@@ -140,7 +158,7 @@ func (f *roleFlags) applyRunner(c *runnerd.Config) error {
 
 func (f *roleFlags) applyObserver(c *observerd.Config) error {
 	if f.set("controlplane") {
-		c.ControlPlane = f.cpURL
+		c.ControlPlane = dial.URLs(f.cpURL)
 	}
 	if f.set("repo") {
 		c.Repo, c.Repos = f.repo, nil // --repo names the one repository
@@ -159,6 +177,9 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		examples: []string{"controlplane --config /etc/pontus.toml",
 			"controlplane --listen 127.0.0.1:8888 --data /var/lib/pontus --results /srv/results"},
 	}, stderr, true, false, false, false)
+	f.fs.StringVar(&f.store, "store", "", "PostgreSQL `URL` for the store and logs (postgres://user@host:port/db?sslmode=...; default: SQLite in the state directory)")
+	f.fs.StringVar(&f.replica, "name", "", "with --store: this replica's `name` (default: generated, kept in the state directory)")
+	f.fs.StringVar(&f.advertise, "advertise", "", "with --store: the `URL` other replicas forward calls to while this one leads (default: from --listen)")
 	cfg, err := f.parse(args)
 	if err != nil {
 		return err
@@ -223,7 +244,7 @@ func serveControlPlane(ctx context.Context, cfg controlplane.Config, logger *slo
 		lock.Abandon()
 		return err
 	}
-	srv, err := controlplane.New(ctx, cfg, logger.With("component", "controlplane"))
+	srv, err := openControlPlane(ctx, cfg, logger.With("component", "controlplane"))
 	if err != nil {
 		ln.Close()
 		lock.Abandon()
@@ -237,6 +258,17 @@ func serveControlPlane(ctx context.Context, cfg controlplane.Config, logger *slo
 		ready <- ln.Addr()
 	}
 	return srv.Serve(ctx, ln)
+}
+
+// openControlPlane returns a control plane on SQLite in data_dir, or a
+// replica of any number sharing a PostgreSQL store.
+func openControlPlane(ctx context.Context, cfg controlplane.Config, logger *slog.Logger) (interface {
+	Serve(context.Context, net.Listener) error
+}, error) {
+	if cfg.Store != "" {
+		return controlplane.NewReplica(ctx, cfg, logger)
+	}
+	return controlplane.New(ctx, cfg, logger)
 }
 
 func runRunner(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -403,6 +435,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg.Observer.DataDir = filepath.Join(data, "observer")
 	}
 	f.data = cfg.ControlPlane.DataDir
+	cfg.ControlPlane.Store = "" // dev is one process on SQLite, whatever the file says
 	if err := f.applyControlPlane(&cfg.ControlPlane); err != nil {
 		return err
 	}
@@ -420,7 +453,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	// Validate every role before anything is created: the control plane's
 	// address stands in for its URL until it is bound.
-	placeholder := "http://" + cfg.ControlPlane.Listen
+	placeholder := dial.URLs("http://" + cfg.ControlPlane.Listen)
 	cfg.Runner.ControlPlane, cfg.Observer.ControlPlane = placeholder, placeholder
 	if err := f.applyObserver(&cfg.Observer); err != nil {
 		return err
@@ -477,7 +510,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		stopCP()
 		return err
 	}
-	url := "http://" + addr.String()
+	url := dial.URLs("http://" + addr.String())
 	cfg.Runner.ControlPlane, cfg.Observer.ControlPlane = url, url
 	runner, err := runnerd.New(cfg.Runner, logger.With("component", "runner"))
 	if err != nil {
@@ -528,7 +561,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		})
 	}
 	if !*quiet {
-		roles.Go(func() { printProgress(ctx, url, cfg.ControlPlane.UserToken, stdout) })
+		roles.Go(func() { printProgress(ctx, string(url), cfg.ControlPlane.UserToken, stdout) })
 	}
 	<-ctx.Done()
 	roles.Wait()

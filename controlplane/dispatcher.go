@@ -245,6 +245,12 @@ func storeErr(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return connect.NewError(connect.CodeCanceled, err)
 	}
+	var fenced *store.FenceError
+	if errors.As(err, &fenced) {
+		// This replica was deposed: another leads now, and the client
+		// retries there (through any replica).
+		return connect.NewError(connect.CodeUnavailable, errors.New("this control plane no longer leads; retry"))
+	}
 	return connect.NewError(connect.CodeInternal, errors.New("store write failed"))
 }
 

@@ -7,8 +7,10 @@
 // transaction and one sync, which is what lets a single SQLite file hand out
 // thousands of jobs a second while every answer still follows its write.
 //
-// Store is an interface so a PostgreSQL implementation can follow; SQLite
-// (pure Go, modernc.org/sqlite) is the embedded one.
+// Two implementations share that queue (queue.go), their read SQL
+// (reader.go) and one test suite: SQLite (pure Go, modernc.org/sqlite), the
+// embedded default, and PostgreSQL (pgx), which several control-plane
+// replicas can share.
 package store
 
 import (

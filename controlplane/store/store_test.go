@@ -11,29 +11,59 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/pontus-ci/pontus/internal/pgtest"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
-func open(t testing.TB) *SQLite {
-	t.Helper()
-	s, err := OpenSQLite(filepath.Join(t.TempDir(), "pontus.db"), SQLiteOptions{})
-	if err != nil {
-		t.Fatal(err)
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// opener opens the same store each time it is called (closed when the
+// test ends, or earlier by the test).
+type opener func(t testing.TB) Store
+
+// stores runs f against every Store implementation: SQLite always, and
+// PostgreSQL on a server from internal/pgtest (skipped, saying why, when
+// PostgreSQL is not installed). Every store test goes through it, so
+// both stores meet the same contract.
+func stores(t *testing.T, f func(t *testing.T, open opener)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, sqliteOpener(t)) })
+	t.Run("postgres", func(t *testing.T) { f(t, postgresOpener(t)) })
+}
+
+func sqliteOpener(t testing.TB) opener {
+	path := filepath.Join(t.TempDir(), "pontus.db")
+	return func(t testing.TB) Store {
+		t.Helper()
+		s, err := OpenSQLite(path, SQLiteOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
 	}
-	t.Cleanup(func() { s.Close() })
-	return s
+}
+
+func postgresOpener(t testing.TB) opener {
+	url := pgtest.Shared(t).NewDatabase(t)
+	return func(t testing.TB) Store {
+		t.Helper()
+		s, err := OpenPostgres(context.Background(), url, PostgresOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
 }
 
 func build(id int64, status pontusv1.BuildStatus) *pontusv1.Build {
 	return &pontusv1.Build{Id: id, Repo: "/r", Branch: "main", Commit: fmt.Sprintf("%040x", id), Status: status}
 }
 
-func TestWritesAreDurableAndOrdered(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "pontus.db")
-	s, err := OpenSQLite(path, SQLiteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+func TestWritesAreDurableAndOrdered(t *testing.T) { stores(t, testWritesAreDurableAndOrdered) }
+
+func testWritesAreDurableAndOrdered(t *testing.T, open opener) {
+	s := open(t)
 	ctx := context.Background()
 	// The same build written twice in one batch: the later write wins.
 	c := s.Enqueue(Mutation{PutBuild: build(1, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)},
@@ -50,11 +80,7 @@ func TestWritesAreDurableAndOrdered(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = OpenSQLite(path, SQLiteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = open(t)
 	st, err := s.Load(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +112,9 @@ func TestWritesAreDurableAndOrdered(t *testing.T) {
 
 // Concurrent writers share transactions (group commit); every commit is
 // acknowledged and every write is there afterwards.
-func TestGroupCommitHammer(t *testing.T) {
+func TestGroupCommitHammer(t *testing.T) { stores(t, testGroupCommitHammer) }
+
+func testGroupCommitHammer(t *testing.T, open opener) {
 	s := open(t)
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -114,7 +142,11 @@ func TestGroupCommitHammer(t *testing.T) {
 // BenchmarkClaimComplete is the store's share of one job: the lease and the
 // result, each a durable write, from 32 concurrent callers as with 32 runners.
 func BenchmarkClaimComplete(b *testing.B) {
-	s := open(b)
+	b.Run("sqlite", func(b *testing.B) { benchClaimComplete(b, sqliteOpener(b)(b)) })
+	b.Run("postgres", func(b *testing.B) { benchClaimComplete(b, postgresOpener(b)(b)) })
+}
+
+func benchClaimComplete(b *testing.B, s Store) {
 	ctx := context.Background()
 	var next sync.Mutex
 	id := int64(0)
@@ -137,7 +169,9 @@ func BenchmarkClaimComplete(b *testing.B) {
 
 // CommitsByPrefix finds the distinct commits that start with a prefix, in
 // one repository or all, and nothing beyond the prefix's range.
-func TestCommitsByPrefix(t *testing.T) {
+func TestCommitsByPrefix(t *testing.T) { stores(t, testCommitsByPrefix) }
+
+func testCommitsByPrefix(t *testing.T, open opener) {
 	s := open(t)
 	ctx := t.Context()
 	put := func(id int64, repo, commit string) {
@@ -191,7 +225,7 @@ func TestPrefixEnd(t *testing.T) {
 // BenchmarkCommitsByPrefix is one 7-character prefix lookup among 50,000
 // builds (a range scan of the commit index).
 func BenchmarkCommitsByPrefix(b *testing.B) {
-	s := open(b)
+	s := sqliteOpener(b)(b)
 	ctx := context.Background()
 	muts := make([]Mutation, 50000)
 	for i := range muts {
