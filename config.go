@@ -245,6 +245,8 @@ func explainDecodeError(err error, lines []string, keys map[string]keyInfo) (int
 	name, value, assigns := strings.Cut(text, "=")
 	name, value = strings.Trim(strings.TrimSpace(name), `"'`), strings.TrimSpace(value)
 	k, known := keys[key]
+	// A type that decodes itself says best what it takes.
+	known = known && !reflect.PointerTo(k.typ).Implements(reflect.TypeFor[toml.Unmarshaler]())
 	if key != "" && assigns && strings.HasSuffix(key, name) && known && !strings.Contains(msg, "already been defined") {
 		return line, fmt.Sprintf("%d: %s: %s; got %s", line, key, expected(k), value)
 	}
