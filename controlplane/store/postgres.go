@@ -131,6 +131,11 @@ CREATE TABLE log_chunks (
 	data     BYTEA NOT NULL,
 	PRIMARY KEY (build_id, attempt, off)
 );`,
+	// 4: sharded builds, as the SQLite store's version 3: the highest
+	// id each build takes (its shard jobs' ids follow its own).
+	`
+ALTER TABLE builds ADD COLUMN last_job BIGINT NOT NULL DEFAULT 0;
+UPDATE builds SET last_job = id;`,
 }
 
 // PostgresSchemaVersion is the PostgreSQL schema this Pontus writes.
@@ -351,7 +356,7 @@ func pgArgs(o op) []any {
 		if o.live {
 			live = 1
 		}
-		return []any{o.id, o.repo, o.branch, o.commit, o.status, live, o.data, o.finished}
+		return []any{o.id, o.repo, o.branch, o.commit, o.status, live, o.data, o.finished, o.lastJob}
 	case opRunner:
 		return []any{o.key, o.data}
 	case opDeleteRunner:

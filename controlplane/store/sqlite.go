@@ -49,6 +49,8 @@ type op struct {
 	data   []byte
 	// finished is when a build finished (Unix seconds), 0 while live.
 	finished int64
+	// lastJob is the highest id the build takes (LastJobID).
+	lastJob int64
 }
 
 const (
@@ -141,6 +143,17 @@ CREATE INDEX builds_logs_kept ON builds(id) WHERE logs_kept = 1 AND live = 0;`);
 		_, err = tx.Exec(`CREATE INDEX builds_finished ON builds(finished) WHERE live = 0`)
 		return err
 	},
+	// 3: sharded builds. A build of n > 1 shards has n jobs with the ids
+	// after its own (id+1 … id+n); last_job is the highest id a build
+	// takes (its own when unsharded), so ids stay unique and a job's build
+	// is found by range.
+	func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`ALTER TABLE builds ADD COLUMN last_job INTEGER NOT NULL DEFAULT 0`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(`UPDATE builds SET last_job = id`)
+		return err
+	},
 }
 
 // SchemaVersion is the store schema this Pontus writes.
@@ -189,10 +202,11 @@ func migrate(db *sql.DB, path string) error {
 // writeSQL is the statement of each write kind, shared by both stores
 // (placeholders are rewritten for PostgreSQL).
 var writeSQL = [opLogsPruned + 1]string{
-	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data, finished)
-		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
+	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data, finished, last_job)
+		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
 		ON CONFLICT(id) DO UPDATE SET status = excluded.status, live = excluded.live,
-		reported = 0, data = excluded.data, branch = excluded.branch, finished = excluded.finished`,
+		reported = 0, data = excluded.data, branch = excluded.branch, finished = excluded.finished,
+		last_job = excluded.last_job`,
 	opRunner: `INSERT INTO runners (id, data) VALUES (?, ?)
 		ON CONFLICT(id) DO UPDATE SET data = excluded.data`,
 	opDeleteRunner: `DELETE FROM runners WHERE id = ?`,
@@ -252,7 +266,8 @@ func prepare(m Mutation) (op, error) {
 			return op{}, fmt.Errorf("encode build: %w", err)
 		}
 		return op{kind: opBuild, id: b.Id, repo: b.Repo, branch: b.Branch, commit: b.Commit,
-			status: int32(b.Status), live: !IsTerminal(b.Status), data: data, finished: finishedUnix(b)}, nil
+			status: int32(b.Status), live: !IsTerminal(b.Status), data: data, finished: finishedUnix(b),
+			lastJob: LastJobID(b)}, nil
 	case m.PutRunner != nil:
 		data, err := proto.Marshal(m.PutRunner)
 		if err != nil {
@@ -288,7 +303,7 @@ func (s *SQLite) apply(batch []pendingWrite) error {
 		var err error
 		switch o.kind {
 		case opBuild:
-			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data, o.finished)
+			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data, o.finished, o.lastJob)
 		case opRunner:
 			_, err = st.Exec(o.key, o.data)
 		case opDeleteRunner:

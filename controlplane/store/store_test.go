@@ -167,6 +167,47 @@ func benchClaimComplete(b *testing.B, s Store) {
 	})
 }
 
+// A sharded build takes the ids of its shard jobs: JobBuild finds it by any
+// of them, and ids are allocated above them after a restart.
+func TestShardJobsBelongToTheirBuild(t *testing.T) { stores(t, testShardJobsBelongToTheirBuild) }
+
+func testShardJobsBelongToTheirBuild(t *testing.T, open opener) {
+	s := open(t)
+	ctx := context.Background()
+	sharded := build(2, pontusv1.BuildStatus_BUILD_STATUS_RUNNING)
+	for i := range 3 {
+		sharded.Shards = append(sharded.Shards, &pontusv1.Shard{Index: int32(i), JobId: 3 + int64(i),
+			Status: pontusv1.BuildStatus_BUILD_STATUS_QUEUED})
+	}
+	if got := LastJobID(sharded); got != 5 {
+		t.Fatalf("LastJobID = %d, want 5", got)
+	}
+	c := s.Enqueue(Mutation{PutBuild: build(1, pontusv1.BuildStatus_BUILD_STATUS_PASSED)}, Mutation{PutBuild: sharded})
+	if err := c.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for job, want := range map[int64]int64{1: 1, 2: 2, 3: 2, 4: 2, 5: 2} {
+		b, err := s.JobBuild(ctx, job)
+		if err != nil || b.Id != want {
+			t.Fatalf("JobBuild(%d) = %v, %v; want build %d", job, b, err, want)
+		}
+	}
+	if _, err := s.JobBuild(ctx, 6); err != ErrNotFound {
+		t.Fatalf("JobBuild(6) = %v, want ErrNotFound", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t)
+	st, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.NextID != 6 || len(st.Live) != 1 || len(st.Live[0].Shards) != 3 {
+		t.Fatalf("after reopening: next id %d, live %v", st.NextID, st.Live)
+	}
+}
+
 // CommitsByPrefix finds the distinct commits that start with a prefix, in
 // one repository or all, and nothing beyond the prefix's range.
 func TestCommitsByPrefix(t *testing.T) { stores(t, testCommitsByPrefix) }
