@@ -1,8 +1,8 @@
 package runnerd
 
 import (
-	"cmp"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,26 +30,26 @@ type fakeCP struct {
 	t                      testing.TB
 	heartbeat, lease, poll time.Duration
 	// patience is how long waits for the runner last (default a minute).
-	patience time.Duration
-	addr                   string // host:port, fixed after the first start
-	mu                     sync.Mutex
-	srv                    *http.Server
-	changed                chan struct{} // closed and replaced on every change
-	nextJob                int64
-	nextRunner             int
-	runners                map[string]bool
-	registers              int
-	queue                  []*pontusv1.Job
-	jobs                   map[jobKey]*pontusv1.Job
-	logs                   map[jobKey][]byte
-	appends                map[jobKey]int
-	outOfRange             int // out_of_range answers given to AppendLog
-	completed              map[jobKey]*pontusv1.CompleteJobRequest
-	heartbeats             []*pontusv1.HeartbeatRequest
-	cancel, lost, stale    map[jobKey]bool
-	auth                   []string                                        // Authorization headers seen
-	appendHook             func(f *fakeCP, req *pontusv1.AppendLogRequest) // called with mu held
-	completeHook           func(f *fakeCP, req *pontusv1.CompleteJobRequest)
+	patience            time.Duration
+	addr                string // host:port, fixed after the first start
+	mu                  sync.Mutex
+	srv                 *http.Server
+	changed             chan struct{} // closed and replaced on every change
+	nextJob             int64
+	nextRunner          int
+	runners             map[string]bool
+	registers           int
+	queue               []*pontusv1.Job
+	jobs                map[jobKey]*pontusv1.Job
+	logs                map[jobKey][]byte
+	appends             map[jobKey]int
+	outOfRange          int // out_of_range answers given to AppendLog
+	completed           map[jobKey]*pontusv1.CompleteJobRequest
+	heartbeats          []*pontusv1.HeartbeatRequest
+	cancel, lost, stale map[jobKey]bool
+	auth                []string                                        // Authorization headers seen
+	appendHook          func(f *fakeCP, req *pontusv1.AppendLogRequest) // called with mu held
+	completeHook        func(f *fakeCP, req *pontusv1.CompleteJobRequest)
 	pontusv1connect.UnimplementedRunnerServiceHandler
 }
 
