@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pontus-ci/pontus/internal/dial"
+	"github.com/pontus-ci/pontus/internal/settings"
 	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 	"github.com/pontus-ci/pontus/schema/gen/pontus/v1/pontusv1connect"
@@ -191,6 +193,8 @@ type session struct {
 	refused map[string]refusal
 	// warned avoids repeating the same warning every poll.
 	warned map[string]bool
+	// tables caches the [build] tables of .pontus.toml files by blob id.
+	tables map[string]settings.Table
 }
 
 // next is how long to wait for the next cycle when nothing wakes it.
@@ -348,17 +352,55 @@ func (s *session) branch(ctx context.Context, branch, head string) error {
 	if err != nil {
 		return err
 	}
+	var skipped []string
+	if len(commits) == 1 && commits[0] == head && cursor != "" && s.o.cfg.Bisect {
+		if skipped, err = s.skipped(ctx, cursor, head); err != nil {
+			logger.Warn("cannot list the commits before the head; reporting without them (no culprit search)", logErr, err)
+			skipped = nil
+		}
+	}
 	for len(commits) > 0 {
 		n := min(len(commits), maxReport)
-		if err := s.report(ctx, branch, commits[:n]); err != nil {
+		if err := s.report(ctx, branch, commits[:n], skipped, cursor); err != nil {
 			return err
 		}
 		last := commits[n-1]
 		s.cursors[branch] = last
-		logger.Info("reported commits", "count", n, logCommit, last)
+		logger.Info("reported commits", "count", n, logCommit, last, "skipped", len(skipped))
 		commits = commits[n:]
 	}
 	return nil
+}
+
+// skipped returns the commits between cursor and head, oldest first, that
+// a report of head alone leaves unbuilt: head's first-parent line since
+// cursor, when cursor is on it and they are at most maxReport.
+func (s *session) skipped(ctx context.Context, cursor, head string) ([]string, error) {
+	if err := validate.CommitID("cursor", cursor); err != nil {
+		return nil, nil
+	}
+	if ok, err := s.repo.hasCommit(ctx, cursor); err != nil || !ok {
+		return nil, err
+	}
+	if ok, err := s.repo.isAncestor(ctx, cursor, head); err != nil || !ok {
+		return nil, err
+	}
+	ids, ok, err := s.repo.firstParents(ctx, cursor, head, maxReport+1)
+	if err != nil || !ok || len(ids) < 2 || ids[len(ids)-1] != head {
+		return nil, err
+	}
+	// The cursor must be head's first-parent ancestor: the parent of the
+	// oldest listed commit.
+	parent, err := runGit(ctx, s.repo.gitDir, "rev-parse", "--verify", "--end-of-options", ids[0]+"^1")
+	if err != nil || parent != cursor {
+		return nil, err
+	}
+	for _, id := range ids {
+		if err := validate.CommitID("commit", id); err != nil {
+			return nil, fmt.Errorf("list commits: %w", err)
+		}
+	}
+	return ids[:len(ids)-1], nil
 }
 
 // newCommits returns what to report when a branch moved from cursor to
@@ -413,7 +455,7 @@ func (s *session) getCursor(ctx context.Context, branch string) (string, error) 
 	return resp.GetCommit(), nil
 }
 
-func (s *session) report(ctx context.Context, branch string, commits []string) error {
+func (s *session) report(ctx context.Context, branch string, commits, skipped []string, after string) error {
 	details, err := s.repo.describe(ctx, commits)
 	if err != nil {
 		// The builds matter more than their subjects: report without.
@@ -421,20 +463,57 @@ func (s *session) report(ctx context.Context, branch string, commits []string) e
 	} else {
 		s.unwarn("describe")
 	}
-	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-	defer cancel()
-	_, err = s.o.client.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{
+	obs := s.o.cfg.Settings()
+	details = s.commitSettings(ctx, commits, details, obs)
+	req := &pontusv1.ReportCommitsRequest{
 		Repo:     s.repo.name,
 		Branch:   branch,
 		Commits:  commits,
 		CloneUrl: s.cloneURL,
 		Labels:   s.o.cfg.Labels,
 		Details:  details,
-	})
+		Settings: obs,
+	}
+	if len(skipped) > 0 {
+		req.Skipped, req.SkippedAfter = skipped, after
+	}
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	_, err = s.o.client.ReportCommits(ctx, req)
 	if err != nil {
 		return rpcError("report commits", err)
 	}
 	return nil
+}
+
+// commitSettings sets, in details, the settings of each commit whose
+// .pontus.toml lowers the observer's (obs). A .pontus.toml that cannot be
+// read or is wrong is logged, and the commit built with obs.
+func (s *session) commitSettings(ctx context.Context, commits []string, details []*pontusv1.CommitInfo, obs *pontusv1.BuildSettings) []*pontusv1.CommitInfo {
+	if s.tables == nil {
+		s.tables = make(map[string]settings.Table)
+	}
+	for _, c := range commits {
+		t, blob, err := s.repo.buildTable(ctx, c, s.tables)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.warn("pontus.toml:"+blob, "the commit's .pontus.toml is not usable; building it with the observer's settings",
+					logCommit, c, logErr, err)
+			}
+			continue
+		}
+		cs := t.Apply(obs)
+		if proto.Equal(cs, obs) {
+			continue
+		}
+		i := slices.IndexFunc(details, func(d *pontusv1.CommitInfo) bool { return d.Id == c })
+		if i < 0 {
+			details = append(details, &pontusv1.CommitInfo{Id: c})
+			i = len(details) - 1
+		}
+		details[i].Settings = cs
+	}
+	return details
 }
 
 // rpcError wraps a failed call to the control plane.

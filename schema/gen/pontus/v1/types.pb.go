@@ -484,7 +484,16 @@ type Build struct {
 	ReusedBuild  int64  `protobuf:"varint,32,opt,name=reused_build,json=reusedBuild,proto3" json:"reused_build,omitempty"`
 	ReusedCommit string `protobuf:"bytes,33,opt,name=reused_commit,json=reusedCommit,proto3" json:"reused_commit,omitempty"`
 	// This build was queued by bisection to find the culprit of that build.
-	BisectOf      int64 `protobuf:"varint,34,opt,name=bisect_of,json=bisectOf,proto3" json:"bisect_of,omitempty"`
+	BisectOf int64 `protobuf:"varint,34,opt,name=bisect_of,json=bisectOf,proto3" json:"bisect_of,omitempty"`
+	// Commits between skipped_after and this one that the observer did not
+	// report (head mode, a burst of pushes), oldest first: where bisection
+	// looks for the culprit when this build fails and skipped_after passed.
+	Skipped []string `protobuf:"bytes,45,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	// The branch's previous head, the commit the skipped ones follow.
+	SkippedAfter string `protobuf:"bytes,46,opt,name=skipped_after,json=skippedAfter,proto3" json:"skipped_after,omitempty"`
+	// The culprit search of a failed build, in words: "searching 7 untested
+	// commits", "found after 3 builds", "stopped: …"; empty when none ran.
+	Bisection     string `protobuf:"bytes,47,opt,name=bisection,proto3" json:"bisection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -755,6 +764,27 @@ func (x *Build) GetBisectOf() int64 {
 		return x.BisectOf
 	}
 	return 0
+}
+
+func (x *Build) GetSkipped() []string {
+	if x != nil {
+		return x.Skipped
+	}
+	return nil
+}
+
+func (x *Build) GetSkippedAfter() string {
+	if x != nil {
+		return x.SkippedAfter
+	}
+	return ""
+}
+
+func (x *Build) GetBisection() string {
+	if x != nil {
+		return x.Bisection
+	}
+	return ""
 }
 
 // CommitInfo describes one reported commit.
@@ -1239,7 +1269,8 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x125\n" +
 	"\bended_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12.\n" +
 	"\x06status\x18\x06 \x01(\x0e2\x16.pontus.v1.BuildStatusR\x06status\x12\x16\n" +
-	"\x06reason\x18\a \x01(\tR\x06reason\"\xf2\t\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"\xcf\n" +
+	"\n" +
 	"\x05Build\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
 	"\x04repo\x18\x02 \x01(\tR\x04repo\x12\x16\n" +
@@ -1279,7 +1310,10 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"\aculprit\x18\x1f \x01(\tR\aculprit\x12!\n" +
 	"\freused_build\x18  \x01(\x03R\vreusedBuild\x12#\n" +
 	"\rreused_commit\x18! \x01(\tR\freusedCommit\x12\x1b\n" +
-	"\tbisect_of\x18\" \x01(\x03R\bbisectOf\"\xfa\x01\n" +
+	"\tbisect_of\x18\" \x01(\x03R\bbisectOf\x12\x18\n" +
+	"\askipped\x18- \x03(\tR\askipped\x12#\n" +
+	"\rskipped_after\x18. \x01(\tR\fskippedAfter\x12\x1c\n" +
+	"\tbisection\x18/ \x01(\tR\tbisection\"\xfa\x01\n" +
 	"\n" +
 	"CommitInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
