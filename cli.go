@@ -238,8 +238,16 @@ func printBuild(w io.Writer, b *pontusv1.Build) error {
 			row("lost", fmt.Sprintf("attempt %d on %s: %s", a.Number, a.RunnerName, a.Reason))
 		}
 	}
+	row("bisection", b.Bisection)
+	if b.BisectOf != 0 {
+		row("bisecting", fmt.Sprintf("build %d (a culprit search)", b.BisectOf))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if b.Culprit != "" {
+		// Unpadded, so "culprit: <commit>" reads (and greps) the same everywhere.
+		fmt.Fprintf(w, "culprit: %s\n", b.Culprit)
 	}
 	printTests(w, b.Tests)
 	return nil

@@ -64,6 +64,12 @@ type dispatcher struct {
 	subs          map[*subscriber]struct{}
 	shutdown      chan struct{}
 	closed        bool
+
+	// Culprit searches (bisect.go): under way by failed build id, those
+	// due a step, and the wake-up of the goroutine that steps them.
+	searches   map[int64]*search
+	bisectDue  map[int64]bool
+	bisectWake chan struct{}
 }
 
 type cursorKey struct{ repo, branch string }
@@ -110,6 +116,10 @@ func newDispatcher(cfg Config, st store.Store, logs *logStore, results *resultWr
 		subs:     map[*subscriber]struct{}{},
 		shutdown: make(chan struct{}),
 		nextID:   1,
+
+		searches:   map[int64]*search{},
+		bisectDue:  map[int64]bool{},
+		bisectWake: make(chan struct{}, 1),
 	}
 }
 
@@ -134,7 +144,8 @@ func (d *dispatcher) load(ctx context.Context) (unreported []*pontusv1.Build, er
 		switch b.Status {
 		case statusQueued:
 			q := d.queueForLocked(b.Labels)
-			q.ids = append(q.ids, b.Id)
+			ids := q.listFor(b)
+			*ids = append(*ids, b.Id)
 			d.queued++
 		case statusLeased, statusRunning:
 			d.active[b.Id] = lb
@@ -150,6 +161,7 @@ func (d *dispatcher) load(ctx context.Context) (unreported []*pontusv1.Build, er
 	}
 	for _, q := range d.queues {
 		slices.Sort(q.ids)
+		slices.Sort(q.low)
 	}
 	for _, r := range d.runners {
 		d.recountLocked(r, now)
@@ -295,6 +307,7 @@ func (d *dispatcher) claimLocked(r *runnerState, lb *liveBuild) (*pontusv1.Job, 
 	job := &pontusv1.Job{
 		JobId: b.Id, Attempt: b.Attempt, BuildId: b.Id, Repo: b.Repo, CloneUrl: b.CloneUrl,
 		Branch: b.Branch, Commit: b.Commit, Labels: b.Labels, LeaseDeadline: b.LeaseDeadline,
+		Settings: cmp.Or(b.Settings, DefaultSettings()),
 	}
 	d.metrics.queueWait.Observe(now.Sub(b.CreatedAt.AsTime()).Seconds())
 	return job, store.Mutation{PutBuild: b}
@@ -661,6 +674,7 @@ func (d *dispatcher) finishLocked(lb *liveBuild) *store.Commit {
 	d.removeFromQueueLocked(lb)
 	delete(d.active, b.Id)
 	d.removeLiveLocked(lb)
+	d.finishedLocked(b)
 	d.touchLocked(lb)
 	d.metrics.finished(b)
 	c := d.st.Enqueue(store.Mutation{PutBuild: b})
@@ -777,6 +791,8 @@ func (d *dispatcher) newBuildLocked(b *pontusv1.Build) (*liveBuild, store.Mutati
 	return lb, store.Mutation{PutBuild: b}
 }
 
+func (d *dispatcher) nowPB() *timestamppb.Timestamp { return timestamppb.New(d.now()) }
+
 // DefaultSettings are a build's settings when its report gave none: no
 // retries, one shard, bisection and reuse on.
 func DefaultSettings() *pontusv1.BuildSettings {
@@ -823,6 +839,10 @@ func (d *dispatcher) report(ctx context.Context, req *pontusv1.ReportCommitsRequ
 	// released before the durable wait, since the store commits in order.
 	d.reportMu.Lock()
 	out := make([]*pontusv1.Build, len(commits))
+	// For each new commit: the build to create and, when its tree was
+	// tested already, the build whose verdict it takes.
+	fresh := make([]*pontusv1.Build, len(commits))
+	reuse := make([]*pontusv1.Build, len(commits))
 	for i, c := range commits {
 		if b := d.liveByCommit(repo, c); b != nil {
 			out[i] = b
@@ -837,30 +857,46 @@ func (d *dispatcher) report(ctx context.Context, req *pontusv1.ReportCommitsRequ
 			d.reportMu.Unlock()
 			return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
 		}
-	}
-	d.mu.Lock()
-	fresh := 0
-	for _, b := range out {
-		if b == nil {
-			fresh++
+		fresh[i] = reportedBuild(req, c, details)
+		if i == 0 && len(req.Skipped) > 0 {
+			fresh[i].Skipped, fresh[i].SkippedAfter = req.Skipped, req.SkippedAfter
+		}
+		if reuse[i], err = d.reusable(ctx, fresh[i]); err != nil {
+			d.reportMu.Unlock()
+			return nil, err
 		}
 	}
-	if err := d.roomLocked(fresh); err != nil {
+	d.mu.Lock()
+	queued := 0
+	for i, b := range out {
+		if b == nil && reuse[i] == nil {
+			queued++
+		}
+	}
+	if err := d.roomLocked(queued); err != nil {
 		d.mu.Unlock()
 		d.reportMu.Unlock()
 		return nil, err
 	}
-	if err := d.labelRoomLocked(labels); fresh > 0 && err != nil {
+	if err := d.labelRoomLocked(labels); queued > 0 && err != nil {
 		d.mu.Unlock()
 		d.reportMu.Unlock()
 		return nil, err
 	}
 	var muts []store.Mutation
-	for i, c := range commits {
+	var reused []*pontusv1.Build
+	for i := range commits {
 		if out[i] != nil {
 			continue
 		}
-		lb, m := d.newBuildLocked(reportedBuild(req, c, details))
+		if reuse[i] != nil {
+			b, m := d.reusedBuildLocked(fresh[i], reuse[i])
+			muts = append(muts, m)
+			out[i] = b
+			reused = append(reused, b)
+			continue
+		}
+		lb, m := d.newBuildLocked(fresh[i])
 		muts = append(muts, m)
 		out[i] = lb.b
 	}
@@ -876,7 +912,13 @@ func (d *dispatcher) report(ctx context.Context, req *pontusv1.ReportCommitsRequ
 	d.dispatchLocked()
 	d.mu.Unlock()
 	d.reportMu.Unlock()
-	if err := c.Wait(ctx); err != nil {
+	err := c.Wait(ctx)
+	for _, b := range reused {
+		// Finished when created: its files are due even if the caller
+		// gave up waiting (the build is created in memory either way).
+		d.reportResults(b)
+	}
+	if err != nil {
 		return nil, storeErr(err)
 	}
 	return out, nil
@@ -1132,9 +1174,25 @@ func (d *dispatcher) cancel(ctx context.Context, id int64, commit, repo string) 
 	d.mu.Lock()
 	lb := d.builds[b.Id]
 	if lb == nil {
+		// A failed build whose culprit search is under way: cancel that.
+		f, commits, finished := d.cancelSearchLocked(b.Id)
+		if f != nil {
+			f = d.viewLocked(f)
+		}
 		d.mu.Unlock()
-		return nil, connect.NewError(connect.CodeFailedPrecondition,
-			fmt.Errorf("build %d has already finished (%s)", b.Id, statusName(b.Status)))
+		if f == nil {
+			return nil, connect.NewError(connect.CodeFailedPrecondition,
+				fmt.Errorf("build %d has already finished (%s)", b.Id, statusName(b.Status)))
+		}
+		for _, c := range commits {
+			if err := c.Wait(context.WithoutCancel(ctx)); err != nil {
+				return nil, storeErr(err)
+			}
+		}
+		for _, fb := range finished {
+			d.reportResults(fb)
+		}
+		return f, nil
 	}
 	var c *store.Commit
 	switch lb.b.Status {

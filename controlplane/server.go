@@ -108,6 +108,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		st.Close()
 		return nil, fmt.Errorf("load state: %w", err)
 	}
+	if err := d.loadSearches(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("load culprit searches: %w", err)
+	}
 	results.reload = func() ([]*pontusv1.Build, error) { return st.Unreported(context.Background()) }
 	results.start(d.resultsWritten)
 	for _, b := range unreported {
@@ -291,6 +295,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	pruneCtx, stopPrune := context.WithCancel(context.Background())
 	pruneDone := make(chan struct{})
 	go func() { defer close(pruneDone); s.pruneLoop(pruneCtx) }()
+	bisectDone := make(chan struct{})
+	go func() { defer close(bisectDone); s.d.bisectLoop(pruneCtx) }()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -312,6 +318,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	<-tickerDone
 	stopPrune()
 	<-pruneDone
+	<-bisectDone
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pontus-ci/pontus/controlplane/store"
 	"github.com/pontus-ci/pontus/internal/git"
+	"github.com/pontus-ci/pontus/internal/settings"
 	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
@@ -232,6 +233,9 @@ func (s observerService) ReportCommits(ctx context.Context, req *pontusv1.Report
 	if err := checkSettings("settings", req.Settings); err != nil {
 		return nil, err
 	}
+	if err := checkSkipped(req); err != nil {
+		return nil, err
+	}
 	builds, err := s.d.report(ctx, req)
 	if err != nil {
 		return nil, err
@@ -241,9 +245,38 @@ func (s observerService) ReportCommits(ctx context.Context, req *pontusv1.Report
 
 // Limits on build settings.
 const (
-	maxRetries = 10
-	maxShards  = 64
+	maxRetries = settings.MaxRetries
+	maxShards  = settings.MaxShards
 )
+
+// checkSkipped validates the commits a report says it skipped: full ids,
+// at most maxCommitsPerReport, after a named commit.
+func checkSkipped(req *pontusv1.ReportCommitsRequest) error {
+	if len(req.Skipped) == 0 {
+		if req.SkippedAfter != "" {
+			return invalidf("skipped_after", "given without skipped commits")
+		}
+		return nil
+	}
+	if len(req.Commits) == 0 {
+		return invalidf("skipped", "given without a reported commit")
+	}
+	if len(req.Skipped) > maxCommitsPerReport {
+		return invalidf("skipped", "at most %d commits, got %d", maxCommitsPerReport, len(req.Skipped))
+	}
+	if err := validate.CommitID("skipped_after", req.SkippedAfter); err != nil {
+		return invalid(err)
+	}
+	for i, c := range req.Skipped {
+		if err := validate.CommitID(fmt.Sprintf("skipped[%d]", i), c); err != nil {
+			return invalid(err)
+		}
+		if c == req.SkippedAfter || c == req.Commits[0] {
+			return invalidf(fmt.Sprintf("skipped[%d]", i), "commit %s is also skipped_after or the first reported commit", c)
+		}
+	}
+	return nil
+}
 
 // checkDetails validates what a report says of its commits: each entry
 // describes one of the reported commits, once, within size limits.

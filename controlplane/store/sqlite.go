@@ -63,6 +63,8 @@ type op struct {
 	data   []byte
 	// finished is when a build finished (Unix seconds), 0 while live.
 	finished int64
+	// reuseKey is the build's ReuseKey when its verdict may be reused.
+	reuseKey string
 }
 
 const (
@@ -155,6 +157,47 @@ CREATE INDEX builds_logs_kept ON builds(id) WHERE logs_kept = 1 AND live = 0;`);
 		_, err = tx.Exec(`CREATE INDEX builds_finished ON builds(finished) WHERE live = 0`)
 		return err
 	},
+	// 3: for verdict reuse: each verdict's ReuseKey (tree, labels,
+	// retries), filled in from the stored builds.
+	func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`
+ALTER TABLE builds ADD COLUMN reuse_key TEXT NOT NULL DEFAULT '';
+CREATE INDEX builds_reuse ON builds(repo, reuse_key, id) WHERE reuse_key <> '';`); err != nil {
+			return err
+		}
+		rows, err := tx.Query(`SELECT id, data FROM builds WHERE status IN (?, ?)`,
+			int32(pontusv1.BuildStatus_BUILD_STATUS_PASSED), int32(pontusv1.BuildStatus_BUILD_STATUS_FAILED))
+		if err != nil {
+			return err
+		}
+		keys := map[int64]string{}
+		for rows.Next() {
+			var id int64
+			var data []byte
+			if err := rows.Scan(&id, &data); err != nil {
+				rows.Close()
+				return err
+			}
+			b := new(pontusv1.Build)
+			if err := proto.Unmarshal(data, b); err != nil {
+				rows.Close()
+				return fmt.Errorf("decode build %d: %w", id, err)
+			}
+			if k := reuseKeyOf(b); k != "" {
+				keys[id] = k
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for id, k := range keys {
+			if _, err := tx.Exec(`UPDATE builds SET reuse_key = ? WHERE id = ?`, k, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
 }
 
 // SchemaVersion is the store schema this Pontus writes.
@@ -202,10 +245,11 @@ func migrate(db *sql.DB, path string) error {
 
 // writeSQL is the statement of each write kind.
 var writeSQL = [opLogsPruned + 1]string{
-	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data, finished)
-		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
+	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data, finished, reuse_key)
+		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
 		ON CONFLICT(id) DO UPDATE SET status = excluded.status, live = excluded.live,
-		reported = 0, data = excluded.data, branch = excluded.branch, finished = excluded.finished`,
+		reported = 0, data = excluded.data, branch = excluded.branch, finished = excluded.finished,
+		reuse_key = excluded.reuse_key`,
 	opRunner: `INSERT INTO runners (id, data) VALUES (?, ?)
 		ON CONFLICT(id) DO UPDATE SET data = excluded.data`,
 	opDeleteRunner: `DELETE FROM runners WHERE id = ?`,
@@ -306,7 +350,8 @@ func prepare(m Mutation) (op, error) {
 			return op{}, fmt.Errorf("encode build: %w", err)
 		}
 		return op{kind: opBuild, id: b.Id, repo: b.Repo, branch: b.Branch, commit: b.Commit,
-			status: int32(b.Status), live: !IsTerminal(b.Status), data: data, finished: finishedUnix(b)}, nil
+			status: int32(b.Status), live: !IsTerminal(b.Status), data: data, finished: finishedUnix(b),
+			reuseKey: reuseKeyOf(b)}, nil
 	case m.PutRunner != nil:
 		data, err := proto.Marshal(m.PutRunner)
 		if err != nil {
@@ -386,7 +431,7 @@ func (s *SQLite) apply(batch []pendingWrite) error {
 		var err error
 		switch o.kind {
 		case opBuild:
-			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data, o.finished)
+			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data, o.finished, o.reuseKey)
 		case opRunner:
 			_, err = st.Exec(o.key, o.data)
 		case opDeleteRunner:
@@ -522,6 +567,21 @@ func (s *SQLite) GetBuild(ctx context.Context, id int64) (*pontusv1.Build, error
 // LatestBuild implements Store.
 func (s *SQLite) LatestBuild(ctx context.Context, repo, commit string) (*pontusv1.Build, error) {
 	bs, err := s.ListBuilds(ctx, Query{Repo: repo, Commit: commit, Limit: 1})
+	if err != nil {
+		return nil, err
+	}
+	if len(bs) == 0 {
+		return nil, ErrNotFound
+	}
+	return bs[0], nil
+}
+
+// Reusable implements Store.
+func (s *SQLite) Reusable(ctx context.Context, repo, key string) (*pontusv1.Build, error) {
+	if key == "" {
+		return nil, ErrNotFound
+	}
+	bs, err := s.queryBuilds(ctx, `SELECT data FROM builds WHERE repo = ? AND reuse_key = ? ORDER BY id DESC LIMIT 1`, repo, key)
 	if err != nil {
 		return nil, err
 	}
