@@ -194,6 +194,8 @@ type buildRow struct {
 	Created     stamp
 	Reason      string
 	ShowReason  bool
+	// Culprit is the first failing commit a culprit search named.
+	Culprit string
 }
 
 func newBuildRow(b *pontusv1.Build, now time.Time) buildRow {
@@ -213,7 +215,8 @@ func newBuildRow(b *pontusv1.Build, now time.Time) buildRow {
 		Duration:    "—",
 		Created:     newStamp(b.GetCreatedAt(), now),
 		Reason:      b.GetReason(),
-		ShowReason:  b.GetReason() != "" && st != pontusv1.BuildStatus_BUILD_STATUS_PASSED,
+		ShowReason:  b.GetReason() != "" && (st != pontusv1.BuildStatus_BUILD_STATUS_PASSED || b.GetReusedBuild() != 0),
+		Culprit:     b.GetCulprit(),
 	}
 	if b.GetAttempt() > 0 {
 		row.Attempt = strconv.Itoa(int(b.GetAttempt()))
@@ -283,6 +286,9 @@ type buildView struct {
 	Dropped      int64
 	CancelAsked  bool
 	Cancelable   bool // the page shows a Cancel button (app.js hides it when the build ends)
+	Bisection    string
+	ReusedBuild  int64 // the build whose verdict this one took
+	BisectOf     int64 // the failed build whose culprit this one helps find
 }
 
 // outcomeRank orders tests: failures first, passes last (mirrored in app.js).
@@ -355,6 +361,9 @@ func newBuildView(b *pontusv1.Build, now time.Time) buildView {
 		Dropped:      b.GetOutputDroppedBytes(),
 		CancelAsked:  b.GetCancelRequested() && !terminal(st),
 		Cancelable:   cancelable(st),
+		Bisection:    b.GetBisection(),
+		ReusedBuild:  b.GetReusedBuild(),
+		BisectOf:     b.GetBisectOf(),
 	}
 	v.ShowReason = b.GetReason() != ""
 	if v.Terminal {
