@@ -38,6 +38,10 @@ import (
 // searchingPrefix starts Build.bisection while a search is under way.
 const searchingPrefix = "searching "
 
+// maxSearchesResumed is how many of the newest failed builds a start looks
+// at for searches under way (besides those live bisection builds name).
+const maxSearchesResumed = 200
+
 // search is one culprit search.
 type search struct {
 	failed *pontusv1.Build // the failed build, as last written
@@ -103,7 +107,7 @@ func (d *dispatcher) loadSearches(ctx context.Context) error {
 		}
 	}
 	d.mu.Unlock()
-	failed, err := d.st.ListBuilds(ctx, store.Query{Status: pontusv1.BuildStatus_BUILD_STATUS_FAILED, Limit: 1000})
+	failed, err := d.st.ListBuilds(ctx, store.Query{Status: pontusv1.BuildStatus_BUILD_STATUS_FAILED, Limit: maxSearchesResumed})
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path"
 	"slices"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -100,6 +101,7 @@ func (o *Observer) Run(ctx context.Context) error {
 		cloneURL: cloneURL,
 		logger:   o.logger.With(logRepo, repo.name),
 		cursors:  make(map[string]string),
+		tables:   make(map[string]settings.Table),
 	}
 	var wake chan struct{}
 	if !repo.remote() {
@@ -193,7 +195,8 @@ type session struct {
 	refused map[string]refusal
 	// warned avoids repeating the same warning every poll.
 	warned map[string]bool
-	// tables caches the [build] tables of .pontus.toml files by blob id.
+	// tables caches the [build] tables of .pontus.toml files by blob id
+	// (used by one goroutine at a time).
 	tables map[string]settings.Table
 }
 
@@ -352,11 +355,16 @@ func (s *session) branch(ctx context.Context, branch, head string) error {
 	if err != nil {
 		return err
 	}
-	var skipped []string
-	if len(commits) == 1 && commits[0] == head && cursor != "" && s.o.cfg.Bisect {
-		if skipped, err = s.skipped(ctx, cursor, head); err != nil {
-			logger.Warn("cannot list the commits before the head; reporting without them (no culprit search)", logErr, err)
-			skipped = nil
+	// In head mode the commits since the cursor that are not reported are
+	// named, for culprit searches (read alongside the report's details).
+	var skipped func() []string
+	if s.o.cfg.Mode == ModeHead && s.o.cfg.Bisect && len(commits) == 1 && commits[0] == head && cursor != "" {
+		skipped = func() []string {
+			ids, err := s.skipped(ctx, cursor, head)
+			if err != nil {
+				logger.Warn("cannot list the commits before the head; reporting without them (no culprit search)", logErr, err)
+			}
+			return ids
 		}
 	}
 	for len(commits) > 0 {
@@ -366,7 +374,7 @@ func (s *session) branch(ctx context.Context, branch, head string) error {
 		}
 		last := commits[n-1]
 		s.cursors[branch] = last
-		logger.Info("reported commits", "count", n, logCommit, last, "skipped", len(skipped))
+		logger.Info("reported commits", "count", n, logCommit, last)
 		commits = commits[n:]
 	}
 	return nil
@@ -379,20 +387,8 @@ func (s *session) skipped(ctx context.Context, cursor, head string) ([]string, e
 	if err := validate.CommitID("cursor", cursor); err != nil {
 		return nil, nil
 	}
-	if ok, err := s.repo.hasCommit(ctx, cursor); err != nil || !ok {
-		return nil, err
-	}
-	if ok, err := s.repo.isAncestor(ctx, cursor, head); err != nil || !ok {
-		return nil, err
-	}
-	ids, ok, err := s.repo.firstParents(ctx, cursor, head, maxReport+1)
-	if err != nil || !ok || len(ids) < 2 || ids[len(ids)-1] != head {
-		return nil, err
-	}
-	// The cursor must be head's first-parent ancestor: the parent of the
-	// oldest listed commit.
-	parent, err := runGit(ctx, s.repo.gitDir, "rev-parse", "--verify", "--end-of-options", ids[0]+"^1")
-	if err != nil || parent != cursor {
+	ids, err := s.repo.firstParentsSince(ctx, cursor, head, maxReport+1)
+	if err != nil || len(ids) < 2 {
 		return nil, err
 	}
 	for _, id := range ids {
@@ -455,16 +451,42 @@ func (s *session) getCursor(ctx context.Context, branch string) (string, error) 
 	return resp.GetCommit(), nil
 }
 
-func (s *session) report(ctx context.Context, branch string, commits, skipped []string, after string) error {
-	details, err := s.repo.describe(ctx, commits)
-	if err != nil {
+// report reports commits of branch; skipped, if set, lists the commits
+// before them (after the cursor, after) that are not reported. The three
+// reads of the repository run at once: they are on the path from a push to
+// its build.
+func (s *session) report(ctx context.Context, branch string, commits []string, skipped func() []string, after string) error {
+	obs := s.o.cfg.Settings()
+	var (
+		wg      sync.WaitGroup
+		details []*pontusv1.CommitInfo
+		derr    error
+		own     map[string]*pontusv1.BuildSettings
+		before  []string
+	)
+	wg.Go(func() { details, derr = s.repo.describe(ctx, commits) })
+	wg.Go(func() { own = s.commitSettings(ctx, commits, obs) })
+	if skipped != nil {
+		wg.Go(func() { before = skipped() })
+	}
+	wg.Wait()
+	if derr != nil {
 		// The builds matter more than their subjects: report without.
-		s.warn("describe", "could not read commit subjects and authors; reporting the commits without them", logErr, err)
+		s.warn("describe", "could not read commit subjects and authors; reporting the commits without them", logErr, derr)
 	} else {
 		s.unwarn("describe")
 	}
-	obs := s.o.cfg.Settings()
-	details = s.commitSettings(ctx, commits, details, obs)
+	for _, c := range commits {
+		if own[c] == nil {
+			continue
+		}
+		i := slices.IndexFunc(details, func(d *pontusv1.CommitInfo) bool { return d.Id == c })
+		if i < 0 {
+			details = append(details, &pontusv1.CommitInfo{Id: c})
+			i = len(details) - 1
+		}
+		details[i].Settings = own[c]
+	}
 	req := &pontusv1.ReportCommitsRequest{
 		Repo:     s.repo.name,
 		Branch:   branch,
@@ -474,25 +496,23 @@ func (s *session) report(ctx context.Context, branch string, commits, skipped []
 		Details:  details,
 		Settings: obs,
 	}
-	if len(skipped) > 0 {
-		req.Skipped, req.SkippedAfter = skipped, after
+	if len(before) > 0 {
+		req.Skipped, req.SkippedAfter = before, after
 	}
 	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
-	_, err = s.o.client.ReportCommits(ctx, req)
+	_, err := s.o.client.ReportCommits(ctx, req)
 	if err != nil {
 		return rpcError("report commits", err)
 	}
 	return nil
 }
 
-// commitSettings sets, in details, the settings of each commit whose
-// .pontus.toml lowers the observer's (obs). A .pontus.toml that cannot be
-// read or is wrong is logged, and the commit built with obs.
-func (s *session) commitSettings(ctx context.Context, commits []string, details []*pontusv1.CommitInfo, obs *pontusv1.BuildSettings) []*pontusv1.CommitInfo {
-	if s.tables == nil {
-		s.tables = make(map[string]settings.Table)
-	}
+// commitSettings returns the settings of each commit whose .pontus.toml
+// lowers the observer's (obs). A .pontus.toml that cannot be read or is
+// wrong is logged, and the commit built with obs.
+func (s *session) commitSettings(ctx context.Context, commits []string, obs *pontusv1.BuildSettings) map[string]*pontusv1.BuildSettings {
+	out := map[string]*pontusv1.BuildSettings{}
 	for _, c := range commits {
 		t, blob, err := s.repo.buildTable(ctx, c, s.tables)
 		if err != nil {
@@ -502,18 +522,11 @@ func (s *session) commitSettings(ctx context.Context, commits []string, details 
 			}
 			continue
 		}
-		cs := t.Apply(obs)
-		if proto.Equal(cs, obs) {
-			continue
+		if cs := t.Apply(obs); !proto.Equal(cs, obs) {
+			out[c] = cs
 		}
-		i := slices.IndexFunc(details, func(d *pontusv1.CommitInfo) bool { return d.Id == c })
-		if i < 0 {
-			details = append(details, &pontusv1.CommitInfo{Id: c})
-			i = len(details) - 1
-		}
-		details[i].Settings = cs
 	}
-	return details
+	return out
 }
 
 // rpcError wraps a failed call to the control plane.

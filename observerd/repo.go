@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -399,24 +398,35 @@ func (r *repository) buildTable(ctx context.Context, commit string, cache map[st
 	return t, blob, nil
 }
 
-// firstParents lists the commits on head's first-parent line after base,
-// oldest first, at most max (ok is false when there are more: then none
-// are returned).
-func (r *repository) firstParents(ctx context.Context, base, head string, max int) (ids []string, ok bool, err error) {
+// firstParentsSince lists head's first-parent line back to base, oldest
+// first, without base: nil unless base is on that line within max commits
+// (a force-push, a base that is gone, too long a line). One git call.
+func (r *repository) firstParentsSince(ctx context.Context, base, head string, max int) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, gitTimeout)
 	defer cancel()
-	out, err := runGit(ctx, r.gitDir, "rev-list", "--first-parent", fmt.Sprintf("--max-count=%d", max+1),
+	// Each line: a commit and its parents, newest first.
+	out, err := runGit(ctx, r.gitDir, "rev-list", "--first-parent", "--parents", fmt.Sprintf("--max-count=%d", max),
 		base+".."+head, "--")
 	if err != nil {
-		return nil, false, fmt.Errorf("list commits %s..%s: %w", base, head, err)
+		if exitCode(err) > 0 && ctx.Err() == nil {
+			return nil, nil // base is not a commit of the repository (any more)
+		}
+		return nil, fmt.Errorf("list commits %s..%s: %w", base, head, err)
 	}
 	if out == "" {
-		return nil, true, nil
+		return nil, nil
 	}
-	ids = strings.Split(out, "\n")
-	if len(ids) > max {
-		return nil, false, nil
+	lines := strings.Split(out, "\n")
+	ids := make([]string, len(lines))
+	for i, line := range lines {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			return nil, fmt.Errorf("list commits: unexpected line %q", line)
+		}
+		ids[len(lines)-1-i] = f[0]
+		if i == len(lines)-1 && (len(f) < 2 || f[1] != base) {
+			return nil, nil // the oldest listed does not follow base
+		}
 	}
-	slices.Reverse(ids)
-	return ids, true, nil
+	return ids, nil
 }
