@@ -163,3 +163,43 @@ func TestDevReuseOff(t *testing.T) {
 		t.Fatalf("with reuse off the revert did not run: attempt %d (%s)", b.Attempt, b.Reason)
 	}
 }
+
+// pontus dev killed in the middle of a culprit search and started again on
+// the same data: the search resumes and names the culprit.
+func TestDevCulpritSearchSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	slow := func(body string) string { return pyTest("test_x", "import time; time.sleep(0.5)\n        "+body) }
+	repo := NewRepo(t, map[string]string{"tests/test_x.py": slow("self.assertTrue(True)")})
+	d := startDev(t, repo, "--quiet")
+	WaitResultStatus(t, d.results, repo.Head(t), 30*time.Second, passed)
+	var burst []map[string]string
+	for i := 1; i <= 8; i++ {
+		files := map[string]string{"step.txt": fmt.Sprint(i)}
+		if i == 3 {
+			files["tests/test_x.py"] = slow("self.fail('broken by the third commit')")
+		}
+		burst = append(burst, files)
+	}
+	ids := push(t, repo, burst)
+	head := ids[7]
+	b := WaitResultStatus(t, d.results, head, 30*time.Second, failed)
+	if !strings.HasPrefix(b.Bisection, "searching") {
+		t.Fatalf("the failed head does not say it is searching: %q", b.Bisection)
+	}
+	d.proc.Kill()
+
+	addr := FreeAddr(t)
+	d.url = "http://" + addr
+	d.proc = Start(t, "pontus dev (restarted)", filepath.Dir(d.results), nil,
+		"dev", "--repo", repo.Dir, "--results", d.results, "--data", d.data, "--listen", addr, "--quiet")
+	WaitFor(t, "the culprit after the restart", 60*time.Second, func() (bool, string) {
+		b, err := ReadResult(d.results, head)
+		if err != nil {
+			return false, err.Error()
+		}
+		return b.Culprit != "", b.Bisection
+	})
+	if b, _ := ReadResult(d.results, head); b.Culprit != ids[2] {
+		t.Fatalf("culprit %s after the restart, want the third commit %s", b.Culprit, ids[2])
+	}
+}
