@@ -473,17 +473,30 @@ func printProgress(ctx context.Context, url, token string, w io.Writer) {
 	}
 	client := pontusv1connect.NewBuildServiceClient(hc, url, dial.Options(dial.Config{URL: url, Token: token})...)
 	backoff := dial.NewBackoff(100*time.Millisecond, 2*time.Second)
-	last := map[int64]pontusv1.BuildStatus{}
+	type shown struct {
+		status  pontusv1.BuildStatus
+		culprit string
+	}
+	last := map[int64]shown{}
 	for ctx.Err() == nil {
 		stream, err := client.WatchBuilds(ctx, &pontusv1.WatchBuildsRequest{})
 		if err == nil {
 			for stream.Receive() {
 				backoff.Reset()
 				b := stream.Msg().Build
-				if b == nil || last[b.Id] == b.Status {
+				if b == nil {
 					continue
 				}
-				last[b.Id] = b.Status
+				prev, now := last[b.Id], shown{b.Status, b.Culprit}
+				if prev == now {
+					continue
+				}
+				last[b.Id] = now
+				if prev.status == now.status {
+					// Only the culprit is new: a search named it.
+					fmt.Fprintf(w, "%s  build %-4d culprit: %s\n", time.Now().Format("15:04:05"), b.Id, b.Culprit)
+					continue
+				}
 				fmt.Fprintln(w, termsafe.String(progressLine(b)))
 			}
 			stream.Close()
@@ -508,6 +521,12 @@ func progressLine(b *pontusv1.Build) string {
 	}
 	if b.Reason != "" && b.Status != pontusv1.BuildStatus_BUILD_STATUS_QUEUED {
 		line += "  (" + b.Reason + ")"
+	}
+	if b.BisectOf != 0 {
+		line += fmt.Sprintf("  [bisecting build %d]", b.BisectOf)
+	}
+	if b.Culprit != "" {
+		line += "  culprit: " + b.Culprit
 	}
 	return line
 }

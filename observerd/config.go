@@ -66,6 +66,8 @@ type Config struct {
 	Shards  int32 `toml:"shards"`
 	Bisect  bool  `toml:"bisect"`
 	Reuse   bool  `toml:"reuse"`
+	// RepoSettings lets a commit's .pontus.toml [build] table lower those.
+	RepoSettings bool `toml:"repo_settings"`
 }
 
 // Settings returns the build settings the configuration asks for.
@@ -87,6 +89,7 @@ func DefaultConfig() Config {
 		Shards:       1,
 		Bisect:       true,
 		Reuse:        true,
+		RepoSettings: true,
 	}
 }
 

@@ -22,6 +22,7 @@ func TestDefaultConfig(t *testing.T) {
 		Shards:       1,
 		Bisect:       true,
 		Reuse:        true,
+		RepoSettings: true,
 	}
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("DefaultConfig (-want +got):\n%s", diff)

@@ -465,7 +465,9 @@ func (s *session) report(ctx context.Context, branch string, commits []string, s
 		before  []string
 	)
 	wg.Go(func() { details, derr = s.repo.describe(ctx, commits) })
-	wg.Go(func() { own = s.commitSettings(ctx, commits, obs) })
+	if s.o.cfg.RepoSettings {
+		wg.Go(func() { own = s.commitSettings(ctx, commits, obs) })
+	}
 	if skipped != nil {
 		wg.Go(func() { before = skipped() })
 	}

@@ -93,4 +93,14 @@ func TestRepoSettingsAreCeilinged(t *testing.T) {
 	if n := logs.count("the commit's .pontus.toml is not usable; building it with the observer's settings"); n != 1 {
 		t.Errorf("%d warnings about the broken .pontus.toml, want 1", n)
 	}
+
+	// With repo_settings = false the file is not read.
+	cfg.RepoSettings = false
+	stop, _ = startObserver(t, cfg)
+	ignored := commitFile(t, dir, ".pontus.toml", "[build]\nshards = 1\n", "ignored settings")
+	cp.waitCursor(t, repo, "main", ignored)
+	stop()
+	if got := cp.detailsOf(ignored).GetSettings(); got != nil {
+		t.Errorf("repo_settings = false, yet the commit got settings %v", got)
+	}
 }
