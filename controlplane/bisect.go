@@ -160,8 +160,8 @@ func (d *dispatcher) bisectLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			d.log.Error("culprit search; retrying in a second", "build", id, "err", err)
-			time.AfterFunc(time.Second, func() {
+			d.log.Error("culprit search; retrying in 5s", "build", id, "err", err)
+			time.AfterFunc(5*time.Second, func() {
 				d.mu.Lock()
 				d.bisectDue[id] = true
 				d.mu.Unlock()
@@ -226,12 +226,16 @@ func (d *dispatcher) bisectStep(ctx context.Context, id int64) error {
 		d.endSearchLocked(s, "", fmt.Sprintf("not searched: the branch's previous head %s failed too", line[0]))
 		return nil
 	}
-	hi := len(line) - 1
+	hi := -1
 	for i := 1; i < len(line); i++ {
 		if isPassFail(known[i]) && known[i].Status == pontusv1.BuildStatus_BUILD_STATUS_FAILED {
 			hi = i
 			break
 		}
+	}
+	if hi < 0 {
+		d.endSearchLocked(s, "", fmt.Sprintf("stopped: %s passed when built again (a flaky failure?)", line[len(line)-1]))
+		return nil
 	}
 	lo := -1
 	for i := hi - 1; i >= 0; i-- {
@@ -263,6 +267,9 @@ func (d *dispatcher) bisectStep(ctx context.Context, id int64) error {
 		return nil
 	}
 	if err := d.roomLocked(1); err != nil {
+		return err
+	}
+	if err := d.labelRoomLocked(f.Labels); err != nil {
 		return err
 	}
 	nb := &pontusv1.Build{Repo: f.Repo, Branch: f.Branch, Commit: line[next], CloneUrl: f.CloneUrl, Labels: f.Labels,

@@ -231,6 +231,10 @@ func TestSameTreeTakesTheVerdict(t *testing.T) {
 	if j := cp.acquire(t, r, 200*time.Millisecond); j != nil {
 		t.Fatalf("a reused verdict ran: build %d", j.JobId)
 	}
+	// Reporting it again names the same build.
+	if b := cp.reportHead(t, hexID(2), tree, "", nil, nil); b.Id != again.Id {
+		t.Fatalf("second report made build %d, want %d", b.Id, again.Id)
+	}
 
 	// Reuse off, other labels or other retries: it runs.
 	off := cp.reportHead(t, hexID(3), tree, "", nil, &pontusv1.BuildSettings{Shards: 1, Bisect: true})

@@ -791,6 +791,7 @@ func (d *dispatcher) newBuildLocked(b *pontusv1.Build) (*liveBuild, store.Mutati
 	return lb, store.Mutation{PutBuild: b}
 }
 
+// nowPB is d.now() as a protobuf timestamp.
 func (d *dispatcher) nowPB() *timestamppb.Timestamp { return timestamppb.New(d.now()) }
 
 // DefaultSettings are a build's settings when its report gave none: no
@@ -911,8 +912,18 @@ func (d *dispatcher) report(ctx context.Context, req *pontusv1.ReportCommitsRequ
 	}
 	d.dispatchLocked()
 	d.mu.Unlock()
-	d.reportMu.Unlock()
-	err := c.Wait(ctx)
+	waitCtx := ctx
+	if len(reused) == 0 {
+		d.reportMu.Unlock()
+	} else {
+		waitCtx = context.WithoutCancel(ctx)
+	}
+	err := c.Wait(waitCtx)
+	if len(reused) > 0 {
+		// A reused build is never live, so only the store tells the next
+		// report that the commit has a build: it must be there first.
+		d.reportMu.Unlock()
+	}
 	for _, b := range reused {
 		// Finished when created: its files are due even if the caller
 		// gave up waiting (the build is created in memory either way).
