@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"slices"
@@ -259,5 +260,35 @@ func TestSameTreeTakesTheVerdict(t *testing.T) {
 	}
 	if want := []int64{off.Id, retries.Id, tr.Build.Id}; !slices.Equal(ran, want) {
 		t.Fatalf("ran %v, want %v", ran, want)
+	}
+}
+
+// Whatever the number of untested commits and wherever the culprit is,
+// bisection names it within ⌈log₂ n⌉ + 1 builds.
+func TestBisectionBound(t *testing.T) {
+	for _, n := range []int{2, 3, 5, 8, 13} {
+		for _, k := range []int{1, (n + 1) / 2, n} {
+			t.Run(fmt.Sprintf("%d commits, culprit %d", n, k), func(t *testing.T) {
+				t.Parallel()
+				cp := startCP(t, testConfig(t))
+				r := cp.register(t, "r")
+				failing := func(c string) bool { return c >= hexID(k) }
+				cp.reportHead(t, hexID(0), hexID(100), "", nil, nil)
+				cp.run(t, r, failing)
+				var skipped []string
+				for i := 1; i < n; i++ {
+					skipped = append(skipped, hexID(i))
+				}
+				f := cp.reportHead(t, hexID(n), hexID(200), hexID(0), skipped, nil)
+				cp.run(t, r, failing)
+				built := cp.bisect(t, r, f.Id, failing)
+				if got := cp.build(t, f.Id).Culprit; got != hexID(k) {
+					t.Fatalf("culprit %s, want %s", got, hexID(k))
+				}
+				if bound := bits.Len(uint(n-1)) + 1; len(built) > bound {
+					t.Errorf("%d builds (%v), want at most %d", len(built), built, bound)
+				}
+			})
+		}
 	}
 }
