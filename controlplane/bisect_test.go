@@ -264,7 +264,8 @@ func TestSameTreeTakesTheVerdict(t *testing.T) {
 }
 
 // Whatever the number of untested commits and wherever the culprit is,
-// bisection names it within ⌈log₂ n⌉ + 1 builds.
+// bisection names it within ⌈log₂ n⌉ builds when the previous head's
+// verdict is known (as here), ⌈log₂ n⌉ + 1 when that must be built too.
 func TestBisectionBound(t *testing.T) {
 	for _, n := range []int{2, 3, 5, 8, 13} {
 		for _, k := range []int{1, (n + 1) / 2, n} {
@@ -285,7 +286,7 @@ func TestBisectionBound(t *testing.T) {
 				if got := cp.build(t, f.Id).Culprit; got != hexID(k) {
 					t.Fatalf("culprit %s, want %s", got, hexID(k))
 				}
-				if bound := bits.Len(uint(n-1)) + 1; len(built) > bound {
+				if bound := bits.Len(uint(n - 1)); len(built) > bound {
 					t.Errorf("%d builds (%v), want at most %d", len(built), built, bound)
 				}
 			})
