@@ -24,7 +24,7 @@ func benchUsage(w io.Writer) {
 	} {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nEach prints a summary, then as its last line key=value figures for scripts.\nRun 'pontus bench <benchmark> -h' for its flags.")
+	fmt.Fprintln(w, "\nEach prints a summary, then as its last line key=value figures for scripts.\n\nExamples:\n  pontus bench latency --commits 20\n  pontus bench dispatch --runners 64\n\nRun 'pontus bench <benchmark> -h' for its flags.")
 }
 
 // runBench is `pontus bench`.
@@ -55,6 +55,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.StringVar(&cfg.ControlPlane, "controlplane", "", "`URL` of a running control plane on loopback (default: start one); tokens from $PONTUS_RUNNER_TOKEN and $PONTUS_OBSERVER_TOKEN")
 		fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "HTTP/2 connections the simulated runners share")
 		fs.StringVar(&cfg.Arrivals, "arrivals", cfg.Arrivals, "half-load arrivals: poisson or uniform")
+		fs.StringVar(&cfg.Store, "store", "", "the started control plane's store: a postgres:// `URL`, or \"temp\" for a throwaway PostgreSQL server (default: SQLite)")
 		fs.DurationVar(&cfg.PhaseTimeout, "phase-timeout", cfg.PhaseTimeout, "deadline of each phase")
 		fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", hidden+"write a CPU profile of the control plane to `file` (PONTUS_CPUPROFILE)")
 		run = func() (*bench.Result, error) {
@@ -113,11 +114,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		benchUsage(stderr)
 		return exitError{2}
 	}
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
+	if err := noArgs(stderr, "bench "+name, pos); err != nil {
+		return err
 	}
 	res, err := run()
 	if err != nil {
@@ -139,16 +141,13 @@ const hidden = "(hidden) "
 func newBenchFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("pontus bench "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	h := help{
+		usage:    "bench " + name + " [flags]",
+		about:    "Prints a summary, then as its last line key=value figures for scripts.",
+		examples: []string{"bench " + name},
+	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: pontus bench %s [flags]\n", name)
-		shown := flag.NewFlagSet("", flag.ContinueOnError)
-		shown.SetOutput(stderr)
-		fs.VisitAll(func(f *flag.Flag) {
-			if !strings.HasPrefix(f.Usage, hidden) {
-				shown.Var(f.Value, f.Name, f.Usage)
-			}
-		})
-		shown.PrintDefaults()
+		printHelp(stderr, fs, h, func(f *flag.Flag) bool { return !strings.HasPrefix(f.Usage, hidden) })
 	}
 	return fs
 }

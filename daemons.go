@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/pontus-ci/pontus/controlplane"
+	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/internal/dirlock"
 	"github.com/pontus-ci/pontus/observerd"
 	"github.com/pontus-ci/pontus/runnerd"
@@ -26,22 +27,28 @@ import (
 // roleFlags are the flags the daemon commands share; each overrides its
 // key in the config file only when given.
 type roleFlags struct {
-	fs       *flag.FlagSet
-	config   string
-	listen   string
-	data     string
-	results  string
-	repo     string
-	cpURL    string
-	workdir  string
-	insecure bool
-	logs     logFlags
+	name   string
+	stderr io.Writer
+	fs     *flag.FlagSet
+	config string
+	// configFrom says where config came from (configFile).
+	configFrom string
+	listen     string
+	data       string
+	store      string
+	replica    string
+	advertise  string
+	results    string
+	repo       string
+	cpURL      string
+	workdir    string
+	insecure   bool
+	logs       logFlags
 }
 
-func newRoleFlags(name string, stderr io.Writer, cp, repo, runnerURL, workdir bool) *roleFlags {
-	f := &roleFlags{fs: flag.NewFlagSet("pontus "+name, flag.ContinueOnError)}
-	f.fs.SetOutput(stderr)
-	f.fs.StringVar(&f.config, "config", "", "`file` to read (pontus.toml); flags override its keys")
+func newRoleFlags(name string, h help, stderr io.Writer, cp, repo, runnerURL, workdir bool) *roleFlags {
+	f := &roleFlags{name: name, stderr: stderr, fs: newFlagSet(name, h, stderr)}
+	f.fs.StringVar(&f.config, "config", "", "`file` to read; flags override its keys (default $PONTUS_CONFIG, else ./pontus.toml when present)")
 	if cp {
 		f.fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback listen address without tokens")
 		f.fs.StringVar(&f.listen, "listen", "", "`address` to serve on (default 127.0.0.1:8888)")
@@ -52,7 +59,7 @@ func newRoleFlags(name string, stderr io.Writer, cp, repo, runnerURL, workdir bo
 		f.fs.StringVar(&f.repo, "repo", "", "repository to watch: a `path or URL` (default .)")
 	}
 	if runnerURL {
-		f.fs.StringVar(&f.cpURL, "controlplane", "", "control plane `URL` (default http://127.0.0.1:8888)")
+		f.fs.StringVar(&f.cpURL, "controlplane", "", "control plane `URL`, or several replicas' URLs separated by commas (default http://127.0.0.1:8888)")
 	}
 	if workdir {
 		f.fs.StringVar(&f.workdir, "workdir", "", "runner work `directory` for clones and checkouts")
@@ -63,13 +70,25 @@ func newRoleFlags(name string, stderr io.Writer, cp, repo, runnerURL, workdir bo
 }
 
 func (f *roleFlags) parse(args []string) (fileConfig, error) {
-	if err := parseFlags(f.fs, args); err != nil {
+	pos, err := parseInterspersed(f.fs, args)
+	if err != nil {
 		return fileConfig{}, err
 	}
-	if f.fs.NArg() > 0 {
-		return fileConfig{}, fmt.Errorf("unexpected argument %q", f.fs.Arg(0))
+	if err := noArgs(f.stderr, f.name, pos); err != nil {
+		return fileConfig{}, err
 	}
+	f.config, f.configFrom = configFile(f.config)
 	return loadConfig(f.config)
+}
+
+// logConfig says at start which configuration file was read.
+func (f *roleFlags) logConfig(logger *slog.Logger) {
+	if f.config == "" {
+		logger.Info("no configuration file (no --config, $PONTUS_CONFIG or ./pontus.toml): using the defaults")
+		return
+	}
+	abs, _ := filepath.Abs(f.config)
+	logger.Info("read configuration", "file", abs, "from", f.configFrom)
 }
 
 // set reports whether a flag was given on the command line.
@@ -93,8 +112,22 @@ func (f *roleFlags) applyControlPlane(c *controlplane.Config) error {
 	if f.set("results") {
 		c.ResultsDir = f.results
 	}
+	if f.set("store") {
+		c.Store = f.store
+	}
+	if f.set("name") {
+		c.Name = f.replica
+	}
+	if f.set("advertise") {
+		c.Advertise = f.advertise
+	}
 	if f.set("insecure") {
 		c.Insecure = f.insecure
+	}
+	if c.Store != "" && c.DataDir == controlplane.DefaultConfig().DataDir {
+		// Replicas started side by side in one directory each get a
+		// data_dir (their lock and name) of their own.
+		c.DataDir = filepath.Join(c.DataDir, "replica-"+strings.NewReplacer(":", "-", "[", "", "]", "").Replace(c.Listen))
 	}
 	var err error
 	if c.RunnerToken, err = token("PONTUS_RUNNER_TOKEN", c.RunnerTokenFile); err != nil {
@@ -111,7 +144,7 @@ func (f *roleFlags) applyControlPlane(c *controlplane.Config) error {
 
 func (f *roleFlags) applyRunner(c *runnerd.Config) error {
 	if f.set("controlplane") {
-		c.ControlPlane = f.cpURL
+		c.ControlPlane = dial.URLs(f.cpURL)
 	}
 	if f.set("workdir") {
 		c.Workdir = f.workdir
@@ -125,7 +158,7 @@ func (f *roleFlags) applyRunner(c *runnerd.Config) error {
 
 func (f *roleFlags) applyObserver(c *observerd.Config) error {
 	if f.set("controlplane") {
-		c.ControlPlane = f.cpURL
+		c.ControlPlane = dial.URLs(f.cpURL)
 	}
 	if f.set("repo") {
 		c.Repo, c.Repos = f.repo, nil // --repo names the one repository
@@ -138,7 +171,15 @@ func (f *roleFlags) applyObserver(c *observerd.Config) error {
 }
 
 func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newRoleFlags("controlplane", stderr, true, false, false, false)
+	f := newRoleFlags("controlplane", help{
+		usage: "controlplane [flags]",
+		about: "Runs the control plane: the API, the queue, leases, the store, result files\nand the dashboard.",
+		examples: []string{"controlplane --config /etc/pontus.toml",
+			"controlplane --listen 127.0.0.1:8888 --data /var/lib/pontus --results /srv/results"},
+	}, stderr, true, false, false, false)
+	f.fs.StringVar(&f.store, "store", "", "PostgreSQL `URL` for the store and logs (postgres://user@host:port/db?sslmode=...; default: SQLite in the state directory)")
+	f.fs.StringVar(&f.replica, "name", "", "with --store: this replica's `name` (default: generated, kept in the state directory)")
+	f.fs.StringVar(&f.advertise, "advertise", "", "with --store: the `URL` other replicas forward calls to while this one leads (default: from --listen)")
 	cfg, err := f.parse(args)
 	if err != nil {
 		return err
@@ -163,7 +204,16 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 		defer pprof.StopCPUProfile()
 	}
-	return serveControlPlane(ctx, cfg.ControlPlane, logger, nil)
+	// Which file was read is said once serving: a failed start says only
+	// what failed.
+	ready := make(chan net.Addr, 1)
+	go func() {
+		if _, ok := <-ready; ok {
+			f.logConfig(logger)
+		}
+	}()
+	defer close(ready)
+	return serveControlPlane(ctx, cfg.ControlPlane, logger, ready)
 }
 
 // serveControlPlane starts a control plane in order — lock data_dir, bind
@@ -194,7 +244,7 @@ func serveControlPlane(ctx context.Context, cfg controlplane.Config, logger *slo
 		lock.Abandon()
 		return err
 	}
-	srv, err := controlplane.New(ctx, cfg, logger.With("component", "controlplane"))
+	srv, err := openControlPlane(ctx, cfg, logger.With("component", "controlplane"))
 	if err != nil {
 		ln.Close()
 		lock.Abandon()
@@ -210,8 +260,23 @@ func serveControlPlane(ctx context.Context, cfg controlplane.Config, logger *slo
 	return srv.Serve(ctx, ln)
 }
 
+// openControlPlane returns a control plane on SQLite in data_dir, or a
+// replica of any number sharing a PostgreSQL store.
+func openControlPlane(ctx context.Context, cfg controlplane.Config, logger *slog.Logger) (interface {
+	Serve(context.Context, net.Listener) error
+}, error) {
+	if cfg.Store != "" {
+		return controlplane.NewReplica(ctx, cfg, logger)
+	}
+	return controlplane.New(ctx, cfg, logger)
+}
+
 func runRunner(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newRoleFlags("runnerd", stderr, false, false, true, true)
+	f := newRoleFlags("runnerd", help{
+		usage:    "runnerd [flags]",
+		about:    "Runs a runner: it registers with the control plane, takes jobs, checks out\ntheir commits and runs their tests.",
+		examples: []string{"runnerd --config /etc/pontus.toml", "runnerd --controlplane http://ci.example.com:8888 --workdir /var/lib/pontus-runner"},
+	}, stderr, false, false, true, true)
 	cfg, err := f.parse(args)
 	if err != nil {
 		return err
@@ -227,11 +292,16 @@ func runRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	f.logConfig(logger)
 	return r.Run(ctx)
 }
 
 func runObserver(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newRoleFlags("observerd", stderr, false, true, true, false)
+	f := newRoleFlags("observerd", help{
+		usage:    "observerd [flags]",
+		about:    "Runs an observer: it watches git repositories and reports new commits.",
+		examples: []string{"observerd --config /etc/pontus.toml", "observerd --repo /srv/git/app.git --controlplane http://127.0.0.1:8888"},
+	}, stderr, false, true, true, false)
 	cfg, err := f.parse(args)
 	if err != nil {
 		return err
@@ -250,6 +320,7 @@ func runObserver(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	f.logConfig(logger)
 	return run(ctx)
 }
 
@@ -339,7 +410,13 @@ func searchable(dir string) error {
 
 // runDev runs all three roles in one process with zero configuration.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newRoleFlags("dev", stderr, true, true, false, false)
+	f := newRoleFlags("dev", help{
+		usage: "dev [flags]",
+		about: "Runs a control plane, a runner and an observer in one process on a repository\n" +
+			"(default: the current directory), with state under ./.pontus and results in\n" +
+			"./test_results.",
+		examples: []string{"dev", "dev --repo /path/to/repo --listen 127.0.0.1:9999", "dev --config pontus.toml --quiet"},
+	}, stderr, true, true, false, false)
 	quiet := f.fs.Bool("quiet", false, "print no build progress lines")
 	cfg, err := f.parse(args)
 	if err != nil {
@@ -355,6 +432,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg.Observer.DataDir = filepath.Join(data, "observer")
 	}
 	f.data = cfg.ControlPlane.DataDir
+	cfg.ControlPlane.Store = "" // dev is one process on SQLite, whatever the file says
 	if err := f.applyControlPlane(&cfg.ControlPlane); err != nil {
 		return err
 	}
@@ -372,7 +450,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	// Validate every role before anything is created: the control plane's
 	// address stands in for its URL until it is bound.
-	placeholder := "http://" + cfg.ControlPlane.Listen
+	placeholder := dial.URLs("http://" + cfg.ControlPlane.Listen)
 	cfg.Runner.ControlPlane, cfg.Observer.ControlPlane = placeholder, placeholder
 	if err := f.applyObserver(&cfg.Observer); err != nil {
 		return err
@@ -429,7 +507,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		stopCP()
 		return err
 	}
-	url := "http://" + addr.String()
+	url := dial.URLs("http://" + addr.String())
 	cfg.Runner.ControlPlane, cfg.Observer.ControlPlane = url, url
 	runner, err := runnerd.New(cfg.Runner, logger.With("component", "runner"))
 	if err != nil {
@@ -458,6 +536,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "pontus dev: watching %s (%s)\n", watching, branches)
 	fmt.Fprintf(stdout, "  dashboard  %s/\n  API        %s  (try: curl -H 'Content-Type: application/json' --data '{}' %s/pontus.v1.BuildService/ListBuilds)\n", url, url, url)
 	fmt.Fprintf(stdout, "  results    %s/<commit-id>\n  state      %s\n", results, state)
+	if f.config != "" {
+		abs, _ := filepath.Abs(f.config)
+		fmt.Fprintf(stdout, "  config     %s  (from %s)\n", abs, f.configFrom)
+	} else {
+		fmt.Fprintf(stdout, "  config     none: the defaults (no --config, $PONTUS_CONFIG or ./pontus.toml)\n")
+	}
 	if wd, _ := filepath.Abs(cfg.Runner.Workdir); !strings.HasPrefix(wd, state+string(filepath.Separator)) {
 		fmt.Fprintf(stdout, "  runner     %s  (steps run as %s, who cannot reach the state directory)\n", wd, cfg.Runner.StepUser)
 	}
@@ -474,7 +558,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		})
 	}
 	if !*quiet {
-		roles.Go(func() { printProgress(ctx, url, cfg.ControlPlane.UserToken, stdout) })
+		roles.Go(func() { printProgress(ctx, string(url), cfg.ControlPlane.UserToken, stdout) })
 	}
 	<-ctx.Done()
 	roles.Wait()

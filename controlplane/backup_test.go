@@ -121,7 +121,7 @@ func TestBackupUnderLoadServesEveryBuild(t *testing.T) {
 	if len(res.Builds) != stats.Builds || stats.Builds < 30 {
 		t.Fatalf("the copy serves %d builds, the backup copied %d", len(res.Builds), stats.Builds)
 	}
-	srcLogs := &logStore{dir: filepath.Join(cfg.DataDir, "logs")}
+	srcLogs := fileLogStore(filepath.Join(cfg.DataDir, "logs"), 0, false)
 	finishedInCopy := 0
 	for i, b := range res.Builds {
 		if want := int64(len(res.Builds) - i); b.Id != want {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pontus-ci/pontus/controlplane/store"
+	"github.com/pontus-ci/pontus/internal/dial"
+	"github.com/pontus-ci/pontus/internal/validate"
 )
 
 // Config is the control plane's configuration: the [controlplane] table of
@@ -17,8 +19,12 @@ import (
 type Config struct {
 	// Listen is the TCP address to serve on.
 	Listen string `toml:"listen"`
-	// DataDir holds the store and the build logs.
+	// DataDir holds the store and the build logs (with Store set: the
+	// replica's lock only).
 	DataDir string `toml:"data_dir"`
+	// Store, if set, is a postgres:// URL: the store and the build logs
+	// live in that PostgreSQL database instead of SQLite in DataDir.
+	Store string `toml:"store"`
 	// ResultsDir receives <commit-id> and <commit-id>.json for every finished build.
 	ResultsDir string `toml:"results_dir"`
 	// HeartbeatInterval is how often runners renew their leases.
@@ -65,6 +71,13 @@ type Config struct {
 	ResultsMode string `toml:"results_mode"`
 	// Insecure allows listening on a non-loopback address without tokens.
 	Insecure bool `toml:"insecure"`
+
+	// Name names this replica among those sharing a PostgreSQL store
+	// (default: generated once and kept in data_dir).
+	Name string `toml:"name"`
+	// Advertise is the URL other replicas forward calls to while this one
+	// leads (default: http(s)://<listen host, or the host name>:<port>).
+	Advertise string `toml:"advertise"`
 
 	// Bounds on what clients hold open or leave behind (limits.go).
 	//
@@ -128,8 +141,23 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		bad("data_dir", "must not be empty")
 	}
+	if c.Name != "" {
+		if err := validate.Name("name", c.Name); err != nil {
+			bad("name", "%v", err)
+		}
+	}
+	if c.Advertise != "" {
+		if err := dial.CheckURL(c.Advertise); err != nil || strings.Contains(c.Advertise, ",") {
+			bad("advertise", "%q is not one http:// or https:// URL", c.Advertise)
+		}
+	}
 	if c.ResultsDir == "" {
 		bad("results_dir", "must not be empty")
+	}
+	if c.Store != "" {
+		if err := store.ValidatePostgresURL(c.Store); err != nil {
+			bad("store", "%v", err)
+		}
 	}
 	if c.HeartbeatInterval < 10*time.Millisecond {
 		bad("heartbeat_interval", "must be at least 10ms, got %s", c.HeartbeatInterval)

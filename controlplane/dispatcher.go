@@ -257,6 +257,12 @@ func storeErr(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return connect.NewError(connect.CodeCanceled, err)
 	}
+	var fenced *store.FenceError
+	if errors.As(err, &fenced) {
+		// This replica was deposed: another leads now, and the client
+		// retries there (through any replica).
+		return connect.NewError(connect.CodeUnavailable, errors.New("this control plane no longer leads; retry"))
+	}
 	return connect.NewError(connect.CodeInternal, errors.New("store write failed"))
 }
 
@@ -974,8 +980,9 @@ func (d *dispatcher) cursor(repo, branch string) string {
 	return d.cursors[cursorKey{repo, branch}]
 }
 
-// find returns the build named by id or by commit (newest, optionally in
-// repo), live state first.
+// find returns the build named by id or by commit — a full id or a unique
+// prefix (resolveCommit) — the newest, optionally in repo, live state
+// first.
 func (d *dispatcher) find(ctx context.Context, id int64, commit, repo string) (*pontusv1.Build, error) {
 	if id > 0 {
 		d.mu.Lock()
@@ -993,6 +1000,10 @@ func (d *dispatcher) find(ctx context.Context, id int64, commit, repo string) (*
 			return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
 		}
 		return b, nil
+	}
+	commit, err := d.resolveCommit(ctx, commit, repo)
+	if err != nil {
+		return nil, err
 	}
 	var stored *pontusv1.Build
 	if repo == "" {
@@ -1120,10 +1131,12 @@ func (d *dispatcher) listLive(q store.Query) []*pontusv1.Build {
 // trigger is TriggerBuild: a new build of a known commit.
 func (d *dispatcher) trigger(ctx context.Context, commit, repo, branch string) (*pontusv1.Build, error) {
 	prev, err := d.find(ctx, 0, commit, repo)
-	if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
-		return nil, err
+	if err != nil && (connect.CodeOf(err) != connect.CodeNotFound || !fullCommit(commit)) {
+		return nil, errFirstBuildNeedsFullID(err, commit)
 	}
-	if prev == nil {
+	if prev != nil {
+		commit = prev.Commit // a prefix names the commit of its builds
+	} else {
 		if repo == "" || branch == "" {
 			return nil, connect.NewError(connect.CodeNotFound,
 				fmt.Errorf("commit: no build of commit %s; give repo and branch to build it for the first time", commit))

@@ -22,7 +22,7 @@ func newTestDispatcher(t *testing.T, cfg Config) *dispatcher {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	logs := &logStore{dir: filepath.Join(cfg.DataDir, "logs"), max: 1 << 20}
+	logs := fileLogStore(filepath.Join(cfg.DataDir, "logs"), 1<<20, false)
 	d := newDispatcher(cfg, st, logs, &resultWriter{dir: cfg.ResultsDir, logs: logs}, newMetrics(),
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if _, err := d.load(context.Background()); err != nil {

@@ -44,6 +44,11 @@ type resultWriter struct {
 	mode  os.FileMode // of result files; 0 means 0600
 	log   *slog.Logger
 
+	// forward, if set, takes every finished build instead of the
+	// writer: a replica's result files are written from the store
+	// (replica.go), and forward only wakes that writer.
+	forward func(*pontusv1.Build)
+
 	// reload returns the finished builds whose files the store does not
 	// record as written; the writer calls it after builds were dropped
 	// from a full queue.
@@ -153,6 +158,10 @@ var errNotRetryable = errors.New("not retryable")
 // the writer re-reads it from there once it has caught up. After stop it
 // does nothing: the next start writes the files of unreported builds.
 func (w *resultWriter) enqueue(b *pontusv1.Build) {
+	if w.forward != nil {
+		w.forward(b)
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopped {

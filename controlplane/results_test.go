@@ -41,7 +41,7 @@ func TestErrorNeverReplacesAVerdict(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			w := &resultWriter{dir: t.TempDir(), logs: &logStore{dir: t.TempDir(), max: 1 << 20}}
+			w := &resultWriter{dir: t.TempDir(), logs: fileLogStore(t.TempDir(), 1<<20, false)}
 			for _, wr := range c.writes {
 				if err := w.write(&pontusv1.Build{Id: wr.id, Commit: commitA, Status: wr.status}); err != nil {
 					t.Fatal(err)

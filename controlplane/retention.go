@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/pontus-ci/pontus/controlplane/store"
@@ -93,20 +92,6 @@ func (s *Server) pruneLoop(ctx context.Context) {
 			return
 		}
 	}
-}
-
-// remove deletes every attempt's log of a build.
-func (l *logStore) remove(build int64) error {
-	paths, err := filepath.Glob(filepath.Join(l.dir, strconv.FormatInt(build, 10)+"-*.log"))
-	if err != nil {
-		return err
-	}
-	for _, p := range paths {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove log: %w", err)
-		}
-	}
-	return nil
 }
 
 // remove deletes a commit's result files if they are build id's.

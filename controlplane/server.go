@@ -13,9 +13,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -91,25 +90,32 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			health.SetStatus(svc, status)
 		}
 	}
-	st, err := store.OpenSQLite(filepath.Join(cfg.DataDir, storeFile), store.SQLiteOptions{Fsync: cfg.Fsync, WriteHealth: writeHealth})
+	st, logs, err := openStore(ctx, cfg, writeHealth)
 	if err != nil {
 		return nil, err
 	}
-	logs := &logStore{dir: filepath.Join(cfg.DataDir, "logs"), max: int64(cfg.MaxLogMiB) << 20, fsync: cfg.Fsync}
-	if err := os.MkdirAll(logs.dir, 0o700); err != nil {
+	s, err := assemble(ctx, cfg, st, logs, nil, m, health, &stopping, logger)
+	if err != nil {
 		st.Close()
-		return nil, fmt.Errorf("create log directory: %w", err)
+		return nil, err
 	}
-	mode, _ := cfg.resultsFileMode() // validated above
-	results := &resultWriter{dir: cfg.ResultsDir, logs: logs, fsync: cfg.Fsync, mode: mode, log: logger}
+	return s, nil
+}
+
+// assemble restores the live state from st and builds a Server on it:
+// what New does after opening the store, and what a replica does each
+// time it is elected leader (replica.go). With forward set, finished
+// builds are handed to it instead of being written to results_dir.
+func assemble(ctx context.Context, cfg Config, st store.Store, logs *logStore, forward func(*pontusv1.Build),
+	m *metrics, health *grpchealth.StaticChecker, stopping *atomic.Bool, logger *slog.Logger) (*Server, error) {
+	mode, _ := cfg.resultsFileMode() // validated by New
+	results := &resultWriter{dir: cfg.ResultsDir, logs: logs, fsync: cfg.Fsync, mode: mode, log: logger, forward: forward}
 	d := newDispatcher(cfg, st, logs, results, m, logger)
 	unreported, err := d.load(ctx)
 	if err != nil {
-		st.Close()
 		return nil, fmt.Errorf("load state: %w", err)
 	}
 	if err := d.loadSearches(ctx); err != nil {
-		st.Close()
 		return nil, fmt.Errorf("load culprit searches: %w", err)
 	}
 	results.reload = func() ([]*pontusv1.Build, error) { return st.Unreported(context.Background()) }
@@ -119,10 +125,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}
 	m.registerLive(d)
 	m.registerResults(results)
-	s := &Server{cfg: cfg, log: logger, st: st, d: d, metrics: m, stopping: &stopping}
+	s := &Server{cfg: cfg, log: logger, st: st, d: d, metrics: m, stopping: stopping}
 	s.health = health
 	s.handler = s.routes()
-	logger.Info("control plane state loaded", "live_builds", len(d.builds), "runners", len(d.runners), "data_dir", cfg.DataDir)
+	logger.Info("control plane state loaded", "live_builds", len(d.builds), "runners", len(d.runners), "data_dir", cfg.DataDir, "store", storeName(cfg))
 	return s, nil
 }
 
@@ -275,28 +281,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		srv.TLSConfig.NextProtos = []string{"h2", "http/1.1"}
 	}
 
-	stopTicker := make(chan struct{})
-	tickerDone := make(chan struct{})
-	go func() {
-		defer close(tickerDone)
-		tick := min(max(s.cfg.LeaseDuration/6, 20*time.Millisecond), time.Second)
-		t := time.NewTicker(tick)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				s.d.expireLeases()
-			case <-stopTicker:
-				return
-			}
-		}
-	}()
-
-	pruneCtx, stopPrune := context.WithCancel(context.Background())
-	pruneDone := make(chan struct{})
-	go func() { defer close(pruneDone); s.pruneLoop(pruneCtx) }()
-	bisectDone := make(chan struct{})
-	go func() { defer close(bisectDone); s.d.bisectLoop(pruneCtx) }()
+	stopLoops := s.startLoops()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -314,11 +299,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.d.close()
 	// Stop expiring leases first: runners cannot renew them while the
 	// server shuts down, and a restart extends them anyway.
-	close(stopTicker)
-	<-tickerDone
-	stopPrune()
-	<-pruneDone
-	<-bisectDone
+	stopLoops()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {
@@ -332,6 +313,29 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		serveErr = nil
 	}
 	return serveErr
+}
+
+// startLoops starts what runs beside the RPCs: lease expiry and
+// retention. The returned function stops them and waits.
+func (s *Server) startLoops() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := min(max(s.cfg.LeaseDuration/6, 20*time.Millisecond), time.Second)
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				s.d.expireLeases()
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	wg.Go(func() { s.pruneLoop(ctx) })
+	wg.Go(func() { s.d.bisectLoop(ctx) })
+	return func() { cancel(); wg.Wait() }
 }
 
 // Close releases the store of a Server that was never served.

@@ -156,8 +156,10 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() (bool
 	t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, last)
 }
 
-func TestJobLifecycleWritesResults(t *testing.T) {
-	cp := startCP(t, testConfig(t))
+func TestJobLifecycleWritesResults(t *testing.T) { bothStores(t, testJobLifecycleWritesResults) }
+
+func testJobLifecycleWritesResults(t *testing.T, cfg Config) {
+	cp := startCP(t, cfg)
 	ctx := context.Background()
 	builds := cp.report(t, "main", nil, commitA)
 	if len(builds) != 1 || builds[0].Status != statusQueued || builds[0].Reason != "no runners registered" {
@@ -363,7 +365,10 @@ func TestPendingReasons(t *testing.T) {
 }
 
 func TestRestartKeepsQueueAndExtendsLeases(t *testing.T) {
-	cfg := testConfig(t)
+	bothStores(t, testRestartKeepsQueueAndExtendsLeases)
+}
+
+func testRestartKeepsQueueAndExtendsLeases(t *testing.T, cfg Config) {
 	cfg.LeaseDuration = time.Second
 	cp := startCP(t, cfg)
 	ctx := context.Background()
@@ -516,7 +521,7 @@ func TestQueueIsBounded(t *testing.T) {
 // the same commit finishing later does not replace them.
 func TestOlderBuildDoesNotOverwriteNewerResult(t *testing.T) {
 	dir := t.TempDir()
-	w := &resultWriter{dir: dir, logs: &logStore{dir: t.TempDir(), max: 1 << 20}}
+	w := &resultWriter{dir: dir, logs: fileLogStore(t.TempDir(), 1<<20, false)}
 	newer := &pontusv1.Build{Id: 7, Commit: commitA, Status: pontusv1.BuildStatus_BUILD_STATUS_PASSED}
 	older := &pontusv1.Build{Id: 5, Commit: commitA, Status: pontusv1.BuildStatus_BUILD_STATUS_FAILED}
 	if err := w.write(newer); err != nil {

@@ -25,8 +25,10 @@ const minPollInterval = 10 * time.Millisecond
 
 // Config is the observer's configuration: the [observer] table of pontus.toml.
 type Config struct {
-	// ControlPlane is the URL of the control plane.
-	ControlPlane string `toml:"controlplane"`
+	// ControlPlane is the URL of the control plane, or the URLs of its
+	// replicas (a list in TOML, comma-separated on the command line): the
+	// observer fails over between them.
+	ControlPlane dial.URLs `toml:"controlplane"`
 	// Token is the observer bearer token. It never comes from the TOML:
 	// main sets it from PONTUS_OBSERVER_TOKEN or TokenFile.
 	Token string `toml:"-"`
@@ -95,7 +97,7 @@ func DefaultConfig() Config {
 
 // Validate checks the configuration; each error names the offending key.
 func (c *Config) Validate() error {
-	if err := dial.CheckURL(c.ControlPlane); err != nil {
+	if err := dial.CheckURL(string(c.ControlPlane)); err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
 	if len(c.Repos) == 0 {

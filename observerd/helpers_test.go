@@ -19,6 +19,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/internal/git"
 	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
@@ -327,7 +328,7 @@ func waitFor(tb testing.TB, timeout time.Duration, cond func() (bool, string)) {
 func testConfig(tb testing.TB, cp *fakeCP, repo string) Config {
 	tb.Helper()
 	cfg := DefaultConfig()
-	cfg.ControlPlane = cp.URL()
+	cfg.ControlPlane = dial.URLs(cp.URL())
 	cfg.Repo = repo
 	cfg.PollInterval = time.Hour
 	cfg.DataDir = filepath.Join(tb.TempDir(), "data")

@@ -62,7 +62,7 @@ func New(cfg Config, logger *slog.Logger) (*Observer, error) {
 	}
 	cfg.Branches = slices.Clone(cfg.Branches)
 	cfg.Labels = slices.Clone(cfg.Labels)
-	dc := dial.Config{URL: cfg.ControlPlane, Token: cfg.Token, CAFile: cfg.CAFile}
+	dc := dial.Config{URL: string(cfg.ControlPlane), Token: cfg.Token, CAFile: cfg.CAFile}
 	hc, err := dial.HTTPClient(dc)
 	if err != nil {
 		return nil, fmt.Errorf("observer: %w", err)
@@ -71,7 +71,7 @@ func New(cfg Config, logger *slog.Logger) (*Observer, error) {
 		cfg:    cfg,
 		logger: logger,
 		http:   hc,
-		client: pontusv1connect.NewObserverServiceClient(hc, cfg.ControlPlane, dial.Options(dc)...),
+		client: pontusv1connect.NewObserverServiceClient(hc, dial.Base(dc.URL), dial.Options(dc)...),
 	}, nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/pontus-ci/pontus/internal/dial"
 )
 
 func TestFirstStartReportsOnlyHead(t *testing.T) {
@@ -434,7 +436,7 @@ func TestNothingWrittenIntoWatchedRepository(t *testing.T) {
 	t.Chdir(dir)
 
 	cfg := DefaultConfig()
-	cfg.ControlPlane = cp.URL()
+	cfg.ControlPlane = dial.URLs(cp.URL())
 	cfg.PollInterval = 20 * time.Millisecond
 	cp.failCalls(3)
 	stop, _ := startObserver(t, cfg)

@@ -16,8 +16,10 @@ import (
 
 // Config is the [runner] table of pontus.toml.
 type Config struct {
-	// ControlPlane is the URL of the control plane.
-	ControlPlane string `toml:"controlplane"`
+	// ControlPlane is the URL of the control plane, or the URLs of its
+	// replicas (a list in TOML, comma-separated on the command line): the
+	// runner fails over between them.
+	ControlPlane dial.URLs `toml:"controlplane"`
 	// Token is the runner token, sent as a bearer token. main sets it from
 	// PONTUS_RUNNER_TOKEN or TokenFile; it never comes from the TOML.
 	Token string `toml:"-"`
@@ -144,7 +146,7 @@ func (c *Config) Validate() error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("runner.%s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	if err := dial.CheckURL(c.ControlPlane); err != nil {
+	if err := dial.CheckURL(string(c.ControlPlane)); err != nil {
 		bad("controlplane", "%v", err)
 	}
 	if c.Workdir == "" {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/internal/git"
 	"github.com/pontus-ci/pontus/internal/syncbuf"
 )
@@ -39,7 +40,7 @@ func TestMain(m *testing.M) {
 // SIGKILLs it.
 func runHelper() int {
 	cfg := DefaultConfig()
-	cfg.ControlPlane = os.Getenv(helperURLEnv)
+	cfg.ControlPlane = dial.URLs(os.Getenv(helperURLEnv))
 	cfg.Workdir = os.Getenv(helperWorkdirEnv)
 	cfg.TestCommand = os.Getenv(helperCommandEnv)
 	// What main does.
@@ -170,7 +171,7 @@ func (s *logSink) String() string {
 func testConfig(t testing.TB, fake *fakeCP) Config {
 	t.Helper()
 	cfg := DefaultConfig()
-	cfg.ControlPlane = fake.url()
+	cfg.ControlPlane = dial.URLs(fake.url())
 	cfg.Workdir = filepath.Join(openDir(t), "work")
 	cfg.Name = "test-runner"
 	cfg.Timeout = time.Minute

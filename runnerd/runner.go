@@ -120,7 +120,7 @@ func New(cfg Config, logger *slog.Logger) (*Runner, error) {
 		return nil, fmt.Errorf("resolve runner.workdir: %w", err)
 	}
 	cfg.Workdir = wd
-	dc := dial.Config{URL: cfg.ControlPlane, Token: cfg.Token, CAFile: cfg.CAFile}
+	dc := dial.Config{URL: string(cfg.ControlPlane), Token: cfg.Token, CAFile: cfg.CAFile}
 	hc, err := dial.HTTPClient(dc)
 	if err != nil {
 		// The URL is valid by now: what failed is the CA file.
@@ -135,7 +135,7 @@ func New(cfg Config, logger *slog.Logger) (*Runner, error) {
 		cfg:     cfg,
 		logger:  logger,
 		http:    hc,
-		client:  pontusv1connect.NewRunnerServiceClient(hc, cfg.ControlPlane, dial.Options(dc)...),
+		client:  pontusv1connect.NewRunnerServiceClient(hc, dial.Base(dc.URL), dial.Options(dc)...),
 		exec:    native,
 		user:    native.user,
 		repos:   newRepoCache(wd, native.user, logger),

@@ -12,6 +12,10 @@ import (
 )
 
 func TestExpiredKeepsEachBranchsNewestAndNewestPassing(t *testing.T) {
+	stores(t, testExpiredKeepsEachBranchsNewestAndNewestPassing)
+}
+
+func testExpiredKeepsEachBranchsNewestAndNewestPassing(t *testing.T, open opener) {
 	s := open(t)
 	ctx := context.Background()
 	now := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
@@ -93,7 +97,11 @@ func TestExpiredKeepsEachBranchsNewestAndNewestPassing(t *testing.T) {
 // BenchmarkExpired is one retention round's query on a store of 100,000
 // finished builds over 100 branches, keeping the newest 10,000.
 func BenchmarkExpired(b *testing.B) {
-	s := open(b)
+	b.Run("sqlite", func(b *testing.B) { benchExpired(b, sqliteOpener(b)(b)) })
+	b.Run("postgres", func(b *testing.B) { benchExpired(b, postgresOpener(b)(b)) })
+}
+
+func benchExpired(b *testing.B, s Store) {
 	ctx := context.Background()
 	now := time.Now()
 	for start := int64(1); start <= 100000; start += 1000 {

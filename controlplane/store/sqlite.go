@@ -1,14 +1,11 @@
 package store
 
 import (
-	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 
 	"google.golang.org/protobuf/proto"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -31,22 +28,11 @@ type SQLiteOptions struct {
 
 // SQLite is the embedded Store.
 type SQLite struct {
+	queue
+	reader
 	write *sql.DB
-	read  *sql.DB
 	opts  SQLiteOptions
 	stmts [opLogsPruned + 1]*sql.Stmt // prepared once, per write kind
-
-	mu      sync.Mutex
-	pending []pendingWrite
-	wake    chan struct{}
-	closed  bool
-	stopped chan struct{}
-	failing bool // the last group commit failed (writer goroutine only)
-}
-
-type pendingWrite struct {
-	op     op
-	commit *Commit
 }
 
 // op is a mutation prepared for the writer: payloads marshalled at enqueue
@@ -243,7 +229,8 @@ func migrate(db *sql.DB, path string) error {
 	return nil
 }
 
-// writeSQL is the statement of each write kind.
+// writeSQL is the statement of each write kind, shared by both stores
+// (placeholders are rewritten for PostgreSQL).
 var writeSQL = [opLogsPruned + 1]string{
 	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data, finished, reuse_key)
 		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
@@ -265,9 +252,6 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLite, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create store directory: %w", err)
 	}
-	if opts.MaxBatch <= 0 {
-		opts.MaxBatch = 512
-	}
 	sync := "NORMAL"
 	if opts.Fsync {
 		sync = "FULL"
@@ -282,7 +266,7 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLite, error) {
 		w.Close()
 		return nil, err
 	}
-	s := &SQLite{write: w, opts: opts, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+	s := &SQLite{write: w, opts: opts}
 	for kind, q := range writeSQL {
 		if q == "" {
 			continue
@@ -298,47 +282,9 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLite, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	r.SetMaxOpenConns(4)
-	s.read = r
-	go s.writer()
+	s.reader = reader{read: r}
+	s.queue.start(opts.MaxBatch, opts.WriteHealth, s.apply)
 	return s, nil
-}
-
-// Enqueue implements Store.
-func (s *SQLite) Enqueue(muts ...Mutation) *Commit {
-	c := &Commit{done: make(chan struct{})}
-	ops := make([]op, 0, len(muts))
-	for _, m := range muts {
-		o, err := prepare(m)
-		if err != nil {
-			c.err = err
-			close(c.done)
-			return c
-		}
-		ops = append(ops, o)
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		c.err = errors.New("store closed")
-		close(c.done)
-		return c
-	}
-	for i, o := range ops {
-		pw := pendingWrite{op: o}
-		if i == len(ops)-1 {
-			pw.commit = c
-		}
-		s.pending = append(s.pending, pw)
-	}
-	if len(ops) == 0 {
-		s.pending = append(s.pending, pendingWrite{commit: c})
-	}
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-	return c
 }
 
 func prepare(m Mutation) (op, error) {
@@ -370,50 +316,6 @@ func prepare(m Mutation) (op, error) {
 		return op{kind: opLogsPruned, id: m.LogsPruned}, nil
 	}
 	return op{}, errors.New("empty mutation")
-}
-
-// writer group-commits pending writes until the store is closed.
-func (s *SQLite) writer() {
-	defer close(s.stopped)
-	for {
-		s.mu.Lock()
-		if len(s.pending) == 0 {
-			if s.closed {
-				s.mu.Unlock()
-				return
-			}
-			s.mu.Unlock()
-			<-s.wake
-			continue
-		}
-		n := min(len(s.pending), s.opts.MaxBatch)
-		// Never split one Enqueue's mutations across transactions: extend
-		// the batch to the next commit marker.
-		for n < len(s.pending) && s.pending[n-1].commit == nil {
-			n++
-		}
-		batch := make([]pendingWrite, n)
-		copy(batch, s.pending[:n])
-		s.pending = s.pending[n:]
-		if len(s.pending) == 0 {
-			s.pending = nil
-		}
-		s.mu.Unlock()
-
-		err := s.apply(batch)
-		if failing := err != nil; failing != s.failing {
-			s.failing = failing
-			if s.opts.WriteHealth != nil {
-				s.opts.WriteHealth(err)
-			}
-		}
-		for _, pw := range batch {
-			if pw.commit != nil {
-				pw.commit.err = err
-				close(pw.commit.done)
-			}
-		}
-	}
 }
 
 func (s *SQLite) apply(batch []pendingWrite) error {
@@ -451,206 +353,11 @@ func (s *SQLite) apply(batch []pendingWrite) error {
 	return nil
 }
 
-// Load implements Store.
-func (s *SQLite) Load(ctx context.Context) (*State, error) {
-	st := &State{NextID: 1}
-	var err error
-	if st.Live, err = s.queryBuilds(ctx, `SELECT data FROM builds WHERE live = 1 ORDER BY id`); err != nil {
-		return nil, err
-	}
-	if st.Unreported, err = s.Unreported(ctx); err != nil {
-		return nil, err
-	}
-	var maxID sql.NullInt64
-	if err := s.read.QueryRowContext(ctx, `SELECT MAX(id) FROM builds`).Scan(&maxID); err != nil {
-		return nil, fmt.Errorf("load store: %w", err)
-	}
-	st.NextID = maxID.Int64 + 1
-	rows, err := s.read.QueryContext(ctx, `SELECT data FROM runners`)
-	if err != nil {
-		return nil, fmt.Errorf("load runners: %w", err)
-	}
-	for rows.Next() {
-		var data []byte
-		if err := rows.Scan(&data); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("load runners: %w", err)
-		}
-		r := new(pontusv1.Runner)
-		if err := proto.Unmarshal(data, r); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("decode runner: %w", err)
-		}
-		st.Runners = append(st.Runners, r)
-	}
-	rows.Close()
-	rows, err = s.read.QueryContext(ctx, `SELECT repo, branch, commit_id FROM cursors`)
-	if err != nil {
-		return nil, fmt.Errorf("load cursors: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var c Cursor
-		if err := rows.Scan(&c.Repo, &c.Branch, &c.Commit); err != nil {
-			return nil, fmt.Errorf("load cursors: %w", err)
-		}
-		st.Cursors = append(st.Cursors, c)
-	}
-	return st, rows.Err()
-}
-
-func (s *SQLite) queryBuilds(ctx context.Context, query string, args ...any) ([]*pontusv1.Build, error) {
-	rows, err := s.read.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("query builds: %w", err)
-	}
-	defer rows.Close()
-	var out []*pontusv1.Build
-	for rows.Next() {
-		var data []byte
-		if err := rows.Scan(&data); err != nil {
-			return nil, fmt.Errorf("query builds: %w", err)
-		}
-		b := new(pontusv1.Build)
-		if err := proto.Unmarshal(data, b); err != nil {
-			return nil, fmt.Errorf("decode build: %w", err)
-		}
-		out = append(out, b)
-	}
-	return out, rows.Err()
-}
-
-// ListBuilds implements Store.
-func (s *SQLite) ListBuilds(ctx context.Context, q Query) ([]*pontusv1.Build, error) {
-	var where []string
-	var args []any
-	if q.Repo != "" {
-		where, args = append(where, "repo = ?"), append(args, q.Repo)
-	}
-	if q.Branch != "" {
-		where, args = append(where, "branch = ?"), append(args, q.Branch)
-	}
-	if q.Commit != "" {
-		where, args = append(where, "commit_id = ?"), append(args, q.Commit)
-	}
-	if q.Status != pontusv1.BuildStatus_BUILD_STATUS_UNSPECIFIED {
-		where, args = append(where, "status = ?"), append(args, int32(q.Status))
-	}
-	if q.BeforeID > 0 {
-		where, args = append(where, "id < ?"), append(args, q.BeforeID)
-	}
-	query := "SELECT data FROM builds"
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
-	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = 50
-	}
-	query += " ORDER BY id DESC LIMIT ?"
-	args = append(args, limit)
-	return s.queryBuilds(ctx, query, args...)
-}
-
-// GetBuild implements Store.
-func (s *SQLite) GetBuild(ctx context.Context, id int64) (*pontusv1.Build, error) {
-	bs, err := s.queryBuilds(ctx, `SELECT data FROM builds WHERE id = ?`, id)
-	if err != nil {
-		return nil, err
-	}
-	if len(bs) == 0 {
-		return nil, ErrNotFound
-	}
-	return bs[0], nil
-}
-
-// LatestBuild implements Store.
-func (s *SQLite) LatestBuild(ctx context.Context, repo, commit string) (*pontusv1.Build, error) {
-	bs, err := s.ListBuilds(ctx, Query{Repo: repo, Commit: commit, Limit: 1})
-	if err != nil {
-		return nil, err
-	}
-	if len(bs) == 0 {
-		return nil, ErrNotFound
-	}
-	return bs[0], nil
-}
-
-// Reusable implements Store.
-func (s *SQLite) Reusable(ctx context.Context, repo, key string) (*pontusv1.Build, error) {
-	if key == "" {
-		return nil, ErrNotFound
-	}
-	bs, err := s.queryBuilds(ctx, `SELECT data FROM builds WHERE repo = ? AND reuse_key = ? ORDER BY id DESC LIMIT 1`, repo, key)
-	if err != nil {
-		return nil, err
-	}
-	if len(bs) == 0 {
-		return nil, ErrNotFound
-	}
-	return bs[0], nil
-}
-
-// Unreported implements Store.
-func (s *SQLite) Unreported(ctx context.Context) ([]*pontusv1.Build, error) {
-	return s.queryBuilds(ctx, `SELECT data FROM builds WHERE reported = 0 AND live = 0 ORDER BY id`)
-}
-
-// Expired implements Store.
-func (s *SQLite) Expired(ctx context.Context, q ExpiredQuery) ([]ExpiredBuild, error) {
-	where := []string{"live = 0", "reported = 1",
-		// The newest build of each branch, and its newest passing build.
-		"id NOT IN (SELECT MAX(id) FROM builds GROUP BY repo, branch)",
-		"id NOT IN (SELECT MAX(id) FROM builds WHERE status = ? GROUP BY repo, branch)"}
-	args := []any{int32(pontusv1.BuildStatus_BUILD_STATUS_PASSED)}
-	if q.Logs {
-		where = append(where, "logs_kept = 1")
-	}
-	switch {
-	case q.Keep.Count > 0:
-		where = append(where, "id NOT IN (SELECT id FROM builds WHERE live = 0 ORDER BY id DESC LIMIT ?)")
-		args = append(args, q.Keep.Count)
-	case q.Keep.Age > 0:
-		where = append(where, "finished < ?")
-		args = append(args, q.Now.Add(-q.Keep.Age).Unix())
-	default:
-		return nil, nil // keep everything
-	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = 1000
-	}
-	args = append(args, limit)
-	rows, err := s.read.QueryContext(ctx, `SELECT id, commit_id FROM builds WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("query expired builds: %w", err)
-	}
-	defer rows.Close()
-	var out []ExpiredBuild
-	for rows.Next() {
-		var e ExpiredBuild
-		if err := rows.Scan(&e.ID, &e.Commit); err != nil {
-			return nil, fmt.Errorf("query expired builds: %w", err)
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
-}
-
 // Close implements Store: pending writes are committed first.
 func (s *SQLite) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.queue.close() {
 		return nil
 	}
-	s.closed = true
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-	<-s.stopped
 	for _, st := range s.stmts {
 		if st != nil {
 			st.Close()

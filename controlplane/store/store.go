@@ -7,8 +7,10 @@
 // transaction and one sync, which is what lets a single SQLite file hand out
 // thousands of jobs a second while every answer still follows its write.
 //
-// Store is an interface so a PostgreSQL implementation can follow; SQLite
-// (pure Go, modernc.org/sqlite) is the embedded one.
+// Two implementations share that queue (queue.go), their read SQL
+// (reader.go) and one test suite: SQLite (pure Go, modernc.org/sqlite), the
+// embedded default, and PostgreSQL (pgx), which several control-plane
+// replicas can share.
 package store
 
 import (
@@ -46,6 +48,11 @@ type Store interface {
 	// reused for key (a ReuseKey): a PASSED or FAILED build that ran, of
 	// the same tree, labels and retries. ErrNotFound when there is none.
 	Reusable(ctx context.Context, repo, key string) (*pontusv1.Build, error)
+	// CommitsByPrefix returns the distinct commit ids of stored builds
+	// that start with prefix (lowercase hex; in repo, if not empty), in
+	// ascending order, at most limit. It is a range scan of the commit
+	// index: commit_id >= prefix AND commit_id < PrefixEnd(prefix).
+	CommitsByPrefix(ctx context.Context, repo, prefix string, limit int) ([]string, error)
 	// Unreported returns finished builds whose result files are not
 	// recorded as written, oldest first.
 	Unreported(ctx context.Context) ([]*pontusv1.Build, error)
@@ -168,4 +175,24 @@ func reuseKeyOf(b *pontusv1.Build) string {
 		return ""
 	}
 	return ReuseKey(b.Tree, b.Labels, b.GetSettings().GetRetries())
+}
+
+// PrefixEnd returns the least lowercase-hex string above every string
+// that starts with prefix ("abcf" → "abd0"), or "" when there is none
+// ("ffff"), so a prefix lookup is a range scan in any collation that
+// orders hex digits as ASCII does.
+func PrefixEnd(prefix string) string {
+	b := []byte(prefix)
+	for i := len(b) - 1; i >= 0; i-- {
+		switch c := b[i]; {
+		case c == 'f':
+			continue
+		case c == '9':
+			b[i] = 'a'
+		default:
+			b[i] = c + 1
+		}
+		return string(b[:i+1])
+	}
+	return ""
 }

@@ -2,34 +2,68 @@ package store
 
 import (
 	"context"
+	"crypto/sha1"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
+	"github.com/pontus-ci/pontus/internal/pgtest"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
-func open(t testing.TB) *SQLite {
-	t.Helper()
-	s, err := OpenSQLite(filepath.Join(t.TempDir(), "pontus.db"), SQLiteOptions{})
-	if err != nil {
-		t.Fatal(err)
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// opener opens the same store each time it is called (closed when the
+// test ends, or earlier by the test).
+type opener func(t testing.TB) Store
+
+// stores runs f against every Store implementation: SQLite always, and
+// PostgreSQL on a server from internal/pgtest (skipped, saying why, when
+// PostgreSQL is not installed). Every store test goes through it, so
+// both stores meet the same contract.
+func stores(t *testing.T, f func(t *testing.T, open opener)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, sqliteOpener(t)) })
+	t.Run("postgres", func(t *testing.T) { f(t, postgresOpener(t)) })
+}
+
+func sqliteOpener(t testing.TB) opener {
+	path := filepath.Join(t.TempDir(), "pontus.db")
+	return func(t testing.TB) Store {
+		t.Helper()
+		s, err := OpenSQLite(path, SQLiteOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
 	}
-	t.Cleanup(func() { s.Close() })
-	return s
+}
+
+func postgresOpener(t testing.TB) opener {
+	url := pgtest.Shared(t).NewDatabase(t)
+	return func(t testing.TB) Store {
+		t.Helper()
+		s, err := OpenPostgres(context.Background(), url, PostgresOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
 }
 
 func build(id int64, status pontusv1.BuildStatus) *pontusv1.Build {
 	return &pontusv1.Build{Id: id, Repo: "/r", Branch: "main", Commit: fmt.Sprintf("%040x", id), Status: status}
 }
 
-func TestWritesAreDurableAndOrdered(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "pontus.db")
-	s, err := OpenSQLite(path, SQLiteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+func TestWritesAreDurableAndOrdered(t *testing.T) { stores(t, testWritesAreDurableAndOrdered) }
+
+func testWritesAreDurableAndOrdered(t *testing.T, open opener) {
+	s := open(t)
 	ctx := context.Background()
 	// The same build written twice in one batch: the later write wins.
 	c := s.Enqueue(Mutation{PutBuild: build(1, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)},
@@ -46,11 +80,7 @@ func TestWritesAreDurableAndOrdered(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = OpenSQLite(path, SQLiteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = open(t)
 	st, err := s.Load(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +112,9 @@ func TestWritesAreDurableAndOrdered(t *testing.T) {
 
 // Concurrent writers share transactions (group commit); every commit is
 // acknowledged and every write is there afterwards.
-func TestGroupCommitHammer(t *testing.T) {
+func TestGroupCommitHammer(t *testing.T) { stores(t, testGroupCommitHammer) }
+
+func testGroupCommitHammer(t *testing.T, open opener) {
 	s := open(t)
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -110,7 +142,11 @@ func TestGroupCommitHammer(t *testing.T) {
 // BenchmarkClaimComplete is the store's share of one job: the lease and the
 // result, each a durable write, from 32 concurrent callers as with 32 runners.
 func BenchmarkClaimComplete(b *testing.B) {
-	s := open(b)
+	b.Run("sqlite", func(b *testing.B) { benchClaimComplete(b, sqliteOpener(b)(b)) })
+	b.Run("postgres", func(b *testing.B) { benchClaimComplete(b, postgresOpener(b)(b)) })
+}
+
+func benchClaimComplete(b *testing.B, s Store) {
 	ctx := context.Background()
 	var next sync.Mutex
 	id := int64(0)
@@ -133,9 +169,11 @@ func BenchmarkClaimComplete(b *testing.B) {
 
 // Reusable finds the newest PASSED or FAILED build that ran of a tree with
 // the same labels and retries, in the same repository only.
-func TestReusable(t *testing.T) {
+func TestReusable(t *testing.T) { stores(t, testReusable) }
+
+func testReusable(t *testing.T, open opener) {
 	s := open(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	tree := fmt.Sprintf("%040x", 0xabc)
 	mk := func(id int64, repo string, status pontusv1.BuildStatus, labels []string, retries int32, reused int64) *pontusv1.Build {
 		b := build(id, status)
@@ -177,5 +215,83 @@ func TestReusable(t *testing.T) {
 	}
 	if b, err := s.Reusable(ctx, "/r", ""); err != ErrNotFound {
 		t.Fatalf("empty key: Reusable = %v, %v; want not found", b, err)
+	}
+}
+
+// CommitsByPrefix finds the distinct commits that start with a prefix, in
+// one repository or all, and nothing beyond the prefix's range.
+func TestCommitsByPrefix(t *testing.T) { stores(t, testCommitsByPrefix) }
+
+func testCommitsByPrefix(t *testing.T, open opener) {
+	s := open(t)
+	ctx := t.Context()
+	put := func(id int64, repo, commit string) {
+		b := build(id, pontusv1.BuildStatus_BUILD_STATUS_PASSED)
+		b.Repo, b.Commit = repo, commit
+		if err := s.Enqueue(Mutation{PutBuild: b}).Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pad := func(p string) string { return p + strings.Repeat("0", 40-len(p)) }
+	put(1, "/a", pad("abcd1"))
+	put(2, "/a", pad("abcd1")) // the same commit again
+	put(3, "/b", pad("abcd2"))
+	put(4, "/a", pad("abce"))
+	put(5, "/a", pad("abc9"))
+	put(6, "/a", pad("ffff"))
+	put(7, "/a", strings.Repeat("f", 40))
+	for _, tc := range []struct {
+		repo, prefix string
+		limit        int
+		want         []string
+	}{
+		{"", "abcd", 10, []string{pad("abcd1"), pad("abcd2")}},
+		{"/a", "abcd", 10, []string{pad("abcd1")}},
+		{"/b", "abcd", 10, []string{pad("abcd2")}},
+		{"", "abcd", 1, []string{pad("abcd1")}},
+		{"", "abc", 10, []string{pad("abc9"), pad("abcd1"), pad("abcd2"), pad("abce")}},
+		{"", "abcd3", 10, nil},
+		{"", "ffff", 10, []string{pad("ffff"), strings.Repeat("f", 40)}},
+		{"", pad("abce"), 10, []string{pad("abce")}},
+		{"/c", "abcd", 10, nil},
+	} {
+		got, err := s.CommitsByPrefix(ctx, tc.repo, tc.prefix, tc.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("CommitsByPrefix(%q, %q, %d) = %q, want %q", tc.repo, tc.prefix, tc.limit, got, tc.want)
+		}
+	}
+}
+
+func TestPrefixEnd(t *testing.T) {
+	for in, want := range map[string]string{"abcd": "abce", "abcf": "abd", "abc9": "abca", "a9ff": "aa", "ffff": "", "0": "1"} {
+		if got := PrefixEnd(in); got != want {
+			t.Errorf("PrefixEnd(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// BenchmarkCommitsByPrefix is one 7-character prefix lookup among 50,000
+// builds (a range scan of the commit index).
+func BenchmarkCommitsByPrefix(b *testing.B) {
+	s := sqliteOpener(b)(b)
+	ctx := context.Background()
+	muts := make([]Mutation, 50000)
+	for i := range muts {
+		bd := build(int64(i+1), pontusv1.BuildStatus_BUILD_STATUS_PASSED)
+		bd.Commit = fmt.Sprintf("%x", sha1.Sum([]byte(strconv.Itoa(i))))
+		muts[i] = Mutation{PutBuild: bd}
+	}
+	if err := s.Enqueue(muts...).Wait(ctx); err != nil {
+		b.Fatal(err)
+	}
+	prefix := fmt.Sprintf("%x", sha1.Sum([]byte("777")))[:7]
+	b.ResetTimer()
+	for b.Loop() {
+		if got, err := s.CommitsByPrefix(ctx, "", prefix, 6); err != nil || len(got) != 1 {
+			b.Fatalf("%v %v", got, err)
+		}
 	}
 }

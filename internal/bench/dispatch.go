@@ -12,7 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pontus-ci/pontus/controlplane/store"
 	"github.com/pontus-ci/pontus/internal/dial"
+	"github.com/pontus-ci/pontus/internal/pgtest"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
@@ -59,7 +61,14 @@ type DispatchConfig struct {
 	// TempDir is where the bench's temporary directory goes ("" = the
 	// system's).
 	TempDir string
+	// Store is the started control plane's --store: "" for SQLite in its
+	// temporary directory, a postgres:// URL, or StoreTemp.
+	Store string
 }
+
+// StoreTemp as DispatchConfig.Store starts a throwaway PostgreSQL server
+// from Debian's binaries (internal/pgtest, but with fsync on) for the run.
+const StoreTemp = "temp"
 
 // DefaultDispatchConfig returns 32 runners, 3000 jobs, 4 connections.
 func DefaultDispatchConfig() DispatchConfig {
@@ -89,6 +98,9 @@ func (c *DispatchConfig) Validate() error {
 		if c.CPUProfile != "" {
 			errs = append(errs, errors.New("--cpuprofile: only for a control plane the bench starts (drop --controlplane)"))
 		}
+		if c.Store != "" {
+			errs = append(errs, errors.New("--store: only for a control plane the bench starts (drop --controlplane)"))
+		}
 	} else if c.Binary == "" {
 		errs = append(errs, errors.New("binary: the pontus binary to start the control plane is not set"))
 	}
@@ -103,6 +115,11 @@ func (c *DispatchConfig) Validate() error {
 	}
 	if c.PhaseTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--phase-timeout: must be positive, got %s", c.PhaseTimeout))
+	}
+	if c.Store != "" && c.Store != StoreTemp {
+		if err := store.ValidatePostgresURL(c.Store); err != nil {
+			errs = append(errs, fmt.Errorf("--store: %w", err))
+		}
 	}
 	if c.CPUProfile != "" && !filepath.IsAbs(c.CPUProfile) {
 		errs = append(errs, fmt.Errorf("--cpuprofile: must be an absolute path, got %q", c.CPUProfile))
@@ -139,13 +156,32 @@ func Dispatch(ctx context.Context, cfg DispatchConfig, logger *slog.Logger) (*Re
 		if cfg.CPUProfile != "" {
 			env = append(env, "PONTUS_CPUPROFILE="+cfg.CPUProfile)
 		}
-		cp, err = startControlPlane(ctx, cfg.Binary, tmp, env)
+		var args []string
+		where = fmt.Sprintf("a control plane process with its store on %s (%s)", fsType(tmp), tmp)
+		if cfg.Store != "" {
+			storeURL := cfg.Store
+			if cfg.Store == StoreTemp {
+				// Durable, as a real deployment's: fsync on.
+				srv, err := pgtest.NewServer(ctx, "fsync=on", "full_page_writes=on")
+				if err != nil {
+					return nil, fmt.Errorf("--store temp: %w", err)
+				}
+				defer srv.Remove()
+				if storeURL, err = srv.CreateDatabase(ctx, "pontus"); err != nil {
+					return nil, fmt.Errorf("--store temp: %w", err)
+				}
+				where = fmt.Sprintf("a control plane process with its store in a throwaway PostgreSQL server on the same host (fsync on, data on %s)", fsType(srv.Dir()))
+			} else {
+				where = fmt.Sprintf("a control plane process with its store in PostgreSQL at %s", store.RedactURL(storeURL))
+			}
+			args = append(args, "--store", storeURL)
+		}
+		cp, err = startControlPlane(ctx, cfg.Binary, tmp, env, args...)
 		if err != nil {
 			return nil, err
 		}
 		defer cp.stop()
 		url = cp.url
-		where = fmt.Sprintf("a control plane process with its store on %s (%s)", fsType(tmp), tmp)
 		logger.Info("dispatch: control plane started", "url", url, "pid", cp.pid())
 	}
 
@@ -482,10 +518,16 @@ func phaseErr(phase string, ctx context.Context, timeout time.Duration, progress
 func dispatchResult(cfg DispatchConfig, where string, sat saturatedFigures, half halfFigures) *Result {
 	r := &Result{}
 	p50, p99 := half.handout.Percentile(50), half.handout.Percentile(99)
+	// PostgreSQL's targets are lower: every write is a network round trip
+	// to a server sharing the machine's cores.
+	minRate, maxP99 := 1000.0, 20*time.Millisecond
+	if cfg.Store != "" {
+		minRate, maxP99 = 500, 50*time.Millisecond
+	}
 	r.say("dispatch: %d simulated runners over %d HTTP/2 connection(s), no-op jobs (AcquireJob, one AppendLog, CompleteJob PASSED), against %s",
 		cfg.Runners, min(cfg.Conns, cfg.Runners), where)
-	r.say("saturated: %d jobs queued in %s, drained in %s: %.0f jobs/s — target ≥ 1000: %s",
-		sat.jobs, sat.queueTook.Round(time.Millisecond), sat.took.Round(time.Millisecond), sat.jobsPerSec, verdict(sat.jobsPerSec >= 1000))
+	r.say("saturated: %d jobs queued in %s, drained in %s: %.0f jobs/s — target ≥ %.0f: %s",
+		sat.jobs, sat.queueTook.Round(time.Millisecond), sat.took.Round(time.Millisecond), sat.jobsPerSec, minRate, verdict(sat.jobsPerSec >= minRate))
 	perJob := func(cores float64) string { return ms(time.Duration(cores / sat.jobsPerSec * float64(time.Second))) }
 	if sat.cpCores >= 0 {
 		r.say("  CPU while draining: control plane %.2f cores (%s per job), bench %.2f cores (%s per job)",
@@ -497,8 +539,8 @@ func dispatchResult(cfg DispatchConfig, where string, sat saturatedFigures, half
 		ms(sat.complete.Percentile(50)), ms(sat.complete.Percentile(99)))
 	r.say("half load: %d single-commit reports at %.0f/s (%s arrivals) over %s",
 		half.jobs, half.rate, cfg.Arrivals, half.took.Round(time.Millisecond))
-	r.say("  hand-out latency (before ReportCommits → AcquireJob returns): p50 %s  p90 %s  p99 %s  max %s — target p99 ≤ 20 ms: %s",
-		ms(p50), ms(half.handout.Percentile(90)), ms(p99), ms(half.handout.Max()), verdict(p99 <= 20*time.Millisecond))
+	r.say("  hand-out latency (before ReportCommits → AcquireJob returns): p50 %s  p90 %s  p99 %s  max %s — target p99 ≤ %s: %s",
+		ms(p50), ms(half.handout.Percentile(90)), ms(p99), ms(half.handout.Max()), ms(maxP99), verdict(p99 <= maxP99))
 	r.say("  ReportCommits call: p50 %s  p99 %s", ms(half.report.Percentile(50)), ms(half.report.Percentile(99)))
 	r.add("jobs_per_s", sat.jobsPerSec, 0)
 	r.add("p50_ms", millis(p50), 2)

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/pontus-ci/pontus/controlplane"
+	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/observerd"
 	"github.com/pontus-ci/pontus/runnerd"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
@@ -223,7 +224,7 @@ func startInProcess(ctx context.Context, cancel context.CancelFunc, tmp, repoDir
 		return nil, fmt.Errorf("runner workdir: %w", err)
 	}
 	rCfg := runnerd.DefaultConfig()
-	rCfg.ControlPlane = url
+	rCfg.ControlPlane = dial.URLs(url)
 	rCfg.Workdir = workdir
 	rCfg.Name = "bench"
 	if python != "python3" {
@@ -237,7 +238,7 @@ func startInProcess(ctx context.Context, cancel context.CancelFunc, tmp, repoDir
 		return nil, err
 	}
 	oCfg := observerd.DefaultConfig()
-	oCfg.ControlPlane = url
+	oCfg.ControlPlane = dial.URLs(url)
 	oCfg.Repo = repoDir
 	oCfg.DataDir = filepath.Join(state, "observer")
 	oCfg.Mode = observerd.ModeEvery

@@ -1,8 +1,8 @@
 // Package dial builds the HTTP and Connect client settings that runners,
 // observers and the CLI use to reach the control plane: HTTP/2 (h2c for
 // http:// URLs, ALPN over TLS for https://, with an optional CA file), a
-// bearer token sent on every call, and capped exponential backoff with
-// jitter for retries.
+// bearer token sent on every call, failover across several control-plane
+// replicas, and capped exponential backoff with jitter for retries.
 package dial
 
 import (
@@ -24,7 +24,8 @@ import (
 
 // Config says how to reach the control plane.
 type Config struct {
-	// URL of the control plane, e.g. http://127.0.0.1:8888 or https://ci.example.com.
+	// URL of the control plane, e.g. http://127.0.0.1:8888 or
+	// https://ci.example.com, or several replicas' URLs separated by commas.
 	URL string
 	// Token is sent as "Authorization: Bearer <token>" when set.
 	Token string
@@ -33,8 +34,29 @@ type Config struct {
 	CAFile string
 }
 
-// CheckURL validates a control-plane URL.
+// CheckURL validates a control-plane URL, or a comma-separated list of them.
 func CheckURL(raw string) error {
+	list := Split(raw)
+	if len(list) == 1 {
+		return checkOne(raw)
+	}
+	seen := map[string]bool{}
+	for i, u := range list {
+		if u == "" {
+			return fmt.Errorf("control plane URL list %q: element %d is empty", raw, i+1)
+		}
+		if err := checkOne(u); err != nil {
+			return err
+		}
+		if seen[u] {
+			return fmt.Errorf("control plane URL list %q: %s is given twice", raw, u)
+		}
+		seen[u] = true
+	}
+	return nil
+}
+
+func checkOne(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("control plane URL %q: %w", raw, err)
@@ -51,11 +73,36 @@ func CheckURL(raw string) error {
 // HTTPClient returns an HTTP client that speaks HTTP/2 to the control plane:
 // prior-knowledge h2c for http:// and ALPN-negotiated h2 for https://. It
 // has no overall timeout (long-polls and streams set their own deadlines)
-// but pings idle connections so a dead peer is noticed.
+// but pings idle connections so a dead peer is noticed. Given several URLs
+// it fails over between them (failover.go): build the Connect clients with
+// Base(cfg.URL).
 func HTTPClient(cfg Config) (*http.Client, error) {
 	if err := CheckURL(cfg.URL); err != nil {
 		return nil, err
 	}
+	list := Split(cfg.URL)
+	if len(list) == 1 {
+		tr, err := transport(list[0], cfg.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		return &http.Client{Transport: tr}, nil
+	}
+	f := &failover{}
+	for _, raw := range list {
+		u, _ := url.Parse(raw) // checked above
+		tr, err := transport(raw, cfg.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		f.endpoints = append(f.endpoints, endpoint{url: u, rt: tr})
+	}
+	f.base = f.endpoints[0].url
+	return &http.Client{Transport: f}, nil
+}
+
+// transport returns the HTTP/2 transport for one control-plane URL.
+func transport(rawURL, caFile string) (*http.Transport, error) {
 	tr := &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -68,12 +115,12 @@ func HTTPClient(cfg Config) (*http.Client, error) {
 		},
 		Protocols: new(http.Protocols),
 	}
-	if strings.HasPrefix(cfg.URL, "https://") {
+	if strings.HasPrefix(rawURL, "https://") {
 		tr.Protocols.SetHTTP2(true)
 		tr.Protocols.SetHTTP1(true)
 		tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if cfg.CAFile != "" {
-			pem, err := os.ReadFile(cfg.CAFile)
+		if caFile != "" {
+			pem, err := os.ReadFile(caFile)
 			if err != nil {
 				return nil, fmt.Errorf("read CA file: %w", err)
 			}
@@ -82,7 +129,7 @@ func HTTPClient(cfg Config) (*http.Client, error) {
 				pool = x509.NewCertPool()
 			}
 			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("CA file %s holds no PEM certificate", cfg.CAFile)
+				return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
 			}
 			tlsCfg.RootCAs = pool
 		}
@@ -90,7 +137,7 @@ func HTTPClient(cfg Config) (*http.Client, error) {
 	} else {
 		tr.Protocols.SetUnencryptedHTTP2(true)
 	}
-	return &http.Client{Transport: tr}, nil
+	return tr, nil
 }
 
 // Options returns the Connect client options for cfg: the bearer token on
@@ -172,6 +219,10 @@ func Retryable(err error) bool {
 	switch connect.CodeOf(err) {
 	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeResourceExhausted,
 		connect.CodeAborted, connect.CodeInternal, connect.CodeUnknown:
+		return true
+	case connect.CodeCanceled:
+		// Not the caller's cancellation (excluded above): an HTTP/2 stream
+		// reset by a server going away.
 		return true
 	}
 	return false
