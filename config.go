@@ -15,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/pontus-ci/pontus/controlplane"
+	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/observerd"
 	"github.com/pontus-ci/pontus/runnerd"
 )
@@ -198,6 +199,8 @@ func expected(k keyInfo) string {
 	switch {
 	case k.typ == reflect.TypeFor[time.Duration]():
 		return "expected a duration in quotes like " + or(`"30s"`) + " (units ms, s, m, h)"
+	case k.typ == reflect.TypeFor[dial.URLs]():
+		return "expected a URL string or a list of URL strings like " + or(`"http://127.0.0.1:8888"`) + ` or ["http://a:8888", "http://b:8888"]`
 	case k.typ.Kind() == reflect.String:
 		return "expected a quoted string like " + or(`"value"`)
 	case k.typ.Kind() == reflect.Bool:
