@@ -247,10 +247,8 @@
       $('reason').textContent = b.reason || '';
       $('reason').hidden = !b.reason;
       $('cancelnote').hidden = !b.cancelRequested || TERMINAL.has(kind(b.status));
-      $('culprit-id').textContent = b.culprit || '';
-      $('culprit').hidden = !b.culprit;
-      $('bisection-text').textContent = b.bisection || '';
-      $('bisection').hidden = !b.bisection;
+      $('culprit-id').textContent = b.culprit || ''; $('culprit').hidden = !b.culprit;
+      $('bisection-text').textContent = b.bisection || ''; $('bisection').hidden = !b.bisection;
     }
     // act calls the API with the buttons disabled, showing progress and then
     // any error beside them; done returns true when the page is going away.
