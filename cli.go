@@ -189,8 +189,15 @@ func runBuilds(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	tw := tabwriter.NewWriter(safe, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BUILD\tSTATUS\tCOMMIT\tBRANCH\tATTEMPT\tRUNNER\tDURATION\tCREATED\tREASON")
 	for _, b := range res.Builds {
+		reason := b.Reason
+		switch {
+		case b.Culprit != "":
+			reason = strings.TrimSpace("culprit: " + short(b.Culprit) + "  " + reason)
+		case b.BisectOf != 0:
+			reason = strings.TrimSpace(fmt.Sprintf("bisecting build %d  %s", b.BisectOf, reason))
+		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", b.Id, status(b.Status), short(b.Commit), b.Branch,
-			b.Attempt, b.RunnerName, buildDuration(b), age(b.CreatedAt.AsTime()), b.Reason)
+			b.Attempt, b.RunnerName, buildDuration(b), age(b.CreatedAt.AsTime()), reason)
 	}
 	return tw.Flush()
 }

@@ -95,6 +95,9 @@ func TestDevNamesTheCulpritOfABurst(t *testing.T) {
 	if out := cli(t, d.url, "show", head); !strings.Contains(out, "culprit: "+culprit+"\n") {
 		t.Errorf("pontus show lacks the culprit line:\n%s", out)
 	}
+	if out := cli(t, d.url, "builds"); !strings.Contains(out, "culprit: "+culprit[:10]) || !strings.Contains(out, fmt.Sprintf("bisecting build %d", b.Id)) {
+		t.Errorf("pontus builds names neither the culprit nor the bisection builds:\n%s", out)
+	}
 	extra := 0
 	for _, lb := range listBuilds(t, d.url) {
 		if lb.BisectOf == b.Id {
