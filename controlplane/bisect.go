@@ -178,9 +178,9 @@ func isPassFail(b *pontusv1.Build) bool {
 	return b != nil && (b.Status == pontusv1.BuildStatus_BUILD_STATUS_PASSED || b.Status == pontusv1.BuildStatus_BUILD_STATUS_FAILED)
 }
 
-// bisectStep moves search id one step: it names the culprit, queues the
-// next bisection build, waits (a build of the next commit is under way), or
-// stops.
+// bisectStep moves search id one step: it names the culprit, builds the
+// next commit (or takes the verdict of a build of its tree), waits (a
+// build of the next commit is under way), or stops.
 func (d *dispatcher) bisectStep(ctx context.Context, id int64) error {
 	d.mu.Lock()
 	s := d.searches[id]
@@ -210,10 +210,20 @@ func (d *dispatcher) bisectStep(ctx context.Context, id int64) error {
 			known[i] = verdictOf(b)
 		}
 	}
-	builds := 0
-	for _, b := range known {
-		if b != nil && b.BisectOf == id {
-			builds++
+	culprit, next, stop := bisectPlan(line, known, id)
+	var nb, from *pontusv1.Build
+	if next >= 0 {
+		nb = &pontusv1.Build{Repo: f.Repo, Branch: f.Branch, Commit: line[next], CloneUrl: f.CloneUrl, Labels: f.Labels,
+			Settings: proto.Clone(f.Settings).(*pontusv1.BuildSettings), BisectOf: id}
+		for _, info := range f.SkippedDetails {
+			if info.Id == nb.Commit {
+				nb.Subject, nb.Author, nb.AuthorEmail = info.Subject, info.Author, info.AuthorEmail
+				nb.CommittedAt, nb.Tree = info.CommittedAt, info.Tree
+			}
+		}
+		var err error
+		if from, err = d.reusable(ctx, nb); err != nil {
+			return err
 		}
 	}
 
@@ -222,9 +232,56 @@ func (d *dispatcher) bisectStep(ctx context.Context, id int64) error {
 	if d.searches[id] != s {
 		return nil // canceled meanwhile
 	}
-	if b := known[0]; b != nil && b.Status == pontusv1.BuildStatus_BUILD_STATUS_FAILED {
-		d.endSearchLocked(s, "", fmt.Sprintf("not searched: the branch's previous head %s failed too", line[0]))
+	switch {
+	case stop != "":
+		d.endSearchLocked(s, "", stop)
 		return nil
+	case culprit != "":
+		builds := 0
+		for _, b := range known {
+			if b != nil && b.BisectOf == id {
+				builds++
+			}
+		}
+		found := "found from earlier builds"
+		if builds > 0 {
+			found = fmt.Sprintf("found after %d bisection builds", builds)
+		}
+		d.endSearchLocked(s, culprit, found)
+		d.log.Info("culprit found", "build", id, "culprit", culprit, "bisection_builds", builds)
+		return nil
+	}
+	for _, lb := range d.byCommit[nb.Commit] {
+		if lb.b.Repo == f.Repo {
+			return nil // under way: its end wakes the search
+		}
+	}
+	if from != nil {
+		// The commit's tree was tested already: its verdict, at once (and
+		// its end wakes the search).
+		b, m := d.reusedBuildLocked(nb, from)
+		d.st.Enqueue(m)
+		d.reportResults(b)
+		return nil
+	}
+	if err := d.roomLocked(1); err != nil {
+		return err
+	}
+	if err := d.labelRoomLocked(f.Labels); err != nil {
+		return err
+	}
+	_, m := d.newBuildLocked(nb)
+	d.st.Enqueue(m)
+	d.dispatchLocked()
+	return nil
+}
+
+// bisectPlan decides a search's next move from the newest finished build
+// known of each commit of its line: the culprit, or the index of the
+// commit to build next, or why the search stops.
+func bisectPlan(line []string, known []*pontusv1.Build, id int64) (culprit string, next int, stop string) {
+	if b := known[0]; b != nil && b.Status == pontusv1.BuildStatus_BUILD_STATUS_FAILED {
+		return "", -1, fmt.Sprintf("not searched: the branch's previous head %s failed too", line[0])
 	}
 	hi := -1
 	for i := 1; i < len(line); i++ {
@@ -234,8 +291,7 @@ func (d *dispatcher) bisectStep(ctx context.Context, id int64) error {
 		}
 	}
 	if hi < 0 {
-		d.endSearchLocked(s, "", fmt.Sprintf("stopped: %s passed when built again (a flaky failure?)", line[len(line)-1]))
-		return nil
+		return "", -1, fmt.Sprintf("stopped: %s passed when built again (a flaky failure?)", line[len(line)-1])
 	}
 	lo := -1
 	for i := hi - 1; i >= 0; i-- {
@@ -245,39 +301,16 @@ func (d *dispatcher) bisectStep(ctx context.Context, id int64) error {
 		}
 	}
 	if lo == hi-1 {
-		found := "found from earlier builds"
-		if builds > 0 {
-			found = fmt.Sprintf("found after %d bisection builds", builds)
-		}
-		d.endSearchLocked(s, line[hi], found)
-		d.log.Info("culprit found", "build", id, "culprit", line[hi], "bisection_builds", builds)
-		return nil
+		return line[hi], -1, ""
 	}
-	next := 0 // the line's first commit must pass for a search to mean anything
+	next = 0 // the line's first commit must pass for a search to mean anything
 	if lo >= 0 {
 		next = (lo + hi) / 2
 	}
-	for _, lb := range d.byCommit[line[next]] {
-		if lb.b.Repo == f.Repo {
-			return nil // under way: its end wakes the search
-		}
-	}
 	if b := known[next]; b != nil && b.BisectOf == id {
-		d.endSearchLocked(s, "", fmt.Sprintf("stopped: bisection build %d of %s ended %s", b.Id, line[next], statusName(b.Status)))
-		return nil
+		return "", -1, fmt.Sprintf("stopped: bisection build %d of %s ended %s", b.Id, line[next], statusName(b.Status))
 	}
-	if err := d.roomLocked(1); err != nil {
-		return err
-	}
-	if err := d.labelRoomLocked(f.Labels); err != nil {
-		return err
-	}
-	nb := &pontusv1.Build{Repo: f.Repo, Branch: f.Branch, Commit: line[next], CloneUrl: f.CloneUrl, Labels: f.Labels,
-		Settings: proto.Clone(f.Settings).(*pontusv1.BuildSettings), BisectOf: id}
-	_, m := d.newBuildLocked(nb)
-	d.st.Enqueue(m)
-	d.dispatchLocked()
-	return nil
+	return "", next, ""
 }
 
 // endSearchLocked ends search s, writing the culprit (if found) and how

@@ -293,3 +293,41 @@ func TestBisectionBound(t *testing.T) {
 		}
 	}
 }
+
+// A skipped commit whose tree was tested already takes that verdict as its
+// bisection build, without a job.
+func TestBisectionReusesKnownTrees(t *testing.T) {
+	cp := startCP(t, testConfig(t))
+	r := cp.register(t, "r")
+	base, skipped, head, failing := line()
+	cp.reportHead(t, base, hexID(100), "", nil, nil)
+	cp.run(t, r, failing)
+	// The fourth commit (the first the search builds) has the head's tree.
+	details := []*pontusv1.CommitInfo{{Id: head, Tree: hexID(108)}}
+	for _, c := range skipped {
+		tree := hexID(200 + len(details))
+		if c == hexID(4) {
+			tree = hexID(108)
+		}
+		details = append(details, &pontusv1.CommitInfo{Id: c, Tree: tree, Subject: "change " + c[38:]})
+	}
+	res, err := cp.observer.ReportCommits(context.Background(), &pontusv1.ReportCommitsRequest{
+		Repo: "/srv/repo", Branch: "main", Commits: []string{head}, Skipped: skipped, SkippedAfter: base, Details: details,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := res.Builds[0]
+	cp.run(t, r, failing)
+	built := cp.bisect(t, r, f.Id, failing)
+	if slices.Contains(built, hexID(4)) {
+		t.Errorf("commit 4 was built, though its tree had a verdict: %v", built)
+	}
+	if got := cp.build(t, f.Id).Culprit; got != hexID(3) {
+		t.Fatalf("culprit %s, want %s", got, hexID(3))
+	}
+	b, err := cp.builds.GetBuild(context.Background(), &pontusv1.GetBuildRequest{Commit: hexID(4)})
+	if err != nil || b.Build.ReusedBuild != f.Id || b.Build.BisectOf != f.Id || b.Build.Subject != "change 04" {
+		t.Fatalf("commit 4's bisection build: %v %v", b, err)
+	}
+}

@@ -867,6 +867,11 @@ func (d *dispatcher) report(ctx context.Context, req *pontusv1.ReportCommitsRequ
 		fresh[i] = reportedBuild(req, c, details)
 		if i == 0 && len(req.Skipped) > 0 {
 			fresh[i].Skipped, fresh[i].SkippedAfter = req.Skipped, req.SkippedAfter
+			for _, c := range req.Skipped {
+				if info := details[c]; info != nil {
+					fresh[i].SkippedDetails = append(fresh[i].SkippedDetails, info)
+				}
+			}
 		}
 		if reuse[i], err = d.reusable(ctx, fresh[i]); err != nil {
 			d.reportMu.Unlock()

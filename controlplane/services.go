@@ -227,13 +227,13 @@ func (s observerService) ReportCommits(ctx context.Context, req *pontusv1.Report
 	if err := validate.Labels("labels", req.Labels); err != nil {
 		return nil, invalid(err)
 	}
-	if err := checkDetails(req.Commits, req.Details); err != nil {
+	if err := checkSkipped(req); err != nil {
+		return nil, err
+	}
+	if err := checkDetails(append(slices.Clip(req.Commits), req.Skipped...), req.Details); err != nil {
 		return nil, err
 	}
 	if err := checkSettings("settings", req.Settings); err != nil {
-		return nil, err
-	}
-	if err := checkSkipped(req); err != nil {
 		return nil, err
 	}
 	builds, err := s.d.report(ctx, req)
@@ -279,16 +279,21 @@ func checkSkipped(req *pontusv1.ReportCommitsRequest) error {
 }
 
 // checkDetails validates what a report says of its commits: each entry
-// describes one of the reported commits, once, within size limits.
+// describes one of the reported (or skipped) commits, once, within size
+// limits.
 func checkDetails(commits []string, details []*pontusv1.CommitInfo) error {
 	if len(details) > len(commits) {
 		return invalidf("details", "%d entries for %d commits", len(details), len(commits))
 	}
+	known := make(map[string]bool, len(commits))
+	for _, c := range commits {
+		known[c] = true
+	}
 	seen := make(map[string]bool, len(details))
 	for i, info := range details {
 		field := fmt.Sprintf("details[%d]", i)
-		if !slices.Contains(commits, info.Id) {
-			return invalidf(field+".id", "%q is not one of the reported commits", info.Id)
+		if !known[info.Id] {
+			return invalidf(field+".id", "%q is not one of the reported or skipped commits", info.Id)
 		}
 		if seen[info.Id] {
 			return invalidf(field+".id", "commit %s described twice", info.Id)

@@ -500,6 +500,10 @@ func (s *session) report(ctx context.Context, branch string, commits []string, s
 	}
 	if len(before) > 0 {
 		req.Skipped, req.SkippedAfter = before, after
+		// Their trees let bisection builds take known verdicts.
+		if more, err := s.repo.describe(ctx, before); err == nil {
+			req.Details = append(req.Details, more...)
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()

@@ -53,6 +53,10 @@ func TestHeadModeReportsSkippedCommits(t *testing.T) {
 	if req.GetSkippedAfter() != c0 {
 		t.Errorf("skipped_after = %s, want %s", req.GetSkippedAfter(), c0)
 	}
+	// The skipped commits are described too: bisection builds need their trees.
+	if info := cp.detailsOf(c1); info.GetTree() != gitT(t, dir, "rev-parse", c1+"^{tree}") {
+		t.Errorf("skipped commit described as %v", info)
+	}
 	want := &pontusv1.BuildSettings{Shards: 1, Bisect: true, Reuse: true}
 	if !proto.Equal(req.GetSettings(), want) {
 		t.Errorf("settings = %v, want %v", req.GetSettings(), want)

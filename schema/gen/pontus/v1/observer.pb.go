@@ -36,8 +36,8 @@ type ReportCommitsRequest struct {
 	// branch's cursor alone, since it records what the observer has seen and
 	// a hook's report may skip commits an observer in "every" mode must report.
 	KeepCursor bool `protobuf:"varint,6,opt,name=keep_cursor,json=keepCursor,proto3" json:"keep_cursor,omitempty"`
-	// Subject, author, time and tree of the commits, by id; optional, and
-	// may describe only some of them.
+	// Subject, author, time and tree of the commits (and of the skipped
+	// ones), by id; optional, and may describe only some of them.
 	Details []*CommitInfo `protobuf:"bytes,7,rep,name=details,proto3" json:"details,omitempty"`
 	// How to build them; absent means the defaults (see BuildSettings).
 	Settings *BuildSettings `protobuf:"bytes,8,opt,name=settings,proto3" json:"settings,omitempty"`

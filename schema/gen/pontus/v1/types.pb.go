@@ -493,9 +493,12 @@ type Build struct {
 	SkippedAfter string `protobuf:"bytes,46,opt,name=skipped_after,json=skippedAfter,proto3" json:"skipped_after,omitempty"`
 	// The culprit search of a failed build, in words: "searching 7 untested
 	// commits", "found after 3 builds", "stopped: …"; empty when none ran.
-	Bisection     string `protobuf:"bytes,47,opt,name=bisection,proto3" json:"bisection,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Bisection string `protobuf:"bytes,47,opt,name=bisection,proto3" json:"bisection,omitempty"`
+	// What the report said of the skipped commits (subject, author, tree),
+	// for the bisection builds made of them.
+	SkippedDetails []*CommitInfo `protobuf:"bytes,48,rep,name=skipped_details,json=skippedDetails,proto3" json:"skipped_details,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Build) Reset() {
@@ -785,6 +788,13 @@ func (x *Build) GetBisection() string {
 		return x.Bisection
 	}
 	return ""
+}
+
+func (x *Build) GetSkippedDetails() []*CommitInfo {
+	if x != nil {
+		return x.SkippedDetails
+	}
+	return nil
 }
 
 // CommitInfo describes one reported commit.
@@ -1269,8 +1279,7 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x125\n" +
 	"\bended_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12.\n" +
 	"\x06status\x18\x06 \x01(\x0e2\x16.pontus.v1.BuildStatusR\x06status\x12\x16\n" +
-	"\x06reason\x18\a \x01(\tR\x06reason\"\xcf\n" +
-	"\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"\x8f\v\n" +
 	"\x05Build\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
 	"\x04repo\x18\x02 \x01(\tR\x04repo\x12\x16\n" +
@@ -1313,7 +1322,8 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"\tbisect_of\x18\" \x01(\x03R\bbisectOf\x12\x18\n" +
 	"\askipped\x18- \x03(\tR\askipped\x12#\n" +
 	"\rskipped_after\x18. \x01(\tR\fskippedAfter\x12\x1c\n" +
-	"\tbisection\x18/ \x01(\tR\tbisection\"\xfa\x01\n" +
+	"\tbisection\x18/ \x01(\tR\tbisection\x12>\n" +
+	"\x0fskipped_details\x180 \x03(\v2\x15.pontus.v1.CommitInfoR\x0eskippedDetails\"\xfa\x01\n" +
 	"\n" +
 	"CommitInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
@@ -1424,18 +1434,19 @@ var file_pontus_v1_types_proto_depIdxs = []int32{
 	12, // 12: pontus.v1.Build.lease_deadline:type_name -> google.protobuf.Timestamp
 	12, // 13: pontus.v1.Build.committed_at:type_name -> google.protobuf.Timestamp
 	7,  // 14: pontus.v1.Build.settings:type_name -> pontus.v1.BuildSettings
-	12, // 15: pontus.v1.CommitInfo.committed_at:type_name -> google.protobuf.Timestamp
-	7,  // 16: pontus.v1.CommitInfo.settings:type_name -> pontus.v1.BuildSettings
-	2,  // 17: pontus.v1.Runner.state:type_name -> pontus.v1.RunnerState
-	12, // 18: pontus.v1.Runner.registered_at:type_name -> google.protobuf.Timestamp
-	12, // 19: pontus.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
-	12, // 20: pontus.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	7,  // 21: pontus.v1.Job.settings:type_name -> pontus.v1.BuildSettings
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	6,  // 15: pontus.v1.Build.skipped_details:type_name -> pontus.v1.CommitInfo
+	12, // 16: pontus.v1.CommitInfo.committed_at:type_name -> google.protobuf.Timestamp
+	7,  // 17: pontus.v1.CommitInfo.settings:type_name -> pontus.v1.BuildSettings
+	2,  // 18: pontus.v1.Runner.state:type_name -> pontus.v1.RunnerState
+	12, // 19: pontus.v1.Runner.registered_at:type_name -> google.protobuf.Timestamp
+	12, // 20: pontus.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
+	12, // 21: pontus.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	7,  // 22: pontus.v1.Job.settings:type_name -> pontus.v1.BuildSettings
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_pontus_v1_types_proto_init() }
