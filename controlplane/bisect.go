@@ -339,17 +339,10 @@ func (d *dispatcher) cancelSearchLocked(id int64) (*pontusv1.Build, []*store.Com
 		if lb.b.BisectOf != id {
 			continue
 		}
-		if lb.b.Status == statusQueued {
-			lb.b.Status, lb.b.Reason, lb.b.FinishedAt = statusCanceled, "canceled before it ran: its culprit search was canceled", d.nowPB()
-			lb.b.ExitCode = -1
-			commits = append(commits, d.finishLocked(lb))
+		commits = append(commits, d.cancelLiveLocked(lb, " (its culprit search was canceled)"))
+		if store.IsTerminal(lb.b.Status) {
 			finished = append(finished, lb.b)
-			continue
 		}
-		lb.b.CancelRequested = true
-		lb.b.Reason = "cancel requested (its culprit search was canceled); waiting for the runner to stop it"
-		d.touchLocked(lb)
-		commits = append(commits, d.st.Enqueue(store.Mutation{PutBuild: lb.b}))
 	}
 	d.endSearchLocked(s, "", "canceled")
 	return s.failed, commits, finished

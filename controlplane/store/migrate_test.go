@@ -80,6 +80,12 @@ func TestMigrateV1(t *testing.T) {
 	if fmt.Sprint(finished) != fmt.Sprint([]int64{at, at, 0}) {
 		t.Errorf("finished = %v, want [%d %d 0]", finished, at, at)
 	}
+	// Version 3 made each build its own one job.
+	for id := int64(1); id <= 3; id++ {
+		if b, err := s.JobBuild(ctx, id); err != nil || b.Id != id {
+			t.Errorf("JobBuild(%d) = %v, %v", id, b, err)
+		}
+	}
 	// The migrated store takes writes and says its version.
 	if err := s.Enqueue(Mutation{PutBuild: build(4, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)}).Wait(ctx); err != nil {
 		t.Fatal(err)
@@ -152,7 +158,7 @@ func TestFailedMigrationChangesNothing(t *testing.T) {
 	}
 }
 
-// Version 3 fills in the reuse key of the verdicts a version 2 store holds.
+// Version 5 fills in the reuse key of the verdicts a version 4 store holds.
 func TestMigrateV2FillsReuseKeys(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "pontus.db")
 	s, err := OpenSQLite(path, SQLiteOptions{})
@@ -167,12 +173,12 @@ func TestMigrateV2FillsReuseKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	// Make it a version 2 store: no reuse_key column.
+	// Make it a version 4 store: no reuse_key column.
 	db, err := sql.Open("sqlite", "file:"+path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{`DROP INDEX builds_reuse`, `ALTER TABLE builds DROP COLUMN reuse_key`, `PRAGMA user_version = 2`} {
+	for _, q := range []string{`DROP INDEX builds_reuse`, `ALTER TABLE builds DROP COLUMN reuse_key`, `PRAGMA user_version = 4`} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
