@@ -127,7 +127,7 @@ func TestRetryGoSubtest(t *testing.T) {
 	}
 	fake := newFakeCP(t)
 	fake.start()
-	startRunner(t, testConfig(t, fake))
+	startRunner(t, goStepConfig(t, fake))
 	repo := newRepo(t)
 	marker := filepath.Join(openDir(t), "marker")
 	c := repo.commit(map[string]string{
