@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 
@@ -13,19 +11,23 @@ import (
 
 // runBackup copies a control plane's state while it serves.
 func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("pontus backup", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("backup", help{
+		usage:    "backup --to DIR [--data DIR | --config FILE]",
+		about:    "Copies a control plane's state (store and logs) while it serves; the copy is\na data_dir another control plane can serve.",
+		examples: []string{"backup --data /var/lib/pontus --to /backup/pontus-$(date +%F)", "backup --config /etc/pontus.toml --to /backup/today"},
+	}, stderr)
 	config := fs.String("config", "", "`file` to read (pontus.toml) for [controlplane] data_dir")
 	data := fs.String("data", "", "the control plane's state `directory` (its data_dir)")
 	to := fs.String("to", "", "`directory` to write the copy to (must not exist, or be empty)")
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	if err := noArgs(stderr, "backup", pos); err != nil {
+		return err
 	}
 	if *to == "" {
-		return errors.New("--to is required: where to write the copy")
+		return usageError(stderr, "backup", "--to is required: where to write the copy")
 	}
 	cfg, err := loadConfig(*config)
 	if err != nil {
@@ -39,7 +41,7 @@ func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *data != "" {
 		dir = *data
 	} else if *config == "" {
-		return errors.New("--data (or --config) is required: the control plane's data_dir")
+		return usageError(stderr, "backup", "--data (or --config) is required: the control plane's data_dir")
 	}
 	st, err := controlplane.Backup(ctx, dir, *to)
 	if err != nil {

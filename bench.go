@@ -25,7 +25,7 @@ func benchUsage(w io.Writer) {
 	} {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nEach prints a summary, then as its last line key=value figures for scripts.\nRun 'pontus bench <benchmark> -h' for its flags.")
+	fmt.Fprintln(w, "\nEach prints a summary, then as its last line key=value figures for scripts.\n\nExamples:\n  pontus bench latency --commits 20\n  pontus bench dispatch --runners 64\n\nRun 'pontus bench <benchmark> -h' for its flags.")
 }
 
 // runBench is `pontus bench`.
@@ -128,11 +128,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		benchUsage(stderr)
 		return exitError{2}
 	}
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
+	if err := noArgs(stderr, "bench "+name, pos); err != nil {
+		return err
 	}
 	res, err := run()
 	if err != nil {
@@ -154,16 +155,13 @@ const hidden = "(hidden) "
 func newBenchFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("pontus bench "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	h := help{
+		usage:    "bench " + name + " [flags]",
+		about:    "Prints a summary, then as its last line key=value figures for scripts.",
+		examples: []string{"bench " + name},
+	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: pontus bench %s [flags]\n", name)
-		shown := flag.NewFlagSet("", flag.ContinueOnError)
-		shown.SetOutput(stderr)
-		fs.VisitAll(func(f *flag.Flag) {
-			if !strings.HasPrefix(f.Usage, hidden) {
-				shown.Var(f.Value, f.Name, f.Usage)
-			}
-		})
-		shown.PrintDefaults()
+		printHelp(stderr, fs, h, func(f *flag.Flag) bool { return !strings.HasPrefix(f.Usage, hidden) })
 	}
 	return fs
 }

@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pontus-ci/pontus/controlplane/store"
 	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/internal/git"
 	"github.com/pontus-ci/pontus/internal/protofmt"
@@ -26,6 +27,8 @@ import (
 
 // clientFlags are the flags of the client commands.
 type clientFlags struct {
+	name     string
+	stderr   io.Writer
 	fs       *flag.FlagSet
 	url      string
 	caFile   string
@@ -33,9 +36,8 @@ type clientFlags struct {
 	tokenVar string
 }
 
-func newClientFlags(name string, stderr io.Writer) *clientFlags {
-	c := &clientFlags{fs: flag.NewFlagSet("pontus "+name, flag.ContinueOnError), tokenVar: "PONTUS_USER_TOKEN"}
-	c.fs.SetOutput(stderr)
+func newClientFlags(name string, h help, stderr io.Writer) *clientFlags {
+	c := &clientFlags{name: name, stderr: stderr, fs: newFlagSet(name, h, stderr), tokenVar: "PONTUS_USER_TOKEN"}
 	def := os.Getenv("PONTUS_CONTROLPLANE")
 	if def == "" {
 		def = "http://127.0.0.1:8888"
@@ -64,33 +66,39 @@ func (c *clientFlags) builds() (pontusv1connect.BuildServiceClient, error) {
 	return pontusv1connect.NewBuildServiceClient(hc, c.url, opts...), nil
 }
 
-// parseBuildRef parses the flags and the one COMMIT or build number
-// argument of a command about one build, and dials the control plane.
-func (c *clientFlags) parseBuildRef(args []string) (pontusv1connect.BuildServiceClient, string, int64, error) {
-	if err := parseFlags(c.fs, args); err != nil {
-		return nil, "", 0, err
-	}
-	commit, id, err := buildArg(c.fs)
+// parse parses a command's flags, which may come before or after its
+// arguments, and returns the arguments.
+func (c *clientFlags) parse(args []string) ([]string, error) {
+	return parseInterspersed(c.fs, args)
+}
+
+// parseBuildRef parses the flags and the one BUILD|COMMIT argument (see
+// refHelp) of a command about one build, dials the control plane and
+// resolves the argument to a commit (full id or prefix) or a build id.
+// repo is the command's --repo flag.
+func (c *clientFlags) parseBuildRef(ctx context.Context, args []string, repo *string) (pontusv1connect.BuildServiceClient, string, int64, error) {
+	pos, err := c.parse(args)
 	if err != nil {
 		return nil, "", 0, err
 	}
+	if len(pos) != 1 {
+		return nil, "", 0, c.usage("give one BUILD|COMMIT (a build number, a commit id or prefix, or a git revision such as HEAD), got %d arguments", len(pos))
+	}
+	ref, err := parseRef(ctx, ".", pos[0])
+	if err != nil {
+		return nil, "", 0, c.usage("%v", err)
+	}
 	client, err := c.builds()
+	if err != nil {
+		return nil, "", 0, err
+	}
+	commit, id, err := resolve(ctx, client, ref, *repo)
 	return client, commit, id, err
 }
 
-// buildArg parses a COMMIT or build id argument.
-func buildArg(fs *flag.FlagSet) (commit string, id int64, err error) {
-	if fs.NArg() != 1 {
-		return "", 0, errors.New("give exactly one COMMIT (full id) or build number")
-	}
-	a := fs.Arg(0)
-	if n, err := strconv.ParseInt(a, 10, 64); err == nil && len(a) < 20 && n > 0 {
-		return "", n, nil
-	}
-	if err := validate.CommitID("COMMIT", a); err != nil {
-		return "", 0, err
-	}
-	return a, 0, nil
+// usage reports a problem with the command line: exit status 2.
+func (c *clientFlags) usage(format string, args ...any) error {
+	return usageError(c.stderr, c.name, format+" (see pontus %s -h)", append(args, c.name)...)
 }
 
 func printJSON(w io.Writer, m proto.Message) error {
@@ -137,25 +145,37 @@ func buildDuration(b *pontusv1.Build) string {
 }
 
 func runBuilds(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := newClientFlags("builds", stderr)
+	c := newClientFlags("builds", help{
+		usage:    "builds [flags]",
+		about:    "Lists recent builds, newest first; with --watch, the newest builds oldest first,\nthen one line per change until interrupted (one WatchBuilds call).",
+		examples: []string{"builds", "builds --branch main --status failed", "builds --limit 100 --json", "builds --watch --branch main"},
+	}, stderr)
 	branch := c.fs.String("branch", "", "only builds of this `branch`")
 	repo := c.fs.String("repo", "", "only builds of this `repository`")
 	st := c.fs.String("status", "", "only builds in this `status` (queued, running, passed, failed, error, timed_out, canceled)")
 	limit := c.fs.Int("limit", 20, "at most `n` builds")
-	if err := parseFlags(c.fs, args); err != nil {
+	watch := c.fs.Bool("watch", false, "print the builds, then one line per change until interrupted")
+	pos, err := c.parse(args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return c.usage("unexpected argument %q: filter with --branch, --repo or --status", pos[0])
 	}
 	req := &pontusv1.ListBuildsRequest{Branch: *branch, Repo: *repo, Limit: int32(*limit)}
 	if *st != "" {
 		v, ok := pontusv1.BuildStatus_value["BUILD_STATUS_"+strings.ToUpper(*st)]
 		if !ok {
-			return fmt.Errorf("--status: unknown status %q", *st)
+			return c.usage("--status: unknown status %q (queued, leased, running, passed, failed, error, timed_out, canceled)", *st)
 		}
 		req.Status = pontusv1.BuildStatus(v)
 	}
 	client, err := c.builds()
 	if err != nil {
 		return err
+	}
+	if *watch {
+		return watchBuilds(ctx, client, req, c.json, stdout, stderr)
 	}
 	res, err := client.ListBuilds(ctx, req)
 	if err != nil {
@@ -176,10 +196,14 @@ func runBuilds(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func runShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := newClientFlags("show", stderr)
+	c := newClientFlags("show", help{
+		usage:    "show [flags] BUILD|COMMIT",
+		about:    "Shows one build: status, why it is pending, per-test results.\n\n" + refHelp,
+		examples: []string{"show HEAD", "show 0b6cd8e --exit-status", "show '#12' --json", "show main --repo /srv/git/app.git"},
+	}, stderr)
 	exitStatus := c.fs.Bool("exit-status", false, "exit 0 if the build passed, 1 if it failed or errored, 3 if it has not finished")
 	repo := c.fs.String("repo", "", "the `repository`, when several are watched")
-	client, commit, id, err := c.parseBuildRef(args)
+	client, commit, id, err := c.parseBuildRef(ctx, args, repo)
 	if err != nil {
 		return err
 	}
@@ -264,10 +288,14 @@ func printTests(w io.Writer, tests []*pontusv1.TestCase) {
 }
 
 func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := newClientFlags("logs", stderr)
+	c := newClientFlags("logs", help{
+		usage:    "logs [flags] BUILD|COMMIT",
+		about:    "Prints a build's log; -f follows it live until the build ends.\n\n" + refHelp,
+		examples: []string{"logs -f HEAD", "logs main -f", "logs 0b6cd8e"},
+	}, stderr)
 	follow := c.fs.Bool("f", false, "follow the log until the build ends")
 	repo := c.fs.String("repo", "", "the `repository`, when several are watched")
-	client, commit, id, err := c.parseBuildRef(args)
+	client, commit, id, err := c.parseBuildRef(ctx, args, repo)
 	if err != nil {
 		return err
 	}
@@ -312,9 +340,17 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func runRunners(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := newClientFlags("runners", stderr)
-	if err := parseFlags(c.fs, args); err != nil {
+	c := newClientFlags("runners", help{
+		usage:    "runners [flags]",
+		about:    "Lists the runners the control plane knows, with their state and builds.",
+		examples: []string{"runners", "runners --json"},
+	}, stderr)
+	pos, err := c.parse(args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return c.usage("unexpected argument %q", pos[0])
 	}
 	client, err := c.builds()
 	if err != nil {
@@ -342,23 +378,33 @@ func runRunners(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func runTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := newClientFlags("trigger", stderr)
+	c := newClientFlags("trigger", help{
+		usage: "trigger [flags] BUILD|COMMIT",
+		about: "Queues a new build of a commit (a re-run), in the repository and branch of its\n" +
+			"newest build unless --repo and --branch say otherwise. A commit never built\n" +
+			"before needs its full id, --repo and --branch.\n\n" + refHelp,
+		examples: []string{"trigger HEAD", "trigger 0b6cd8e", "trigger '#12'"},
+	}, stderr)
 	repo := c.fs.String("repo", "", "the `repository` (needed for a commit never built before; an observer must have reported it)")
 	branch := c.fs.String("branch", "", "the `branch` (needed for a commit never built before)")
-	if err := parseFlags(c.fs, args); err != nil {
-		return err
-	}
-	if c.fs.NArg() != 1 {
-		return errors.New("give exactly one COMMIT (full id)")
-	}
-	client, err := c.builds()
+	client, commit, id, err := c.parseBuildRef(ctx, args, repo)
 	if err != nil {
 		return err
 	}
-	res, err := client.TriggerBuild(ctx, &pontusv1.TriggerBuildRequest{Commit: c.fs.Arg(0), Repo: *repo, Branch: *branch})
+	if id > 0 { // a build number: re-run its commit, in its repository
+		res, err := client.GetBuild(ctx, &pontusv1.GetBuildRequest{BuildId: id})
+		if err != nil {
+			return err
+		}
+		commit = res.Build.Commit
+		if *repo == "" {
+			*repo = res.Build.Repo
+		}
+	}
+	res, err := client.TriggerBuild(ctx, &pontusv1.TriggerBuildRequest{Commit: commit, Repo: *repo, Branch: *branch})
 	if connect.CodeOf(err) == connect.CodePermissionDenied {
 		return fmt.Errorf("%w\nA repository is first built when an observer reports it. With the observer token:\n"+
-			"  PONTUS_OBSERVER_TOKEN=... pontus notify --repo %s --branch %s %s", err, orPlaceholder(*repo, "REPO"), orPlaceholder(*branch, "BRANCH"), c.fs.Arg(0))
+			"  PONTUS_OBSERVER_TOKEN=... pontus notify --repo %s --branch %s %s", err, orPlaceholder(*repo, "REPO"), orPlaceholder(*branch, "BRANCH"), commit)
 	}
 	if err != nil {
 		return err
@@ -379,9 +425,13 @@ func orPlaceholder(v, placeholder string) string {
 }
 
 func runCancel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := newClientFlags("cancel", stderr)
+	c := newClientFlags("cancel", help{
+		usage:    "cancel [flags] BUILD|COMMIT",
+		about:    "Cancels a build: a queued one at once, a running one when its runner has\nstopped it.\n\n" + refHelp,
+		examples: []string{"cancel HEAD", "cancel '#12'", "cancel 0b6cd8e --repo /srv/git/app.git"},
+	}, stderr)
 	repo := c.fs.String("repo", "", "the `repository`, when several are watched")
-	client, commit, id, err := c.parseBuildRef(args)
+	client, commit, id, err := c.parseBuildRef(ctx, args, repo)
 	if err != nil {
 		return err
 	}
@@ -397,16 +447,50 @@ func runCancel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func runNotify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := newClientFlags("notify", stderr)
+	c := newClientFlags("notify", help{
+		usage: "notify --repo R --branch B [flags] COMMIT...",
+		about: "Reports commits to the control plane at once, as an observer would (for git\n" +
+			"hooks); needs the observer token in $PONTUS_OBSERVER_TOKEN when tokens are set.\n" +
+			"COMMIT is a full id or a revision (HEAD, main) of --repo when it is a local\n" +
+			"directory, else of the repository in the current directory.",
+		examples: []string{
+			`notify --repo "$(git rev-parse --show-toplevel)" --branch "$(git branch --show-current)" HEAD`,
+			"notify 3f2a9c… --repo /srv/git/app.git --branch main",
+		},
+	}, stderr)
 	c.tokenVar = "PONTUS_OBSERVER_TOKEN"
 	repo := c.fs.String("repo", "", "the `repository` as the observer names it (path or URL)")
 	branch := c.fs.String("branch", "", "the `branch` the commit is on")
 	cloneURL := c.fs.String("clone-url", "", "`URL` runners fetch from, if not the repository")
-	if err := parseFlags(c.fs, args); err != nil {
+	pos, err := c.parse(args)
+	if err != nil {
 		return err
 	}
-	if *repo == "" || *branch == "" || c.fs.NArg() == 0 {
-		return errors.New("usage: pontus notify --repo R --branch B COMMIT...")
+	switch {
+	case *repo == "":
+		return c.usage("--repo is required: the repository as the observer names it")
+	case *branch == "":
+		return c.usage("--branch is required: the branch the commits are on")
+	case len(pos) == 0:
+		return c.usage("give at least one COMMIT")
+	}
+	// Revisions (HEAD, main) are resolved in the repository when it is a
+	// local directory, else in the current one.
+	dir := "."
+	if fi, err := os.Stat(*repo); err == nil && fi.IsDir() {
+		dir = *repo
+	}
+	commits := make([]string, len(pos))
+	for i, a := range pos {
+		if validate.CommitID("", a) == nil {
+			commits[i] = a
+			continue
+		}
+		full, err := revParse(ctx, dir, a)
+		if err != nil {
+			return c.usage("%v", err)
+		}
+		commits[i] = full
 	}
 	hc, opts, err := c.dial()
 	if err != nil {
@@ -416,8 +500,8 @@ func runNotify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	res, err := client.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{
-		Repo: *repo, Branch: *branch, Commits: c.fs.Args(), CloneUrl: *cloneURL, KeepCursor: true,
-		Details: describeForNotify(ctx, *repo, c.fs.Args(), stderr),
+		Repo: *repo, Branch: *branch, Commits: commits, CloneUrl: *cloneURL, KeepCursor: true,
+		Details: describeForNotify(ctx, *repo, commits, stderr),
 	})
 	if err != nil {
 		return err
@@ -466,16 +550,29 @@ func printProgress(ctx context.Context, url, token string, w io.Writer) {
 	client := pontusv1connect.NewBuildServiceClient(hc, url, dial.Options(dial.Config{URL: url, Token: token})...)
 	backoff := dial.NewBackoff(100*time.Millisecond, 2*time.Second)
 	last := map[int64]pontusv1.BuildStatus{}
+	first := true
 	for ctx.Err() == nil {
+		// The stream starts with a snapshot. At the first connection the
+		// builds that had finished before dev started are history, not
+		// progress: they are noted, not printed. After a reconnection
+		// whatever changed meanwhile is printed.
 		stream, err := client.WatchBuilds(ctx, &pontusv1.WatchBuildsRequest{})
 		if err == nil {
+			snapshot := true
 			for stream.Receive() {
 				backoff.Reset()
-				b := stream.Msg().Build
+				m := stream.Msg()
+				if m.SnapshotDone {
+					snapshot, first = false, false
+				}
+				b := m.Build
 				if b == nil || last[b.Id] == b.Status {
 					continue
 				}
 				last[b.Id] = b.Status
+				if snapshot && first && store.IsTerminal(b.Status) {
+					continue
+				}
 				fmt.Fprintln(w, termsafe.String(progressLine(b)))
 			}
 			stream.Close()

@@ -67,7 +67,7 @@ func TestFlagsOverrideFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte("[controlplane]\nlisten = \"127.0.0.1:9999\"\nresults_dir = \"r\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f := newRoleFlags("controlplane", os.Stderr, true, false, false, false)
+	f := newRoleFlags("controlplane", help{}, os.Stderr, true, false, false, false)
 	cfg, err := f.parse([]string{"--config", path, "--results", "other"})
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +98,7 @@ func TestControlPlaneLists(t *testing.T) {
 		t.Errorf("a table for controlplane: %v", err)
 	}
 
-	f := newRoleFlags("runnerd", os.Stderr, false, false, true, true)
+	f := newRoleFlags("runnerd", help{}, os.Stderr, false, false, true, true)
 	cfg, err := f.parse([]string{"--controlplane", "http://a:8888,http://b:8888/"})
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +109,7 @@ func TestControlPlaneLists(t *testing.T) {
 	if got := cfg.Runner.ControlPlane.List(); !reflect.DeepEqual(got, []string{"http://a:8888", "http://b:8888"}) {
 		t.Errorf("--controlplane list = %q", got)
 	}
-	f = newRoleFlags("observerd", os.Stderr, false, true, true, false)
+	f = newRoleFlags("observerd", help{}, os.Stderr, false, true, true, false)
 	if cfg, err = f.parse([]string{"--controlplane", "http://a:8888,,http://b:8888"}); err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestControlPlaneLists(t *testing.T) {
 func TestReplicaDefaultDataDirs(t *testing.T) {
 	dataDir := func(args ...string) string {
 		t.Helper()
-		f := newRoleFlags("controlplane", os.Stderr, true, false, false, false)
+		f := newRoleFlags("controlplane", help{}, os.Stderr, true, false, false, false)
 		f.fs.StringVar(&f.store, "store", "", "")
 		cfg, err := f.parse(args)
 		if err != nil {

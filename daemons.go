@@ -27,25 +27,28 @@ import (
 // roleFlags are the flags the daemon commands share; each overrides its
 // key in the config file only when given.
 type roleFlags struct {
-	fs        *flag.FlagSet
-	config    string
-	listen    string
-	data      string
-	store     string
-	name      string
-	advertise string
-	results   string
-	repo      string
-	cpURL     string
-	workdir   string
-	insecure  bool
-	logs      logFlags
+	name   string
+	stderr io.Writer
+	fs     *flag.FlagSet
+	config string
+	// configFrom says where config came from (configFile).
+	configFrom string
+	listen     string
+	data       string
+	store      string
+	replica    string
+	advertise  string
+	results    string
+	repo       string
+	cpURL      string
+	workdir    string
+	insecure   bool
+	logs       logFlags
 }
 
-func newRoleFlags(name string, stderr io.Writer, cp, repo, runnerURL, workdir bool) *roleFlags {
-	f := &roleFlags{fs: flag.NewFlagSet("pontus "+name, flag.ContinueOnError)}
-	f.fs.SetOutput(stderr)
-	f.fs.StringVar(&f.config, "config", "", "`file` to read (pontus.toml); flags override its keys")
+func newRoleFlags(name string, h help, stderr io.Writer, cp, repo, runnerURL, workdir bool) *roleFlags {
+	f := &roleFlags{name: name, stderr: stderr, fs: newFlagSet(name, h, stderr)}
+	f.fs.StringVar(&f.config, "config", "", "`file` to read; flags override its keys (default $PONTUS_CONFIG, else ./pontus.toml when present)")
 	if cp {
 		f.fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback listen address without tokens")
 		f.fs.StringVar(&f.listen, "listen", "", "`address` to serve on (default 127.0.0.1:8888)")
@@ -67,13 +70,25 @@ func newRoleFlags(name string, stderr io.Writer, cp, repo, runnerURL, workdir bo
 }
 
 func (f *roleFlags) parse(args []string) (fileConfig, error) {
-	if err := parseFlags(f.fs, args); err != nil {
+	pos, err := parseInterspersed(f.fs, args)
+	if err != nil {
 		return fileConfig{}, err
 	}
-	if f.fs.NArg() > 0 {
-		return fileConfig{}, fmt.Errorf("unexpected argument %q", f.fs.Arg(0))
+	if err := noArgs(f.stderr, f.name, pos); err != nil {
+		return fileConfig{}, err
 	}
+	f.config, f.configFrom = configFile(f.config)
 	return loadConfig(f.config)
+}
+
+// logConfig says at start which configuration file was read.
+func (f *roleFlags) logConfig(logger *slog.Logger) {
+	if f.config == "" {
+		logger.Info("no configuration file (no --config, $PONTUS_CONFIG or ./pontus.toml): using the defaults")
+		return
+	}
+	abs, _ := filepath.Abs(f.config)
+	logger.Info("read configuration", "file", abs, "from", f.configFrom)
 }
 
 // set reports whether a flag was given on the command line.
@@ -101,7 +116,7 @@ func (f *roleFlags) applyControlPlane(c *controlplane.Config) error {
 		c.Store = f.store
 	}
 	if f.set("name") {
-		c.Name = f.name
+		c.Name = f.replica
 	}
 	if f.set("advertise") {
 		c.Advertise = f.advertise
@@ -156,9 +171,14 @@ func (f *roleFlags) applyObserver(c *observerd.Config) error {
 }
 
 func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newRoleFlags("controlplane", stderr, true, false, false, false)
+	f := newRoleFlags("controlplane", help{
+		usage: "controlplane [flags]",
+		about: "Runs the control plane: the API, the queue, leases, the store, result files\nand the dashboard.",
+		examples: []string{"controlplane --config /etc/pontus.toml",
+			"controlplane --listen 127.0.0.1:8888 --data /var/lib/pontus --results /srv/results"},
+	}, stderr, true, false, false, false)
 	f.fs.StringVar(&f.store, "store", "", "PostgreSQL `URL` for the store and logs (postgres://user@host:port/db?sslmode=...; default: SQLite in the state directory)")
-	f.fs.StringVar(&f.name, "name", "", "with --store: this replica's `name` (default: generated, kept in the state directory)")
+	f.fs.StringVar(&f.replica, "name", "", "with --store: this replica's `name` (default: generated, kept in the state directory)")
 	f.fs.StringVar(&f.advertise, "advertise", "", "with --store: the `URL` other replicas forward calls to while this one leads (default: from --listen)")
 	cfg, err := f.parse(args)
 	if err != nil {
@@ -184,7 +204,16 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 		defer pprof.StopCPUProfile()
 	}
-	return serveControlPlane(ctx, cfg.ControlPlane, logger, nil)
+	// Which file was read is said once serving: a failed start says only
+	// what failed.
+	ready := make(chan net.Addr, 1)
+	go func() {
+		if _, ok := <-ready; ok {
+			f.logConfig(logger)
+		}
+	}()
+	defer close(ready)
+	return serveControlPlane(ctx, cfg.ControlPlane, logger, ready)
 }
 
 // serveControlPlane starts a control plane in order — lock data_dir, bind
@@ -243,7 +272,11 @@ func openControlPlane(ctx context.Context, cfg controlplane.Config, logger *slog
 }
 
 func runRunner(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newRoleFlags("runnerd", stderr, false, false, true, true)
+	f := newRoleFlags("runnerd", help{
+		usage:    "runnerd [flags]",
+		about:    "Runs a runner: it registers with the control plane, takes jobs, checks out\ntheir commits and runs their tests.",
+		examples: []string{"runnerd --config /etc/pontus.toml", "runnerd --controlplane http://ci.example.com:8888 --workdir /var/lib/pontus-runner"},
+	}, stderr, false, false, true, true)
 	cfg, err := f.parse(args)
 	if err != nil {
 		return err
@@ -259,11 +292,16 @@ func runRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	f.logConfig(logger)
 	return r.Run(ctx)
 }
 
 func runObserver(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newRoleFlags("observerd", stderr, false, true, true, false)
+	f := newRoleFlags("observerd", help{
+		usage:    "observerd [flags]",
+		about:    "Runs an observer: it watches git repositories and reports new commits.",
+		examples: []string{"observerd --config /etc/pontus.toml", "observerd --repo /srv/git/app.git --controlplane http://127.0.0.1:8888"},
+	}, stderr, false, true, true, false)
 	cfg, err := f.parse(args)
 	if err != nil {
 		return err
@@ -282,6 +320,7 @@ func runObserver(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	f.logConfig(logger)
 	return run(ctx)
 }
 
@@ -371,7 +410,13 @@ func searchable(dir string) error {
 
 // runDev runs all three roles in one process with zero configuration.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newRoleFlags("dev", stderr, true, true, false, false)
+	f := newRoleFlags("dev", help{
+		usage: "dev [flags]",
+		about: "Runs a control plane, a runner and an observer in one process on a repository\n" +
+			"(default: the current directory), with state under ./.pontus and results in\n" +
+			"./test_results.",
+		examples: []string{"dev", "dev --repo /path/to/repo --listen 127.0.0.1:9999", "dev --config pontus.toml --quiet"},
+	}, stderr, true, true, false, false)
 	quiet := f.fs.Bool("quiet", false, "print no build progress lines")
 	cfg, err := f.parse(args)
 	if err != nil {
@@ -491,6 +536,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "pontus dev: watching %s (%s)\n", watching, branches)
 	fmt.Fprintf(stdout, "  dashboard  %s/\n  API        %s  (try: curl -H 'Content-Type: application/json' --data '{}' %s/pontus.v1.BuildService/ListBuilds)\n", url, url, url)
 	fmt.Fprintf(stdout, "  results    %s/<commit-id>\n  state      %s\n", results, state)
+	if f.config != "" {
+		abs, _ := filepath.Abs(f.config)
+		fmt.Fprintf(stdout, "  config     %s  (from %s)\n", abs, f.configFrom)
+	} else {
+		fmt.Fprintf(stdout, "  config     none: the defaults (no --config, $PONTUS_CONFIG or ./pontus.toml)\n")
+	}
 	if wd, _ := filepath.Abs(cfg.Runner.Workdir); !strings.HasPrefix(wd, state+string(filepath.Separator)) {
 		fmt.Fprintf(stdout, "  runner     %s  (steps run as %s, who cannot reach the state directory)\n", wd, cfg.Runner.StepUser)
 	}

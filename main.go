@@ -53,24 +53,11 @@ func commands() []command {
 		{"trigger", "re-run a commit", runTrigger},
 		{"cancel", "cancel a build", runCancel},
 		{"notify", "report a commit at once (for git hooks)", runNotify},
+		{"config", "check configuration files without starting anything (config check FILE)", runConfig},
 		{"backup", "copy a control plane's state (store and logs) while it serves", runBackup},
 		{"bench", "measure latency, dispatch throughput, fleet cost", runBench},
-		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
-			fmt.Fprintln(stdout, "pontus", version)
-			return nil
-		}},
+		{"version", "print the version", runVersion},
 	}
-}
-
-// parseFlags parses a command's flags. The flag package has already told
-// the user what was wrong, so a bad flag becomes exit status 2 and nothing
-// more is printed.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	err := fs.Parse(args)
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		return exitError{2}
-	}
-	return err
 }
 
 // exitError carries a specific exit status out of a command.
@@ -117,4 +104,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "pontus: unknown command %q\n\n", args[0])
 	usage(stderr)
 	return 2
+}
+
+func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("version", help{usage: "version", about: "Prints the version of this pontus binary.", examples: []string{"version"}}, stderr)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(stderr, "version", pos); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "pontus", version)
+	return nil
 }

@@ -45,6 +45,9 @@ const pluginUsage = `Usage:
   pontus plugin new DIR
       write a minimal Go plugin, with a copy of the SDK, to DIR
 
+Examples:
+  pontus plugin new fixme && pontus plugin build fixme && pontus plugin run fixme.wasm --repo .
+
 Run 'pontus plugin <subcommand> -h' for its flags.
 `
 
@@ -67,34 +70,6 @@ func runPluginCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fmt.Fprintf(stderr, "pontus plugin: unknown subcommand %q\n\n%s", args[0], pluginUsage)
 	return exitError{2}
-}
-
-// usageError prints a usage problem of a command and ends it with exit
-// status 2.
-func usageError(stderr io.Writer, cmd, format string, args ...any) error {
-	fmt.Fprintf(stderr, "pontus %s: %s\n", cmd, fmt.Sprintf(format, args...))
-	return exitError{2}
-}
-
-// parseInterspersed parses flags that may come before, between or after
-// the positional arguments, as people type them ("run x.wasm --repo .").
-// Everything after "--" is positional.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := parseFlags(fs, args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
 }
 
 // parseMiB parses a memory size: a whole number of MiB or GiB ("256MiB",
@@ -135,16 +110,14 @@ func runPluginRun(ctx context.Context, args []string, stdout, stderr io.Writer) 
 func pluginRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const cmd = "plugin run"
 	defaults := runnerd.DefaultConfig()
-	fs := flag.NewFlagSet("pontus "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: pontus %s FILE.wasm --repo DIR [flags] [-- ARGS...]\n\n"+
-			"Runs FILE.wasm with ARGS in the sandbox and with the limits a runner uses, the\n"+
-			"checkout mounted read-only at /src, and prints its output and per-test results.\n"+
-			"Exit status: 0 passed, 1 tests failed, 2 bad usage, 3 timed out, 4 out of\n"+
-			"memory, crashed or not started, 130 interrupted.\n\nFlags:\n", cmd)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet(cmd, help{
+		usage: cmd + " FILE.wasm --repo DIR [flags] [-- ARGS...]",
+		about: "Runs FILE.wasm with ARGS in the sandbox and with the limits a runner uses, the\n" +
+			"checkout mounted read-only at /src, and prints its output and per-test results.\n" +
+			"Exit status: 0 passed, 1 tests failed, 2 bad usage, 3 timed out, 4 out of\n" +
+			"memory, crashed or not started, 130 interrupted.",
+		examples: []string{cmd + " fixme.wasm --repo .", cmd + " fixme.wasm --repo . --commit HEAD~1 --timeout 30s -- -v"},
+	}, stderr)
 	repo := fs.String("repo", "", "the checkout: run against the working tree of `DIR` (required)")
 	commit := fs.String("commit", "", "run against a clean checkout of `REV` of the repository in --repo instead")
 	workdir := fs.String("workdir", "", "the guest's working directory: `DIR` relative to the checkout (default tests when it exists, else the root)")
@@ -346,16 +319,14 @@ func (e badCommitError) Error() string { return e.msg }
 // runPluginBuild is `pontus plugin build`.
 func runPluginBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const cmd = "plugin build"
-	fs := flag.NewFlagSet("pontus "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: pontus %s DIR [-o FILE]\n\n"+
-			"Builds the Go package in DIR for WebAssembly with the runner's trusted toolchain\n"+
-			"(GOOS=wasip1 GOARCH=wasm GOTOOLCHAIN=local, offline): a main package with go\n"+
-			"build (a plugin, default FILE ./NAME.wasm), a package with tests as go test -c\n"+
-			"(default FILE ./NAME.test.wasm).\n\nFlags:\n", cmd)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet(cmd, help{
+		usage: cmd + " DIR [-o FILE]",
+		about: "Builds the Go package in DIR for WebAssembly with the runner's trusted toolchain\n" +
+			"(GOOS=wasip1 GOARCH=wasm GOTOOLCHAIN=local, offline): a main package with go\n" +
+			"build (a plugin, default FILE ./NAME.wasm), a package with tests as go test -c\n" +
+			"(default FILE ./NAME.test.wasm).",
+		examples: []string{cmd + " fixme", cmd + " fixme -o /tmp/fixme.wasm"},
+	}, stderr)
 	outFile := fs.String("o", "", "write the module to `FILE`")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -412,14 +383,13 @@ const sdkModule = "github.com/pontus-ci/pontus/plugins/sdk"
 // runPluginNew is `pontus plugin new`.
 func runPluginNew(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	const cmd = "plugin new"
-	flags := flag.NewFlagSet("pontus "+cmd, flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	flags.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: pontus %s DIR\n\n"+
-			"Writes a minimal Go test plugin to DIR (created if needed): go.mod, main.go, and\n"+
-			"a copy of the plugin SDK in DIR/sdk that go.mod uses through a replace, so the\n"+
-			"plugin builds offline with pontus plugin build DIR.\n", cmd)
-	}
+	flags := newFlagSet(cmd, help{
+		usage: cmd + " DIR",
+		about: "Writes a minimal Go test plugin to DIR (created if needed): go.mod, main.go, and\n" +
+			"a copy of the plugin SDK in DIR/sdk that go.mod uses through a replace, so the\n" +
+			"plugin builds offline with pontus plugin build DIR.",
+		examples: []string{cmd + " fixme"},
+	}, stderr)
 	pos, err := parseInterspersed(flags, args)
 	if err != nil {
 		return err

@@ -423,7 +423,7 @@ func TestParseInterspersed(t *testing.T) {
 		{[]string{"a.wasm", "--repo", "r", "--", "--repo", "s"}, "a.wasm --repo s", "r"},
 	} {
 		var out bytes.Buffer
-		fs := newClientFlags("t", &out).fs
+		fs := newClientFlags("t", help{}, &out).fs
 		repo := fs.String("repo", "", "")
 		pos, err := parseInterspersed(fs, tc.args)
 		if err != nil || strings.Join(pos, " ") != tc.pos || *repo != tc.repo {

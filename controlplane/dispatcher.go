@@ -927,8 +927,9 @@ func (d *dispatcher) cursor(repo, branch string) string {
 	return d.cursors[cursorKey{repo, branch}]
 }
 
-// find returns the build named by id or by commit (newest, optionally in
-// repo), live state first.
+// find returns the build named by id or by commit — a full id or a unique
+// prefix (resolveCommit) — the newest, optionally in repo, live state
+// first.
 func (d *dispatcher) find(ctx context.Context, id int64, commit, repo string) (*pontusv1.Build, error) {
 	if id > 0 {
 		d.mu.Lock()
@@ -946,6 +947,10 @@ func (d *dispatcher) find(ctx context.Context, id int64, commit, repo string) (*
 			return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
 		}
 		return b, nil
+	}
+	commit, err := d.resolveCommit(ctx, commit, repo)
+	if err != nil {
+		return nil, err
 	}
 	var stored *pontusv1.Build
 	if repo == "" {
@@ -1073,10 +1078,12 @@ func (d *dispatcher) listLive(q store.Query) []*pontusv1.Build {
 // trigger is TriggerBuild: a new build of a known commit.
 func (d *dispatcher) trigger(ctx context.Context, commit, repo, branch string) (*pontusv1.Build, error) {
 	prev, err := d.find(ctx, 0, commit, repo)
-	if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
-		return nil, err
+	if err != nil && (connect.CodeOf(err) != connect.CodeNotFound || !fullCommit(commit)) {
+		return nil, errFirstBuildNeedsFullID(err, commit)
 	}
-	if prev == nil {
+	if prev != nil {
+		commit = prev.Commit // a prefix names the commit of its builds
+	} else {
 		if repo == "" || branch == "" {
 			return nil, connect.NewError(connect.CodeNotFound,
 				fmt.Errorf("commit: no build of commit %s; give repo and branch to build it for the first time", commit))

@@ -315,7 +315,7 @@ func buildRef(id int64, commit, repo string) error {
 		return invalidf("commit", "give build_id or commit")
 	}
 	if commit != "" {
-		if err := validate.CommitID("commit", commit); err != nil {
+		if err := validate.CommitPrefix("commit", commit); err != nil {
 			return invalid(err)
 		}
 	}
@@ -376,11 +376,29 @@ func (s buildService) WatchBuilds(ctx context.Context, req *pontusv1.WatchBuilds
 			return invalid(err)
 		}
 	}
+	if req.SnapshotLimit < 0 || req.SnapshotLimit > 1000 {
+		return invalidf("snapshot_limit", "must be between 0 and 1000, got %d", req.SnapshotLimit)
+	}
+	// Subscribe before reading the snapshot, so no change falls between.
 	sub := s.d.subscribe(req.Repo, req.Branch)
 	defer s.d.unsubscribe(sub)
 	// Answer with headers at once, so the client knows it is subscribed.
 	if err := stream.Send(nil); err != nil {
 		return err
+	}
+	if !req.ChangesOnly {
+		bs, err := s.d.list(ctx, store.Query{Repo: req.Repo, Branch: req.Branch, Limit: int(req.SnapshotLimit)})
+		if err != nil {
+			return err
+		}
+		for i := len(bs) - 1; i >= 0; i-- { // oldest first, as changes come
+			if err := stream.Send(&pontusv1.WatchBuildsResponse{Build: bs[i]}); err != nil {
+				return err
+			}
+		}
+		if err := stream.Send(&pontusv1.WatchBuildsResponse{SnapshotDone: true}); err != nil {
+			return err
+		}
 	}
 	for {
 		select {
@@ -418,7 +436,7 @@ func (s buildService) TailLog(ctx context.Context, req *pontusv1.TailLogRequest,
 }
 
 func (s buildService) TriggerBuild(ctx context.Context, req *pontusv1.TriggerBuildRequest) (*pontusv1.TriggerBuildResponse, error) {
-	if err := validate.CommitID("commit", req.Commit); err != nil {
+	if err := validate.CommitPrefix("commit", req.Commit); err != nil {
 		return nil, invalid(err)
 	}
 	if req.Repo != "" {

@@ -198,6 +198,32 @@ func (s *reader) LatestBuild(ctx context.Context, repo, commit string) (*pontusv
 	return bs[0], nil
 }
 
+// CommitsByPrefix implements Store.
+func (s *reader) CommitsByPrefix(ctx context.Context, repo, prefix string, limit int) ([]string, error) {
+	query, args := "SELECT DISTINCT commit_id FROM builds WHERE commit_id >= ?", []any{prefix}
+	if end := PrefixEnd(prefix); end != "" {
+		query, args = query+" AND commit_id < ?", append(args, end)
+	}
+	if repo != "" {
+		query, args = query+" AND repo = ?", append(args, repo)
+	}
+	query, args = query+" ORDER BY commit_id LIMIT ?", append(args, limit)
+	rows, err := s.query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("commits by prefix: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return nil, fmt.Errorf("commits by prefix: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
 // Unreported implements Store.
 func (s *reader) Unreported(ctx context.Context) ([]*pontusv1.Build, error) {
 	return s.queryBuilds(ctx, `SELECT data FROM builds WHERE reported = 0 AND live = 0 ORDER BY id`)

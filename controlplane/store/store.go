@@ -41,6 +41,11 @@ type Store interface {
 	// LatestBuild returns the newest build of a commit; repo may be empty
 	// to match any repository.
 	LatestBuild(ctx context.Context, repo, commit string) (*pontusv1.Build, error)
+	// CommitsByPrefix returns the distinct commit ids of stored builds
+	// that start with prefix (lowercase hex; in repo, if not empty), in
+	// ascending order, at most limit. It is a range scan of the commit
+	// index: commit_id >= prefix AND commit_id < PrefixEnd(prefix).
+	CommitsByPrefix(ctx context.Context, repo, prefix string, limit int) ([]string, error)
 	// Unreported returns finished builds whose result files are not
 	// recorded as written, oldest first.
 	Unreported(ctx context.Context) ([]*pontusv1.Build, error)
@@ -138,4 +143,24 @@ func IsTerminal(s pontusv1.BuildStatus) bool {
 		return true
 	}
 	return false
+}
+
+// PrefixEnd returns the least lowercase-hex string above every string
+// that starts with prefix ("abcf" → "abd0"), or "" when there is none
+// ("ffff"), so a prefix lookup is a range scan in any collation that
+// orders hex digits as ASCII does.
+func PrefixEnd(prefix string) string {
+	b := []byte(prefix)
+	for i := len(b) - 1; i >= 0; i-- {
+		switch c := b[i]; {
+		case c == 'f':
+			continue
+		case c == '9':
+			b[i] = 'a'
+		default:
+			b[i] = c + 1
+		}
+		return string(b[:i+1])
+	}
+	return ""
 }

@@ -2,8 +2,12 @@ package store
 
 import (
 	"context"
+	"crypto/sha1"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -161,4 +165,82 @@ func benchClaimComplete(b *testing.B, s Store) {
 			}
 		}
 	})
+}
+
+// CommitsByPrefix finds the distinct commits that start with a prefix, in
+// one repository or all, and nothing beyond the prefix's range.
+func TestCommitsByPrefix(t *testing.T) { stores(t, testCommitsByPrefix) }
+
+func testCommitsByPrefix(t *testing.T, open opener) {
+	s := open(t)
+	ctx := t.Context()
+	put := func(id int64, repo, commit string) {
+		b := build(id, pontusv1.BuildStatus_BUILD_STATUS_PASSED)
+		b.Repo, b.Commit = repo, commit
+		if err := s.Enqueue(Mutation{PutBuild: b}).Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pad := func(p string) string { return p + strings.Repeat("0", 40-len(p)) }
+	put(1, "/a", pad("abcd1"))
+	put(2, "/a", pad("abcd1")) // the same commit again
+	put(3, "/b", pad("abcd2"))
+	put(4, "/a", pad("abce"))
+	put(5, "/a", pad("abc9"))
+	put(6, "/a", pad("ffff"))
+	put(7, "/a", strings.Repeat("f", 40))
+	for _, tc := range []struct {
+		repo, prefix string
+		limit        int
+		want         []string
+	}{
+		{"", "abcd", 10, []string{pad("abcd1"), pad("abcd2")}},
+		{"/a", "abcd", 10, []string{pad("abcd1")}},
+		{"/b", "abcd", 10, []string{pad("abcd2")}},
+		{"", "abcd", 1, []string{pad("abcd1")}},
+		{"", "abc", 10, []string{pad("abc9"), pad("abcd1"), pad("abcd2"), pad("abce")}},
+		{"", "abcd3", 10, nil},
+		{"", "ffff", 10, []string{pad("ffff"), strings.Repeat("f", 40)}},
+		{"", pad("abce"), 10, []string{pad("abce")}},
+		{"/c", "abcd", 10, nil},
+	} {
+		got, err := s.CommitsByPrefix(ctx, tc.repo, tc.prefix, tc.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("CommitsByPrefix(%q, %q, %d) = %q, want %q", tc.repo, tc.prefix, tc.limit, got, tc.want)
+		}
+	}
+}
+
+func TestPrefixEnd(t *testing.T) {
+	for in, want := range map[string]string{"abcd": "abce", "abcf": "abd", "abc9": "abca", "a9ff": "aa", "ffff": "", "0": "1"} {
+		if got := PrefixEnd(in); got != want {
+			t.Errorf("PrefixEnd(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// BenchmarkCommitsByPrefix is one 7-character prefix lookup among 50,000
+// builds (a range scan of the commit index).
+func BenchmarkCommitsByPrefix(b *testing.B) {
+	s := sqliteOpener(b)(b)
+	ctx := context.Background()
+	muts := make([]Mutation, 50000)
+	for i := range muts {
+		bd := build(int64(i+1), pontusv1.BuildStatus_BUILD_STATUS_PASSED)
+		bd.Commit = fmt.Sprintf("%x", sha1.Sum([]byte(strconv.Itoa(i))))
+		muts[i] = Mutation{PutBuild: bd}
+	}
+	if err := s.Enqueue(muts...).Wait(ctx); err != nil {
+		b.Fatal(err)
+	}
+	prefix := fmt.Sprintf("%x", sha1.Sum([]byte("777")))[:7]
+	b.ResetTimer()
+	for b.Loop() {
+		if got, err := s.CommitsByPrefix(ctx, "", prefix, 6); err != nil || len(got) != 1 {
+			b.Fatalf("%v %v", got, err)
+		}
+	}
 }

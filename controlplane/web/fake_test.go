@@ -206,6 +206,13 @@ func (f *fakeBuilds) GetBuild(_ context.Context, req *pontusv1.GetBuildRequest) 
 		return nil, f.err
 	}
 	b, ok := f.builds[req.GetBuildId()]
+	if c := req.GetCommit(); c != "" { // the newest build of the commit a prefix starts
+		for _, x := range f.builds {
+			if strings.HasPrefix(x.GetCommit(), c) && (b == nil || x.GetId() > b.GetId()) {
+				b, ok = x, true
+			}
+		}
+	}
 	if !ok {
 		return nil, connect.NewError(connect.CodeNotFound, errors.New("no such build"))
 	}
@@ -371,6 +378,20 @@ func (f *fakeBuilds) WatchBuilds(ctx context.Context, req *pontusv1.WatchBuildsR
 		delete(f.watchers, ch)
 		f.mu.Unlock()
 	}()
+	if !req.GetChangesOnly() { // the snapshot, as the control plane sends it
+		res, err := f.ListBuilds(ctx, &pontusv1.ListBuildsRequest{Repo: req.GetRepo(), Branch: req.GetBranch(), Limit: req.GetSnapshotLimit()})
+		if err != nil {
+			return err
+		}
+		for _, b := range slices.Backward(res.GetBuilds()) {
+			if err := stream.Send(&pontusv1.WatchBuildsResponse{Build: b}); err != nil {
+				return err
+			}
+		}
+		if err := stream.Send(&pontusv1.WatchBuildsResponse{SnapshotDone: true}); err != nil {
+			return err
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -158,7 +158,12 @@ func (h *handler) buildPage(w http.ResponseWriter, r *http.Request) {
 	raw := r.PathValue("id")
 	id, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || id < 1 {
-		h.errorPage(w, http.StatusBadRequest, "Bad request", fmt.Sprintf("build id %q is not a positive whole number", raw))
+		if strings.Trim(raw, "0123456789") != "" && validate.CommitPrefix("commit", raw) == nil {
+			h.commitPage(w, r, raw) // /builds/0b6cd8e
+			return
+		}
+		h.errorPage(w, http.StatusBadRequest, "Bad request",
+			fmt.Sprintf("%q is not a positive whole number (a build number), nor a commit id or prefix of 4 or more lowercase hex characters with a letter among them (use /commits/ for a prefix of digits only)", raw))
 		return
 	}
 	res, err := h.svc.GetBuild(r.Context(), &pontusv1.GetBuildRequest{BuildId: id})
@@ -176,6 +181,22 @@ func (h *handler) buildPage(w http.ResponseWriter, r *http.Request) {
 	}
 	v := newBuildView(res.GetBuild(), time.Now())
 	h.render(w, http.StatusOK, "build", fmt.Sprintf("%s · Build #%d", v.StatusLabel, id), "builds", v)
+}
+
+// commitPage redirects /builds/COMMIT and /commits/COMMIT (a full id or a
+// unique prefix) to the page of the commit's newest build. In /builds/ an
+// all-digit segment is a build number; /commits/ always means a commit.
+func (h *handler) commitPage(w http.ResponseWriter, r *http.Request, commit string) {
+	if err := validate.CommitPrefix("commit", commit); err != nil {
+		h.errorPage(w, http.StatusBadRequest, "Bad request", err.Error())
+		return
+	}
+	res, err := h.svc.GetBuild(r.Context(), &pontusv1.GetBuildRequest{Commit: commit})
+	if err != nil {
+		h.svcError(w, r, "read build", err)
+		return
+	}
+	http.Redirect(w, r, "/builds/"+strconv.FormatInt(res.GetBuild().GetId(), 10), http.StatusSeeOther)
 }
 
 func (h *handler) runnersPage(w http.ResponseWriter, r *http.Request) {

@@ -103,6 +103,7 @@ func New(svc pontusv1connect.BuildServiceHandler, opts Options) http.Handler {
 	mux.Handle("POST /signout", cop.Handler(http.HandlerFunc(h.signout)))
 	mux.Handle("GET /{$}", h.auth(h.buildsPage))
 	mux.Handle("GET /builds/{id}", h.auth(h.buildPage))
+	mux.Handle("GET /commits/{commit}", h.auth(func(w http.ResponseWriter, r *http.Request) { h.commitPage(w, r, r.PathValue("commit")) }))
 	mux.Handle("GET /runners", h.auth(h.runnersPage))
 	mux.Handle("/", h.auth(h.notFound))
 	return securityHeaders(mux)

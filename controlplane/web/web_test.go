@@ -293,6 +293,11 @@ func TestBadRequestsAndNotFound(t *testing.T) {
 	}{
 		{"/builds/999", http.StatusNotFound, "There is no build #999."},
 		{"/builds/abc", http.StatusBadRequest, "is not a positive whole number"},
+		{"/builds/abcx", http.StatusBadRequest, "is not a positive whole number"},
+		{"/builds/dead", http.StatusNotFound, "no such build"},
+		{"/commits/12", http.StatusBadRequest, "prefix of 4 to 64"},
+		{"/builds/" + commitN(1)[:7], http.StatusSeeOther, `"/builds/1"`},
+		{"/commits/" + commitN(1)[:4], http.StatusSeeOther, `"/builds/1"`},
 		{"/builds/0", http.StatusBadRequest, "is not a positive whole number"},
 		{"/builds/-3", http.StatusBadRequest, "is not a positive whole number"},
 		{"/builds/99999999999999999999", http.StatusBadRequest, "is not a positive whole number"},

@@ -155,9 +155,15 @@ func TestWalkthrough(t *testing.T) {
 	if err != nil || !strings.Contains(string(human), "PASSED") {
 		t.Fatalf("report: %v\n%s", err, human)
 	}
-	out, err := exec.Command(Binary(t), "show", "--controlplane", "http://"+addr, fixed).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "PASSED") {
-		t.Fatalf("pontus show: %v\n%s", err, out)
+	// As the walkthrough types them: HEAD in the repository, a short id,
+	// flags after the argument.
+	for _, ref := range []string{"HEAD", fixed[:7]} {
+		cmd := exec.Command(Binary(t), "show", ref, "--exit-status", "--controlplane", "http://"+addr)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "PASSED") || !strings.Contains(string(out), fixed) {
+			t.Fatalf("pontus show %s: %v\n%s", ref, err, out)
+		}
 	}
 	if status := Git(t, dir, "status", "--porcelain"); status != "" {
 		t.Errorf("the walkthrough left the repository dirty:\n%s", status)

@@ -62,6 +62,33 @@ func CommitID(field, s string) error {
 	return nil
 }
 
+// MinCommitPrefix is the shortest commit id prefix Pontus looks up.
+const MinCommitPrefix = 4
+
+// CommitPrefix accepts what a person types for a commit: a full commit id
+// or a prefix of at least MinCommitPrefix lowercase hex characters (git's
+// abbreviations). It never names a file: a prefix is resolved to a full id
+// first.
+func CommitPrefix(field, s string) error {
+	if len(s) < MinCommitPrefix || len(s) > 64 {
+		return fail(field, "%s is not a commit: give a commit id or a prefix of %d to 64 lowercase hex characters (a build number goes in build_id)", quote(s), MinCommitPrefix)
+	}
+	if !IsHex(s) {
+		return fail(field, "%s is not a commit: a commit id or prefix is lowercase hex (a build number goes in build_id)", quote(s))
+	}
+	return nil
+}
+
+// IsHex reports whether s is lowercase hex digits only (and not empty).
+func IsHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return s != ""
+}
+
 // Branch accepts a branch name as git's check-ref-format does ("main",
 // "release/1.2"), and rejects anything that could be read as an option or a
 // revision expression, and the shell metacharacters of [ShellMeta] (which

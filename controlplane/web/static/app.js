@@ -171,23 +171,24 @@
       // told us about since this request started (the stream is newer).
       for (const b of (res.builds || []).reverse()) if (!(seen.get(+b.id) > s0)) upsert(b, false);
     }
-    const req = {};
+    // One call: WatchBuilds starts with a snapshot of the newest builds
+    // (which catches up on what changed while no stream was open), then a
+    // snapshotDone message, then changes. An older page (before) only
+    // needs the changes. ListBuilds is called only after a resync.
+    const req = {snapshotLimit: Math.min(limit, 1000)};
     for (const k of ['branch', 'repo']) if (f[k]) req[k] = f[k];
+    if (before) req.changesOnly = true;
     forever(async () => {
       setLive(true, 'live');
-      // Catch up on what changed while no stream was open.
-      const timer = setTimeout(() => refresh().catch(warn('list builds')), 250);
-      try {
-        await stream('WatchBuilds', req, m => {
-          if (m.resync) refresh().catch(warn('list builds'));
-          if (m.build) {
-            seen.set(+m.build.id, ++seq);
-            upsert(m.build, true);
-          }
-        });
-      } finally {
-        clearTimeout(timer);
-      }
+      let snapshot = !before;
+      await stream('WatchBuilds', req, m => {
+        if (m.snapshotDone) snapshot = false;
+        if (m.resync) refresh().catch(warn('list builds'));
+        if (m.build) {
+          seen.set(+m.build.id, ++seq);
+          upsert(m.build, !snapshot);
+        }
+      });
     });
   }
 

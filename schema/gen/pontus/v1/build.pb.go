@@ -253,9 +253,13 @@ func (x *GetBuildResponse) GetBuild() *Build {
 }
 
 type WatchBuildsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Repo          string                 `protobuf:"bytes,1,opt,name=repo,proto3" json:"repo,omitempty"`
-	Branch        string                 `protobuf:"bytes,2,opt,name=branch,proto3" json:"branch,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Repo   string                 `protobuf:"bytes,1,opt,name=repo,proto3" json:"repo,omitempty"`
+	Branch string                 `protobuf:"bytes,2,opt,name=branch,proto3" json:"branch,omitempty"`
+	// How many builds the snapshot holds: default 50, at most 1000.
+	SnapshotLimit int32 `protobuf:"varint,10,opt,name=snapshot_limit,json=snapshotLimit,proto3" json:"snapshot_limit,omitempty"`
+	// Send no snapshot (nor snapshot_done): changes only.
+	ChangesOnly   bool `protobuf:"varint,11,opt,name=changes_only,json=changesOnly,proto3" json:"changes_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -304,11 +308,28 @@ func (x *WatchBuildsRequest) GetBranch() string {
 	return ""
 }
 
+func (x *WatchBuildsRequest) GetSnapshotLimit() int32 {
+	if x != nil {
+		return x.SnapshotLimit
+	}
+	return 0
+}
+
+func (x *WatchBuildsRequest) GetChangesOnly() bool {
+	if x != nil {
+		return x.ChangesOnly
+	}
+	return false
+}
+
 type WatchBuildsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Build *Build                 `protobuf:"bytes,1,opt,name=build,proto3" json:"build,omitempty"`
 	// Changes were dropped because the watcher was slow: re-read with ListBuilds.
-	Resync        bool `protobuf:"varint,2,opt,name=resync,proto3" json:"resync,omitempty"`
+	Resync bool `protobuf:"varint,2,opt,name=resync,proto3" json:"resync,omitempty"`
+	// The snapshot is complete: every message before this one was a build as
+	// it stood at the call, every message after it is a change.
+	SnapshotDone  bool `protobuf:"varint,10,opt,name=snapshot_done,json=snapshotDone,proto3" json:"snapshot_done,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -353,6 +374,13 @@ func (x *WatchBuildsResponse) GetBuild() *Build {
 func (x *WatchBuildsResponse) GetResync() bool {
 	if x != nil {
 		return x.Resync
+	}
+	return false
+}
+
+func (x *WatchBuildsResponse) GetSnapshotDone() bool {
+	if x != nil {
+		return x.SnapshotDone
 	}
 	return false
 }
@@ -834,13 +862,18 @@ const file_pontus_v1_build_proto_rawDesc = "" +
 	"\bbuild_id\x18\x02 \x01(\x03R\abuildId\x12\x12\n" +
 	"\x04repo\x18\x03 \x01(\tR\x04repo\":\n" +
 	"\x10GetBuildResponse\x12&\n" +
-	"\x05build\x18\x01 \x01(\v2\x10.pontus.v1.BuildR\x05build\"@\n" +
+	"\x05build\x18\x01 \x01(\v2\x10.pontus.v1.BuildR\x05build\"\x8a\x01\n" +
 	"\x12WatchBuildsRequest\x12\x12\n" +
 	"\x04repo\x18\x01 \x01(\tR\x04repo\x12\x16\n" +
-	"\x06branch\x18\x02 \x01(\tR\x06branch\"U\n" +
+	"\x06branch\x18\x02 \x01(\tR\x06branch\x12%\n" +
+	"\x0esnapshot_limit\x18\n" +
+	" \x01(\x05R\rsnapshotLimit\x12!\n" +
+	"\fchanges_only\x18\v \x01(\bR\vchangesOnly\"z\n" +
 	"\x13WatchBuildsResponse\x12&\n" +
 	"\x05build\x18\x01 \x01(\v2\x10.pontus.v1.BuildR\x05build\x12\x16\n" +
-	"\x06resync\x18\x02 \x01(\bR\x06resync\"\x87\x01\n" +
+	"\x06resync\x18\x02 \x01(\bR\x06resync\x12#\n" +
+	"\rsnapshot_done\x18\n" +
+	" \x01(\bR\fsnapshotDone\"\x87\x01\n" +
 	"\x0eTailLogRequest\x12\x16\n" +
 	"\x06commit\x18\x01 \x01(\tR\x06commit\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\x03R\abuildId\x12\x12\n" +

@@ -59,10 +59,16 @@ type BuildServiceClient interface {
 	ListBuilds(context.Context, *v1.ListBuildsRequest) (*v1.ListBuildsResponse, error)
 	// GetBuild returns one build with its per-test results and attempts.
 	GetBuild(context.Context, *v1.GetBuildRequest) (*v1.GetBuildResponse, error)
-	// WatchBuilds streams every change of a build's state (matching the
-	// filter) from the moment of the call until the client cancels. A watcher
-	// that cannot keep up is sent a message with `resync` set and should call
-	// ListBuilds again. It ends with unavailable when the server shuts down.
+	// WatchBuilds first sends a snapshot: the newest builds matching the
+	// filter (snapshot_limit of them, default 50, as ListBuilds), one message
+	// each, oldest first; then one message with `snapshot_done` set and no
+	// build. From then on it streams every change of a build's state
+	// (matching the filter) until the client cancels. The stream is subscribed
+	// before the snapshot is read, so no change is lost between the two; a
+	// build may come again after the snapshot with the same or a newer state.
+	// So one call is enough to show a live list. A watcher that cannot keep up
+	// is sent a message with `resync` set and should call WatchBuilds (or
+	// ListBuilds) again. It ends with unavailable when the server shuts down.
 	WatchBuilds(context.Context, *v1.WatchBuildsRequest) (*connect.ServerStreamForClient[v1.WatchBuildsResponse], error)
 	// TailLog streams a build's log from `offset`. With follow, it keeps the
 	// stream open and sends new output as the runner appends it, until the
@@ -73,8 +79,8 @@ type BuildServiceClient interface {
 	// and branch are taken from the commit's newest build unless given. The
 	// new build is fetched from the repository's clone URL and routed by its
 	// labels as an observer reported them: the user token cannot choose what
-	// runners fetch. A commit never built before needs repo and branch, and
-	// repo must be one an observer has reported (else permission_denied:
+	// runners fetch. A commit never built before needs its full id, repo and
+	// branch, and repo must be one an observer has reported (else permission_denied:
 	// report it with ObserverService.ReportCommits and the observer token).
 	TriggerBuild(context.Context, *v1.TriggerBuildRequest) (*v1.TriggerBuildResponse, error)
 	// CancelBuild stops a build: a queued one ends CANCELED at once; a running
@@ -217,10 +223,16 @@ type BuildServiceHandler interface {
 	ListBuilds(context.Context, *v1.ListBuildsRequest) (*v1.ListBuildsResponse, error)
 	// GetBuild returns one build with its per-test results and attempts.
 	GetBuild(context.Context, *v1.GetBuildRequest) (*v1.GetBuildResponse, error)
-	// WatchBuilds streams every change of a build's state (matching the
-	// filter) from the moment of the call until the client cancels. A watcher
-	// that cannot keep up is sent a message with `resync` set and should call
-	// ListBuilds again. It ends with unavailable when the server shuts down.
+	// WatchBuilds first sends a snapshot: the newest builds matching the
+	// filter (snapshot_limit of them, default 50, as ListBuilds), one message
+	// each, oldest first; then one message with `snapshot_done` set and no
+	// build. From then on it streams every change of a build's state
+	// (matching the filter) until the client cancels. The stream is subscribed
+	// before the snapshot is read, so no change is lost between the two; a
+	// build may come again after the snapshot with the same or a newer state.
+	// So one call is enough to show a live list. A watcher that cannot keep up
+	// is sent a message with `resync` set and should call WatchBuilds (or
+	// ListBuilds) again. It ends with unavailable when the server shuts down.
 	WatchBuilds(context.Context, *v1.WatchBuildsRequest, *connect.ServerStream[v1.WatchBuildsResponse]) error
 	// TailLog streams a build's log from `offset`. With follow, it keeps the
 	// stream open and sends new output as the runner appends it, until the
@@ -231,8 +243,8 @@ type BuildServiceHandler interface {
 	// and branch are taken from the commit's newest build unless given. The
 	// new build is fetched from the repository's clone URL and routed by its
 	// labels as an observer reported them: the user token cannot choose what
-	// runners fetch. A commit never built before needs repo and branch, and
-	// repo must be one an observer has reported (else permission_denied:
+	// runners fetch. A commit never built before needs its full id, repo and
+	// branch, and repo must be one an observer has reported (else permission_denied:
 	// report it with ObserverService.ReportCommits and the observer token).
 	TriggerBuild(context.Context, *v1.TriggerBuildRequest) (*v1.TriggerBuildResponse, error)
 	// CancelBuild stops a build: a queued one ends CANCELED at once; a running
