@@ -21,6 +21,7 @@ func benchUsage(w io.Writer) {
 		{"fleet", "control-plane CPU and RSS with N idle runners long-polling"},
 		{"idle", "CPU of an idle control plane, runner and observer"},
 		{"failover", "SIGKILL of the leading control-plane replica → next job handed out (PostgreSQL)"},
+		{"shards", "wall time of a sharded build of N equal tests on S runner slots"},
 		{"wasm", "plugins host (default config): warm starts, Go test slowdown vs native, stop at deadline, memory"},
 	} {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
@@ -75,6 +76,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			return bench.Dispatch(ctx, cfg, logger)
 		}
+	case "shards":
+		cfg := bench.DefaultShardsConfig()
+		fs.IntVar(&cfg.Tests, "tests", cfg.Tests, "equal tests in the suite (one module each)")
+		fs.IntVar(&cfg.Shards, "shards", cfg.Shards, "settings.shards of the builds, and how many runner slots run")
+		fs.DurationVar(&cfg.TestTime, "test-time", cfg.TestTime, "how long each test takes")
+		fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "builds to time after a warm-up build")
+		fs.DurationVar(&cfg.ResultTimeout, "result-timeout", cfg.ResultTimeout, "longest one build may take")
+		run = func() (*bench.Result, error) { return bench.Shards(ctx, cfg, logger) }
 	case "fleet":
 		cfg := bench.DefaultFleetConfig()
 		fs.IntVar(&cfg.Runners, "runners", cfg.Runners, "idle simulated runners")

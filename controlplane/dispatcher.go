@@ -49,12 +49,19 @@ type dispatcher struct {
 	// build?" check and the creation are atomic.
 	reportMu sync.Mutex
 
-	mu       sync.Mutex
-	builds   map[int64]*liveBuild
+	mu     sync.Mutex
+	builds map[int64]*liveBuild // live builds by build id
+	// jobs are the live builds' jobs by job id: an unsharded build is its
+	// own job; a sharded build's shard jobs stay here until it finishes
+	// (shards.go).
+	jobs     map[int64]*liveBuild
 	byCommit map[string][]*liveBuild // live builds of each commit, so reports need no scan
-	active   map[int64]*liveBuild    // LEASED and RUNNING builds
-	queues   map[string]*labelQueue  // QUEUED builds by the labels they need (queue.go)
-	queued   int                     // QUEUED builds in all queues
+	active   map[int64]*liveBuild    // LEASED and RUNNING jobs
+	queues   map[string]*labelQueue  // QUEUED jobs by the labels they need (queue.go)
+	queued   int                     // QUEUED jobs in all queues
+	// balances are the test durations of each branch's latest finished
+	// build, for branches with sharded builds (nil: none known).
+	balances map[cursorKey]*balance
 	runners  map[string]*runnerState
 	// onlineRunners counts runners not counted offline (queue.go).
 	onlineRunners int
@@ -75,6 +82,13 @@ type liveBuild struct {
 	changed chan struct{}
 	// logMu serialises log appends of this build.
 	logMu sync.Mutex
+	// A shard job: its sharded build and its index (shards.go).
+	parent *liveBuild
+	shard  int
+	// A sharded build: its shard jobs by index, and the tests with
+	// durations its shards are balanced by.
+	jobs  []*liveBuild
+	known []*pontusv1.TestCase
 }
 
 type runnerState struct {
@@ -102,6 +116,8 @@ func newDispatcher(cfg Config, st store.Store, logs *logStore, results *resultWr
 	return &dispatcher{
 		cfg: cfg, st: st, logs: logs, results: results, log: logger, metrics: m, now: time.Now,
 		builds:   map[int64]*liveBuild{},
+		jobs:     map[int64]*liveBuild{},
+		balances: map[cursorKey]*balance{},
 		byCommit: map[string][]*liveBuild{},
 		active:   map[int64]*liveBuild{},
 		queues:   map[string]*labelQueue{},
@@ -121,6 +137,16 @@ func (d *dispatcher) load(ctx context.Context) (unreported []*pontusv1.Build, er
 	if err != nil {
 		return nil, err
 	}
+	// A sharded build's shards are balanced by the durations of the build
+	// named in balanced_by, read again so every shard gets the same.
+	known := map[int64][]*pontusv1.TestCase{}
+	for _, b := range st.Live {
+		if b.BalancedBy > 0 && known[b.BalancedBy] == nil {
+			if kb, err := d.st.GetBuild(ctx, b.BalancedBy); err == nil {
+				known[b.BalancedBy] = balanceOf(kb).tests
+			}
+		}
+	}
 	now := d.now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -131,21 +157,14 @@ func (d *dispatcher) load(ctx context.Context) (unreported []*pontusv1.Build, er
 	for _, b := range st.Live {
 		lb := &liveBuild{b: b, changed: make(chan struct{})}
 		d.addLiveLocked(lb)
-		switch b.Status {
-		case statusQueued:
-			q := d.queueForLocked(b.Labels)
-			q.ids = append(q.ids, b.Id)
-			d.queued++
-		case statusLeased, statusRunning:
-			d.active[b.Id] = lb
-			b.LeaseDeadline = timestamppb.New(now.Add(d.cfg.LeaseDuration))
-			if r := d.runners[b.RunnerId]; r != nil {
-				r.leases[b.Id] = b.Attempt
-			}
-			// The log file is the truth for how much was stored.
-			if n, err := d.logs.size(b.Id, b.Attempt); err == nil && !b.LogTruncated {
-				b.LogSize = n
-			}
+		if len(b.Shards) == 0 {
+			d.loadJobLocked(lb, now)
+			continue
+		}
+		lb.known = known[b.BalancedBy]
+		lb.jobs = make([]*liveBuild, len(b.Shards))
+		for i := range b.Shards {
+			d.loadJobLocked(shardJob(lb, i), now)
 		}
 	}
 	for _, q := range d.queues {
@@ -158,6 +177,31 @@ func (d *dispatcher) load(ctx context.Context) (unreported []*pontusv1.Build, er
 		d.cursors[cursorKey{c.Repo, c.Branch}] = c.Commit
 	}
 	return st.Unreported, nil
+}
+
+// loadJobLocked restores one job of a live build at start.
+func (d *dispatcher) loadJobLocked(lb *liveBuild, now time.Time) {
+	b := lb.b
+	d.jobs[b.Id] = lb
+	switch b.Status {
+	case statusQueued:
+		q := d.queueForLocked(b.Labels)
+		q.ids = append(q.ids, b.Id)
+		d.queued++
+	case statusLeased, statusRunning:
+		d.active[b.Id] = lb
+		b.LeaseDeadline = timestamppb.New(now.Add(d.cfg.LeaseDuration))
+		if r := d.runners[b.RunnerId]; r != nil {
+			r.leases[b.Id] = b.Attempt
+		}
+		// The log file is the truth for how much was stored.
+		if n, err := d.logs.size(b.Id, b.Attempt); err == nil && !b.LogTruncated {
+			b.LogSize = n
+		}
+	}
+	if lb.parent != nil {
+		syncShardLocked(lb)
+	}
 }
 
 // close ends long-polls and streams with unavailable.
@@ -274,8 +318,8 @@ func hasLabels(have, want []string) bool {
 	return true
 }
 
-// claimLocked leases build b to runner r and returns the job and the
-// mutation to persist.
+// claimLocked leases job lb (an unsharded build, or a shard job) to runner
+// r and returns the job and the mutation to persist.
 func (d *dispatcher) claimLocked(r *runnerState, lb *liveBuild) (*pontusv1.Job, store.Mutation) {
 	now := d.now()
 	b := lb.b
@@ -301,14 +345,26 @@ func (d *dispatcher) claimLocked(r *runnerState, lb *liveBuild) (*pontusv1.Job, 
 	job := &pontusv1.Job{
 		JobId: b.Id, Attempt: b.Attempt, BuildId: b.Id, Repo: b.Repo, CloneUrl: b.CloneUrl,
 		Branch: b.Branch, Commit: b.Commit, Labels: b.Labels, LeaseDeadline: b.LeaseDeadline,
+		Settings: cmp.Or(b.Settings, DefaultSettings()),
 	}
+	shardedJob(job, lb)
 	d.metrics.queueWait.Observe(now.Sub(b.CreatedAt.AsTime()).Seconds())
-	return job, store.Mutation{PutBuild: b}
+	return job, d.putLocked(lb)
+}
+
+// putLocked is the mutation that persists a change to job lb: its build,
+// with a shard job's state copied into the build's Shard record.
+func (d *dispatcher) putLocked(lb *liveBuild) store.Mutation {
+	if lb.parent != nil {
+		syncShardLocked(lb)
+		return store.Mutation{PutBuild: lb.parent.b}
+	}
+	return store.Mutation{PutBuild: lb.b}
 }
 
 // unclaimLocked puts a job handed to a waiter that went away back in the queue.
 func (d *dispatcher) unclaimLocked(job *pontusv1.Job) *store.Commit {
-	lb := d.builds[job.JobId]
+	lb := d.jobs[job.JobId]
 	if lb == nil || lb.b.Attempt != job.Attempt || lb.b.Status != statusLeased {
 		return nil
 	}
@@ -323,8 +379,10 @@ func (d *dispatcher) unclaimLocked(job *pontusv1.Job) *store.Commit {
 		// Canceled while it was being handed out: it never ran.
 		b.Status, b.Reason, b.FinishedAt, b.ExitCode = statusCanceled, "canceled before it ran", timestamppb.New(d.now()), -1
 		b.RunnerId, b.RunnerName, b.StartedAt = "", "", nil
-		c := d.finishLocked(lb)
-		d.reportResults(b)
+		c, done := d.finishLocked(lb)
+		if done != nil {
+			d.reportResults(done)
+		}
 		return c
 	}
 	b.Status = statusQueued
@@ -332,7 +390,7 @@ func (d *dispatcher) unclaimLocked(job *pontusv1.Job) *store.Commit {
 	b.StartedAt, b.LeaseDeadline = nil, nil
 	d.insertQueueLocked(lb)
 	d.touchLocked(lb)
-	c := d.st.Enqueue(store.Mutation{PutBuild: b})
+	c := d.st.Enqueue(d.putLocked(lb))
 	d.dispatchLocked()
 	return c
 }
@@ -440,7 +498,7 @@ func (d *dispatcher) handOut(ctx context.Context, job *pontusv1.Job, c *store.Co
 // liveJobLocked returns the live build for a runner call about (job,
 // attempt), enforcing the fence.
 func (d *dispatcher) liveJobLocked(jobID int64, attempt int32) (*liveBuild, error) {
-	lb := d.builds[jobID]
+	lb := d.jobs[jobID]
 	if lb == nil {
 		return nil, nil
 	}
@@ -458,18 +516,24 @@ func statusName(s pontusv1.BuildStatus) string {
 
 // finishedJob answers a runner call about a job that is no longer live.
 func (d *dispatcher) finishedJob(ctx context.Context, jobID int64, attempt int32) (*pontusv1.Build, error) {
-	b, err := d.st.GetBuild(ctx, jobID)
+	b, err := d.st.JobBuild(ctx, jobID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("job_id: no job %d", jobID))
 	}
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
 	}
-	if b.Attempt == attempt && store.IsTerminal(b.Status) {
+	cur, status := b.Attempt, b.Status
+	for _, s := range b.Shards {
+		if s.JobId == jobID {
+			cur, status = s.Attempt, s.Status
+		}
+	}
+	if cur == attempt && store.IsTerminal(status) && store.IsTerminal(b.Status) {
 		return b, nil
 	}
 	return nil, connect.NewError(connect.CodeFailedPrecondition,
-		fmt.Errorf("attempt: job %d attempt %d is not current (build is %s after attempt %d)", jobID, attempt, statusName(b.Status), b.Attempt))
+		fmt.Errorf("attempt: job %d attempt %d is not current (job is %s after attempt %d)", jobID, attempt, statusName(status), cur))
 }
 
 // startedLocked moves a leased build to RUNNING. The change is not written
@@ -504,7 +568,7 @@ func (d *dispatcher) appendLog(ctx context.Context, jobID int64, attempt int32, 
 	lb.logMu.Lock()
 	defer lb.logMu.Unlock()
 	d.mu.Lock()
-	if _, err := d.liveJobLocked(jobID, attempt); err != nil || d.builds[jobID] != lb {
+	if _, err := d.liveJobLocked(jobID, attempt); err != nil || d.jobs[jobID] != lb {
 		d.mu.Unlock()
 		if err == nil {
 			err = connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("job_id: job %d has finished", jobID))
@@ -533,7 +597,7 @@ func (d *dispatcher) appendLog(ctx context.Context, jobID int64, attempt int32, 
 	defer d.mu.Unlock()
 	// The lease may have expired (or the build ended) while the file was
 	// written: then this attempt is stale and must not touch the build.
-	if _, err := d.liveJobLocked(jobID, attempt); err != nil || d.builds[jobID] != lb {
+	if _, err := d.liveJobLocked(jobID, attempt); err != nil || d.jobs[jobID] != lb {
 		if err == nil {
 			err = connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("job_id: job %d has finished", jobID))
 		}
@@ -547,7 +611,7 @@ func (d *dispatcher) appendLog(ctx context.Context, jobID int64, attempt int32, 
 		// Remember the cut across a restart (the file then holds the
 		// marker, and its size is no longer the log's size). Once per
 		// attempt, so no cost on the hot path.
-		d.st.Enqueue(store.Mutation{PutBuild: lb.b})
+		d.st.Enqueue(d.putLocked(lb))
 	}
 	return size, nil
 }
@@ -563,7 +627,7 @@ func (d *dispatcher) heartbeat(ctx context.Context, runnerID string, leases []*p
 	now := d.now()
 	var commits []*store.Commit
 	for _, l := range leases {
-		lb := d.builds[l.JobId]
+		lb := d.jobs[l.JobId]
 		if lb == nil || lb.b.Attempt != l.Attempt || (lb.b.Status != statusLeased && lb.b.Status != statusRunning) {
 			lost = append(lost, l)
 			continue
@@ -577,10 +641,13 @@ func (d *dispatcher) heartbeat(ctx context.Context, runnerID string, leases []*p
 				continue
 			}
 			lb.b.RunnerId, lb.b.RunnerName = runnerID, r.r.Name
-			commits = append(commits, d.st.Enqueue(store.Mutation{PutBuild: lb.b}))
+			commits = append(commits, d.st.Enqueue(d.putLocked(lb)))
 		}
 		lb.b.LeaseDeadline = timestamppb.New(now.Add(d.cfg.LeaseDuration))
 		r.leases[l.JobId] = l.Attempt
+		if lb.parent != nil {
+			syncShardLocked(lb)
+		}
 		d.startedLocked(lb)
 		if lb.b.CancelRequested {
 			cancel = append(cancel, l)
@@ -611,6 +678,13 @@ type outcome struct {
 func (d *dispatcher) complete(ctx context.Context, jobID int64, attempt int32, o outcome) (*pontusv1.Build, error) {
 	d.mu.Lock()
 	lb, err := d.liveJobLocked(jobID, attempt)
+	if jl := d.jobs[jobID]; err != nil && jl != nil && jl.parent != nil && jl.b.Attempt == attempt && store.IsTerminal(jl.b.Status) {
+		// A shard that has finished, reported again (the answer was
+		// lost): the same answer, its build still running.
+		b := d.viewLocked(jl.parent.b)
+		d.mu.Unlock()
+		return b, nil
+	}
 	if err != nil {
 		d.mu.Unlock()
 		return nil, err
@@ -643,21 +717,30 @@ func (d *dispatcher) complete(ctx context.Context, jobID int64, attempt int32, o
 		b.Attempts[n-1].Reason = o.reason
 		b.Attempts[n-1].EndedAt = timestamppb.New(now)
 	}
-	c := d.finishLocked(lb)
+	c, done := d.finishLocked(lb)
+	answer := b
+	if done == nil {
+		answer = d.viewLocked(lb.parent.b)
+	}
 	d.mu.Unlock()
-	// The build is finished in memory: see the write through even if the
+	// The job is finished in memory: see the write through even if the
 	// caller gives up, so its result files are always written.
 	err = c.Wait(context.WithoutCancel(ctx))
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	d.reportResults(b)
-	return b, nil
+	if done != nil {
+		d.reportResults(done)
+		answer = done
+	}
+	return answer, nil
 }
 
-// finishLocked retires a build that reached a terminal status: out of the
-// live set, its lease released, persisted and announced.
-func (d *dispatcher) finishLocked(lb *liveBuild) *store.Commit {
+// finishLocked retires a job that reached a terminal status: its lease
+// released, persisted and announced. An unsharded build finishes with its
+// job; a sharded build when its last shard does. It returns the build if it
+// finished (then no longer shared with the live state), else nil.
+func (d *dispatcher) finishLocked(lb *liveBuild) (*store.Commit, *pontusv1.Build) {
 	b := lb.b
 	b.LeaseDeadline = nil
 	if r := d.runners[b.RunnerId]; r != nil {
@@ -666,12 +749,20 @@ func (d *dispatcher) finishLocked(lb *liveBuild) *store.Commit {
 	}
 	d.removeFromQueueLocked(lb)
 	delete(d.active, b.Id)
-	d.removeLiveLocked(lb)
+	var done *pontusv1.Build
+	if lb.parent == nil {
+		delete(d.jobs, b.Id)
+		d.removeLiveLocked(lb)
+		d.metrics.finished(b)
+		d.rememberBalanceLocked(b)
+		done = b
+	} else if d.shardFinishedLocked(lb) {
+		done = lb.parent.b
+	}
 	d.touchLocked(lb)
-	d.metrics.finished(b)
-	c := d.st.Enqueue(store.Mutation{PutBuild: b})
+	c := d.st.Enqueue(d.putLocked(lb))
 	d.dispatchLocked() // a lease was released: a waiting runner may now take more
-	return c
+	return c, done
 }
 
 // reportResults queues a finished build's result files for writing. b must
@@ -723,25 +814,27 @@ func (d *dispatcher) expireLeases() {
 			delete(r.leases, b.Id)
 		}
 		switch {
-		case b.CancelRequested:
-			b.Status, b.Reason, b.FinishedAt = statusCanceled, "canceled (runner lost before it stopped)", timestamppb.New(now)
-			b.ExitCode = -1
-			commits = append(commits, d.finishLocked(lb))
-			finished = append(finished, b)
-		case int(b.Attempt) >= d.cfg.MaxAttempts:
-			b.Status = statusError
-			b.Reason = fmt.Sprintf("runner lost: %d attempts lost to runners that stopped responding", b.Attempt)
+		case b.CancelRequested || int(b.Attempt) >= d.cfg.MaxAttempts:
+			if b.CancelRequested {
+				b.Status, b.Reason = statusCanceled, "canceled (runner lost before it stopped)"
+			} else {
+				b.Status = statusError
+				b.Reason = fmt.Sprintf("runner lost: %d attempts lost to runners that stopped responding", b.Attempt)
+			}
 			b.FinishedAt = timestamppb.New(now)
 			b.ExitCode = -1
-			commits = append(commits, d.finishLocked(lb))
-			finished = append(finished, b)
+			c, done := d.finishLocked(lb)
+			commits = append(commits, c)
+			if done != nil {
+				finished = append(finished, done)
+			}
 		default:
 			b.Status = statusQueued
 			b.Reason = ""
 			b.RunnerId, b.RunnerName, b.LeaseDeadline = "", "", nil
 			d.insertQueueLocked(lb)
 			d.touchLocked(lb)
-			commits = append(commits, d.st.Enqueue(store.Mutation{PutBuild: b}))
+			commits = append(commits, d.st.Enqueue(d.putLocked(lb)))
 		}
 	}
 	d.dispatchLocked()
@@ -778,7 +871,12 @@ func (d *dispatcher) newBuildLocked(b *pontusv1.Build) (*liveBuild, store.Mutati
 	d.nextID++
 	lb := &liveBuild{b: b, changed: make(chan struct{})}
 	d.addLiveLocked(lb)
-	d.insertQueueLocked(lb)
+	if n := int(b.Settings.Shards); n > 1 {
+		d.newShardsLocked(lb, n)
+	} else {
+		d.jobs[b.Id] = lb
+		d.insertQueueLocked(lb)
+	}
 	d.touchLocked(lb)
 	return lb, store.Mutation{PutBuild: b}
 }
@@ -824,6 +922,9 @@ func (d *dispatcher) report(ctx context.Context, req *pontusv1.ReportCommitsRequ
 	details := make(map[string]*pontusv1.CommitInfo, len(req.Details))
 	for _, info := range req.Details {
 		details[info.Id] = info
+	}
+	if req.Settings.GetShards() > 1 || slices.ContainsFunc(req.Details, func(c *pontusv1.CommitInfo) bool { return c.GetSettings().GetShards() > 1 }) {
+		d.primeBalance(ctx, repo, req.Branch)
 	}
 	// reportMu makes check-then-create atomic between reports; it is
 	// released before the durable wait, since the store commits in order.
@@ -1055,7 +1156,13 @@ func (d *dispatcher) listLive(q store.Query) []*pontusv1.Build {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []*pontusv1.Build
-	for _, lb := range d.active {
+	seen := map[int64]bool{}
+	for _, jl := range d.active { // a LEASED or RUNNING build has an active job
+		lb := buildOfJob(jl)
+		if seen[lb.b.Id] {
+			continue
+		}
+		seen[lb.b.Id] = true
 		b := lb.b
 		if b.Status != q.Status || (q.Repo != "" && b.Repo != q.Repo) || (q.Branch != "" && b.Branch != q.Branch) ||
 			(q.Commit != "" && b.Commit != q.Commit) || (q.BeforeID > 0 && b.Id >= q.BeforeID) {
@@ -1116,6 +1223,9 @@ func (d *dispatcher) trigger(ctx context.Context, commit, repo, branch string) (
 		next.CommittedAt, next.Tree = prev.CommittedAt, prev.Tree
 	}
 	labels := next.Labels
+	if next.Settings.Shards > 1 {
+		d.primeBalance(ctx, repo, branch)
+	}
 	d.mu.Lock()
 	if err := d.roomLocked(1); err != nil {
 		d.mu.Unlock()
@@ -1150,11 +1260,20 @@ func (d *dispatcher) cancel(ctx context.Context, id int64, commit, repo string) 
 			fmt.Errorf("build %d has already finished (%s)", b.Id, statusName(b.Status)))
 	}
 	var c *store.Commit
-	switch lb.b.Status {
-	case statusQueued:
+	switch {
+	case len(lb.jobs) > 0:
+		if d.cancelShardedLocked(lb) {
+			d.touchLocked(lb)
+			c = d.st.Enqueue(store.Mutation{PutBuild: lb.b})
+			d.dispatchLocked()
+		} else {
+			d.touchLocked(lb)
+			c = d.st.Enqueue(store.Mutation{PutBuild: lb.b})
+		}
+	case lb.b.Status == statusQueued:
 		lb.b.Status, lb.b.Reason, lb.b.FinishedAt = statusCanceled, "canceled before it ran", timestamppb.New(d.now())
 		lb.b.ExitCode = -1
-		c = d.finishLocked(lb)
+		c, _ = d.finishLocked(lb)
 	default:
 		lb.b.CancelRequested = true
 		lb.b.Reason = "cancel requested; waiting for the runner to stop it"
@@ -1162,7 +1281,7 @@ func (d *dispatcher) cancel(ctx context.Context, id int64, commit, repo string) 
 		c = d.st.Enqueue(store.Mutation{PutBuild: lb.b})
 	}
 	b = d.viewLocked(lb.b)
-	finished := lb.b.Status == statusCanceled
+	finished := store.IsTerminal(lb.b.Status)
 	d.mu.Unlock()
 	if err := c.Wait(context.WithoutCancel(ctx)); err != nil {
 		return nil, storeErr(err)
@@ -1179,7 +1298,12 @@ func (d *dispatcher) runnerViewLocked(r *runnerState, now time.Time) *pontusv1.R
 	v.LastSeen = timestamppb.New(r.lastSeen)
 	v.State = d.runnerStateLocked(r, now)
 	for id := range r.leases {
-		v.BuildIds = append(v.BuildIds, id)
+		if jl := d.jobs[id]; jl != nil {
+			id = buildOfJob(jl).b.Id
+		}
+		if !slices.Contains(v.BuildIds, id) {
+			v.BuildIds = append(v.BuildIds, id)
+		}
 	}
 	slices.Sort(v.BuildIds)
 	return v
@@ -1223,13 +1347,19 @@ func (d *dispatcher) viewLocked(b *pontusv1.Build) *pontusv1.Build {
 	return v
 }
 
-// touchLocked announces a change of lb to watchers and log followers.
+// touchLocked announces a change of lb (a build or a job) to watchers and
+// log followers.
 func (d *dispatcher) touchLocked(lb *liveBuild) {
 	d.notifyLocked(lb)
-	d.publishLocked(lb.b)
+	d.publishLocked(buildOfJob(lb).b)
 }
 
 func (d *dispatcher) notifyLocked(lb *liveBuild) {
 	close(lb.changed)
 	lb.changed = make(chan struct{})
+	if p := lb.parent; p != nil {
+		syncShardLocked(lb)
+		close(p.changed)
+		p.changed = make(chan struct{})
+	}
 }

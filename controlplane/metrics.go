@@ -70,7 +70,7 @@ func (m *metrics) finished(b *pontusv1.Build) {
 // registerLive adds the gauges read from the dispatcher's live state.
 func (m *metrics) registerLive(d *dispatcher) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "pontus_queue_depth", Help: "Builds waiting for a runner.",
+		Name: "pontus_queue_depth", Help: "Jobs (builds, or shards of sharded builds) waiting for a runner.",
 	}, func() float64 {
 		d.mu.Lock()
 		defer d.mu.Unlock()

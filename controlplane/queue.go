@@ -123,7 +123,7 @@ func (d *dispatcher) removeFromQueueLocked(lb *liveBuild) {
 	}
 }
 
-// nextForLocked finds the oldest queued build runner r may take: the
+// nextForLocked finds the oldest queued job runner r may take: the
 // smallest head among the label queues whose labels r carries.
 func (d *dispatcher) nextForLocked(r *runnerState) *liveBuild {
 	if len(r.leases) >= int(max(r.r.Capacity, 1)) || d.queued == 0 {
@@ -138,7 +138,7 @@ func (d *dispatcher) nextForLocked(r *runnerState) *liveBuild {
 	if best == 0 {
 		return nil
 	}
-	return d.builds[best]
+	return d.jobs[best]
 }
 
 // recountLocked brings the counts up to date with runner r's state. Every

@@ -44,8 +44,10 @@ func (s *Server) prune(ctx context.Context) (builds, logs int, err error) {
 			}
 			muts := make([]store.Mutation, 0, len(expired))
 			for _, e := range expired {
-				if err := s.d.logs.remove(e.ID); err != nil {
-					return builds, logs, err
+				for job := e.ID; job <= max(e.ID, e.LastJob); job++ {
+					if err := s.d.logs.remove(job); err != nil {
+						return builds, logs, err
+					}
 				}
 				if pass.logs {
 					muts = append(muts, store.Mutation{LogsPruned: e.ID})

@@ -142,10 +142,18 @@ func (r *Runner) execute(ctx context.Context, job *pontusv1.Job, stream *logStre
 	}
 	cleanup := func() { r.repos.remove(cloneURL, dir, did == "fetched") }
 
-	steps, why := r.planSteps(dir)
+	steps, why := r.planSteps(ctx, dir)
 	if why != "" {
 		stream.Printf("[pontus: checked out in %v (%s)]", roundDuration(time.Since(began)), did)
 		return errored("%s", why), cleanup
+	}
+	if job.GetShardCount() > 1 {
+		var note string
+		steps, note = shardSteps(job, dir, steps)
+		stream.Printf("%s", note)
+		if len(steps) == 0 {
+			return testrun.Result{Status: testrun.Passed, Tests: []*pontusv1.TestCase{}}, cleanup
+		}
 	}
 	run := make([]string, len(steps))
 	for i, st := range steps {
@@ -232,6 +240,9 @@ func allowedRepository(cloneURL string, patterns []string) bool {
 func checkJob(job *pontusv1.Job, cloneURL string) error {
 	if job.GetJobId() <= 0 || job.GetAttempt() <= 0 {
 		return fmt.Errorf("job id %d attempt %d: both must be positive", job.GetJobId(), job.GetAttempt())
+	}
+	if n, i := job.GetShardCount(), job.GetShardIndex(); n < 0 || n > 1000 || i < 0 || (n > 1 && i >= n) || (n <= 1 && i != 0) {
+		return fmt.Errorf("shard %d of %d: not a shard of the build", i, n)
 	}
 	if err := validate.CommitID("commit", job.GetCommit()); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -47,10 +48,15 @@ type jobStep struct {
 	name   string
 	native *step
 	plugin *plugins.StepConfig
+	// budget, when set, bounds the step below its timeout (a retry gets
+	// what is left of the step's).
+	budget time.Duration
 }
 
 func (s jobStep) describe() string {
 	switch {
+	case s.native != nil && s.native.shown != "":
+		return s.native.shown
 	case s.native != nil:
 		return strings.Join(s.native.argv, " ")
 	case s.plugin.GoTests:
@@ -63,9 +69,9 @@ func (s jobStep) describe() string {
 // the runner's plugin steps, the repository's (when it has a .pontus.toml
 // the runner allows), then the test step: the repository's
 // test_command, the runner's test_command, or what the checkout's files call
-// for (Python unittest, Go tests natively or in the sandbox, tests/*.wasm
-// modules). A reason is returned when the job cannot run.
-func (r *Runner) planSteps(dir string) ([]jobStep, string) {
+// for (pytest or Python unittest, Go tests natively or in the sandbox,
+// tests/*.wasm modules). A reason is returned when the job cannot run.
+func (r *Runner) planSteps(ctx context.Context, dir string) ([]jobStep, string) {
 	pluginSteps := r.cfg.Plugins
 	testCommand := r.cfg.TestCommand
 	if r.cfg.AllowRepoConfig {
@@ -89,6 +95,13 @@ func (r *Runner) planSteps(dir string) ([]jobStep, string) {
 	if testCommand != "" {
 		steps = append(steps, jobStep{name: "tests", native: &step{argv: []string{"sh", "-c", testCommand}}})
 	} else if st, ok := detectTests(dir); ok {
+		if st.pytest != "" && r.cfg.Native {
+			python, ok := r.pytestPython(ctx)
+			if !ok {
+				return nil, r.pytestMissing(st.pytest)
+			}
+			st = pytestStep(python, filepath.Join(homeDir(dir), pytestJUnitName))
+		}
 		goTests := st.argv[0] == "go"
 		if goTests && r.sandbox != nil && (r.cfg.SandboxGoTests || !r.cfg.Native) {
 			steps = append(steps, jobStep{name: "go-tests", plugin: &plugins.StepConfig{Name: "go-tests", GoTests: true, WorkDir: "tests"}})
@@ -173,19 +186,18 @@ func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, st
 		if len(steps) > 1 {
 			stream.Printf("[pontus: step %d of %d: %s]", i+1, len(steps), s.describe())
 		}
-		out := stream.Output() // starts this step's output
-		res := r.runStep(ctx, job, dir, s, out)
-		stream.EndOutput()
-		if res.Tests == nil && s.native != nil {
-			res.Tests = junitTests(dir, r.cfg.JUnit)
-		}
-		if res.Tests == nil {
-			res.Tests = testreport.Parse(stream.OutputBytes())
+		began := time.Now()
+		res := r.runStepLogged(ctx, job, dir, s, stream)
+		res.Tests = r.stepTests(dir, s, res, stream)
+		res = r.retryFailed(ctx, job, dir, s, res, stream, r.stepTimeout(s)-time.Since(began))
+		if s.native != nil && s.native.junit != "" && res.Status == testrun.Failed && res.Reason == "" {
+			res.Reason = pytestExitReason(res.ExitCode)
 		}
 		for _, t := range res.Tests {
 			if len(steps) > 1 && s.native == nil {
 				t.Name = s.name + ": " + t.Name
 			}
+			t.Runs = max(t.Runs, 1)
 			total.Tests = append(total.Tests, t)
 		}
 		if i == 0 || worse(res.Status, total.Status) {
@@ -199,6 +211,51 @@ func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, st
 		}
 	}
 	return total
+}
+
+// runStepLogged runs a step (or a retry of one) as this step's output in
+// the log, a native step's go test -json lines turned into the text they
+// carry.
+func (r *Runner) runStepLogged(ctx context.Context, job *pontusv1.Job, dir string, s jobStep, stream *logStream) testrun.Result {
+	out := stream.Output() // starts this step's output
+	defer stream.EndOutput()
+	if s.native == nil {
+		return r.runStep(ctx, job, dir, s, out)
+	}
+	text := newGoJSONText(out)
+	res := r.runStep(ctx, job, dir, s, text)
+	_ = text.Flush() // the stream's writer never fails
+	return res
+}
+
+// stepTests are a step's per-test results: from its executor, else from
+// JUnit reports it left (native steps), else parsed from the output it just
+// wrote.
+func (r *Runner) stepTests(dir string, s jobStep, res testrun.Result, stream *logStream) []*pontusv1.TestCase {
+	if res.Tests == nil && s.native != nil && s.native.junit != "" {
+		res.Tests = readJUnitFile(s.native.junit)
+	}
+	if res.Tests == nil && s.native != nil {
+		res.Tests = junitTests(dir, r.cfg.JUnit)
+	}
+	if res.Tests == nil {
+		res.Tests = testreport.Parse(stream.OutputBytes())
+	}
+	return res.Tests
+}
+
+// stepTimeout bounds a step: the runner's timeout, or less when the step
+// (perhaps from an untrusted repository's .pontus.toml) asks for less, or
+// when it has a budget. The runner's limits are ceilings.
+func (r *Runner) stepTimeout(s jobStep) time.Duration {
+	timeout := r.cfg.Timeout
+	if s.plugin != nil && s.plugin.Timeout > 0 {
+		timeout = min(s.plugin.Timeout, timeout)
+	}
+	if s.budget > 0 {
+		timeout = min(s.budget, timeout)
+	}
+	return timeout
 }
 
 // worse orders statuses: canceled, timed out, error, failed, passed.
@@ -215,21 +272,21 @@ func (r *Runner) runStep(ctx context.Context, job *pontusv1.Job, dir string, s j
 				return errored("cannot run the tests: %s is not installed on this runner (not found on PATH)", s.native.argv[0])
 			}
 		}
+		if s.native.junit != "" {
+			if err := prepareJUnitDir(s.native.junit); err != nil {
+				return errored("%v", err)
+			}
+		}
 		env := stepEnv(os.Environ(), job, s.native.env)
 		if r.user != nil {
 			env = r.user.env(env, homeDir(dir))
 		}
 		return r.exec.Run(ctx, testrun.Spec{
 			Dir: dir, Command: s.native.argv, Env: env,
-			Output: out, Timeout: r.cfg.Timeout, KillGrace: r.cfg.KillGrace,
+			Output: out, Timeout: r.stepTimeout(s), KillGrace: r.cfg.KillGrace,
 		})
 	}
-	// The runner's limits are ceilings: a step (perhaps from an untrusted
-	// repository's .pontus.toml) may ask for less, never more.
-	timeout := r.cfg.Timeout
-	if s.plugin.Timeout > 0 {
-		timeout = min(s.plugin.Timeout, r.cfg.Timeout)
-	}
+	timeout := r.stepTimeout(s)
 	plugin := s.plugin.Plugin(dir)
 	if plugin.MemoryLimitMiB == 0 || plugin.MemoryLimitMiB > r.cfg.WASMMemoryLimitMiB {
 		plugin.MemoryLimitMiB = r.cfg.WASMMemoryLimitMiB

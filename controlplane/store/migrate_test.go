@@ -80,6 +80,12 @@ func TestMigrateV1(t *testing.T) {
 	if fmt.Sprint(finished) != fmt.Sprint([]int64{at, at, 0}) {
 		t.Errorf("finished = %v, want [%d %d 0]", finished, at, at)
 	}
+	// Version 3 made each build its own one job.
+	for id := int64(1); id <= 3; id++ {
+		if b, err := s.JobBuild(ctx, id); err != nil || b.Id != id {
+			t.Errorf("JobBuild(%d) = %v, %v", id, b, err)
+		}
+	}
 	// The migrated store takes writes and says its version.
 	if err := s.Enqueue(Mutation{PutBuild: build(4, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)}).Wait(ctx); err != nil {
 		t.Fatal(err)

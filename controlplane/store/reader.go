@@ -83,7 +83,7 @@ func (s *reader) Load(ctx context.Context) (*State, error) {
 	if st.Unreported, err = s.Unreported(ctx); err != nil {
 		return nil, err
 	}
-	maxID, err := s.queryInt64(ctx, `SELECT MAX(id) FROM builds`)
+	maxID, err := s.queryInt64(ctx, `SELECT MAX(last_job) FROM builds`)
 	if err != nil {
 		return nil, fmt.Errorf("load store: %w", err)
 	}
@@ -174,6 +174,19 @@ func (s *reader) ListBuilds(ctx context.Context, q Query) ([]*pontusv1.Build, er
 	return s.queryBuilds(ctx, query, args...)
 }
 
+// JobBuild implements Store. Builds' id ranges do not overlap, so the
+// job's build can only be the one with the highest id not above it.
+func (s *reader) JobBuild(ctx context.Context, jobID int64) (*pontusv1.Build, error) {
+	bs, err := s.queryBuilds(ctx, `SELECT data FROM builds WHERE id = (SELECT MAX(id) FROM builds WHERE id <= ?) AND last_job >= ?`, jobID, jobID)
+	if err != nil {
+		return nil, err
+	}
+	if len(bs) == 0 {
+		return nil, ErrNotFound
+	}
+	return bs[0], nil
+}
+
 // GetBuild implements Store.
 func (s *reader) GetBuild(ctx context.Context, id int64) (*pontusv1.Build, error) {
 	bs, err := s.queryBuilds(ctx, `SELECT data FROM builds WHERE id = ?`, id)
@@ -254,7 +267,7 @@ func (s *reader) Expired(ctx context.Context, q ExpiredQuery) ([]ExpiredBuild, e
 		limit = 1000
 	}
 	args = append(args, limit)
-	rows, err := s.query(ctx, `SELECT id, commit_id FROM builds WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`, args...)
+	rows, err := s.query(ctx, `SELECT id, commit_id, last_job FROM builds WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query expired builds: %w", err)
 	}
@@ -262,7 +275,7 @@ func (s *reader) Expired(ctx context.Context, q ExpiredQuery) ([]ExpiredBuild, e
 	var out []ExpiredBuild
 	for rows.Next() {
 		var e ExpiredBuild
-		if err := rows.Scan(&e.ID, &e.Commit); err != nil {
+		if err := rows.Scan(&e.ID, &e.Commit, &e.LastJob); err != nil {
 			return nil, fmt.Errorf("query expired builds: %w", err)
 		}
 		out = append(out, e)

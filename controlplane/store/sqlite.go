@@ -32,7 +32,7 @@ type SQLite struct {
 	reader
 	write *sql.DB
 	opts  SQLiteOptions
-	stmts [opLogsPruned + 1]*sql.Stmt // prepared once, per write kind
+	stmts [opCount]*sql.Stmt // prepared once, per write kind
 }
 
 // op is a mutation prepared for the writer: payloads marshalled at enqueue
@@ -49,6 +49,10 @@ type op struct {
 	data   []byte
 	// finished is when a build finished (Unix seconds), 0 while live.
 	finished int64
+	// lastJob is the highest id the build takes (LastJobID).
+	lastJob int64
+	// tests are a finished build's test results for the history (opBuild).
+	tests []testRow
 }
 
 const (
@@ -59,6 +63,9 @@ const (
 	opReported
 	opDeleteBuild
 	opLogsPruned
+	opDeleteTests // a build's test history, replaced when it is written
+	opTestRun     // testRunChunk rows of it
+	opCount
 )
 
 // migrations take a store from one schema version to the next:
@@ -141,6 +148,38 @@ CREATE INDEX builds_logs_kept ON builds(id) WHERE logs_kept = 1 AND live = 0;`);
 		_, err = tx.Exec(`CREATE INDEX builds_finished ON builds(finished) WHERE live = 0`)
 		return err
 	},
+	// 3: sharded builds. A build of n > 1 shards has n jobs with the ids
+	// after its own (id+1 … id+n); last_job is the highest id a build
+	// takes (its own when unsharded), so ids stay unique and a job's build
+	// is found by range.
+	func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`ALTER TABLE builds ADD COLUMN last_job INTEGER NOT NULL DEFAULT 0`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(`UPDATE builds SET last_job = id`)
+		return err
+	},
+	// 4: per-test history: each recorded build's test results (see
+	// testRows), written with the build's completion and deleted with it.
+	func(tx *sql.Tx) error {
+		_, err := tx.Exec(`
+CREATE TABLE test_runs (
+	build_id    INTEGER NOT NULL,
+	repo        TEXT NOT NULL,
+	branch      TEXT NOT NULL,
+	commit_id   TEXT NOT NULL,
+	suite       TEXT NOT NULL,
+	name        TEXT NOT NULL,
+	outcome     INTEGER NOT NULL,
+	duration_us INTEGER NOT NULL,
+	runs        INTEGER NOT NULL
+);
+CREATE INDEX test_runs_build ON test_runs(build_id);
+CREATE INDEX test_runs_repo ON test_runs(repo, build_id);
+CREATE INDEX test_runs_branch ON test_runs(repo, branch, build_id);
+CREATE INDEX test_runs_test ON test_runs(repo, name, suite, build_id);`)
+		return err
+	},
 }
 
 // SchemaVersion is the store schema this Pontus writes.
@@ -188,11 +227,12 @@ func migrate(db *sql.DB, path string) error {
 
 // writeSQL is the statement of each write kind, shared by both stores
 // (placeholders are rewritten for PostgreSQL).
-var writeSQL = [opLogsPruned + 1]string{
-	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data, finished)
-		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
+var writeSQL = [opCount]string{
+	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data, finished, last_job)
+		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
 		ON CONFLICT(id) DO UPDATE SET status = excluded.status, live = excluded.live,
-		reported = 0, data = excluded.data, branch = excluded.branch, finished = excluded.finished`,
+		reported = 0, data = excluded.data, branch = excluded.branch, finished = excluded.finished,
+		last_job = excluded.last_job`,
 	opRunner: `INSERT INTO runners (id, data) VALUES (?, ?)
 		ON CONFLICT(id) DO UPDATE SET data = excluded.data`,
 	opDeleteRunner: `DELETE FROM runners WHERE id = ?`,
@@ -201,6 +241,8 @@ var writeSQL = [opLogsPruned + 1]string{
 	opReported:    `UPDATE builds SET reported = 1 WHERE id = ?`,
 	opDeleteBuild: `DELETE FROM builds WHERE id = ? AND live = 0`,
 	opLogsPruned:  `UPDATE builds SET logs_kept = 0 WHERE id = ?`,
+	opDeleteTests: `DELETE FROM test_runs WHERE build_id = ?`,
+	opTestRun:     testRunInsert(testRunChunk),
 }
 
 // OpenSQLite opens (creating if needed) the store at path.
@@ -252,7 +294,8 @@ func prepare(m Mutation) (op, error) {
 			return op{}, fmt.Errorf("encode build: %w", err)
 		}
 		return op{kind: opBuild, id: b.Id, repo: b.Repo, branch: b.Branch, commit: b.Commit,
-			status: int32(b.Status), live: !IsTerminal(b.Status), data: data, finished: finishedUnix(b)}, nil
+			status: int32(b.Status), live: !IsTerminal(b.Status), data: data, finished: finishedUnix(b),
+			lastJob: LastJobID(b), tests: testRows(b)}, nil
 	case m.PutRunner != nil:
 		data, err := proto.Marshal(m.PutRunner)
 		if err != nil {
@@ -288,15 +331,23 @@ func (s *SQLite) apply(batch []pendingWrite) error {
 		var err error
 		switch o.kind {
 		case opBuild:
-			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data, o.finished)
+			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data, o.finished, o.lastJob)
+			if err == nil && !o.live {
+				err = s.putTestRuns(tx, o)
+			}
 		case opRunner:
 			_, err = st.Exec(o.key, o.data)
 		case opDeleteRunner:
 			_, err = st.Exec(o.key)
 		case opCursor:
 			_, err = st.Exec(o.repo, o.branch, o.commit)
-		case opReported, opDeleteBuild, opLogsPruned:
+		case opReported, opLogsPruned:
 			_, err = st.Exec(o.id)
+		case opDeleteBuild:
+			_, err = st.Exec(o.id)
+			if err == nil {
+				_, err = tx.Stmt(s.stmts[opDeleteTests]).Exec(o.id)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("store write: %w", err)

@@ -28,7 +28,8 @@ var ErrNotFound = errors.New("not found")
 type Store interface {
 	// Load returns everything the dispatcher keeps in memory: builds that
 	// are not finished, runners, cursors, builds whose result files may not
-	// have been written, and the next build id.
+	// have been written, and the next build id (above every build's
+	// LastJobID).
 	Load(ctx context.Context) (*State, error)
 	// Enqueue queues mutations for the next group commit, in call order,
 	// and returns a Commit to wait on. It must not block on I/O, so callers
@@ -38,6 +39,9 @@ type Store interface {
 	ListBuilds(ctx context.Context, q Query) ([]*pontusv1.Build, error)
 	// GetBuild returns one build by id.
 	GetBuild(ctx context.Context, id int64) (*pontusv1.Build, error)
+	// JobBuild returns the build job jobID belongs to: the build with that
+	// id, or the sharded build whose shard jobs include it (LastJobID).
+	JobBuild(ctx context.Context, jobID int64) (*pontusv1.Build, error)
 	// LatestBuild returns the newest build of a commit; repo may be empty
 	// to match any repository.
 	LatestBuild(ctx context.Context, repo, commit string) (*pontusv1.Build, error)
@@ -54,6 +58,11 @@ type Store interface {
 	// build of a branch nor its newest passing build, nor a build whose
 	// result files are not written yet.
 	Expired(ctx context.Context, q ExpiredQuery) ([]ExpiredBuild, error)
+	// TestRuns returns the per-test history q selects, newest build first.
+	// A finished build's runs (see RecordsTests) are written in the same
+	// transaction as the build, replaced when it is written again, and
+	// deleted with it (DeleteBuild).
+	TestRuns(ctx context.Context, q TestRunQuery) ([]TestRun, error)
 	// Close flushes pending writes and closes the store.
 	Close() error
 }
@@ -115,6 +124,8 @@ type ExpiredQuery struct {
 type ExpiredBuild struct {
 	ID     int64
 	Commit string
+	// LastJob is the build's LastJobID: its jobs are ID … LastJob.
+	LastJob int64
 }
 
 // Commit is a pending group commit.
@@ -132,6 +143,17 @@ func (c *Commit) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// LastJobID is the highest id build b takes: a build of n > 1 shards has
+// the jobs id+1 … id+n (Build.shards), an unsharded build's one job has the
+// build's own id. New ids are allocated above every stored LastJobID.
+func LastJobID(b *pontusv1.Build) int64 {
+	id := b.Id
+	for _, s := range b.Shards {
+		id = max(id, s.JobId)
+	}
+	return id
 }
 
 // IsTerminal reports whether a status is final.

@@ -40,11 +40,12 @@ func TestSubcommands(t *testing.T) {
 		{[]string{"idle", "--duration", "1s"}, []string{"total_cpu_cores"}},
 		{[]string{"latency", "--commits", "2"}, []string{"p50_s", "p95_s", "max_s", "floor_s", "overhead_p50_s"}},
 		{[]string{"failover", "--replicas", "2", "--kills", "1"}, []string{"failover_p50_s", "failover_max_s"}},
+		{[]string{"shards", "--tests", "4", "--shards", "2", "--test-time", "100ms", "--runs", "1"}, []string{"p50_s", "max_s", "target_s", "concurrent_shards"}},
 		{[]string{"wasm", "--runs", "5", "--fib-runs", "2"}, []string{"warm_start_ms", "cold_compile_s", "native_ms", "sandbox_ms", "slowdown_x", "host_rss_mb", "guest_memory_limit_mib"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.args[0], func(t *testing.T) {
-			if tt.args[0] == "latency" || tt.args[0] == "idle" {
+			if tt.args[0] == "latency" || tt.args[0] == "idle" || tt.args[0] == "shards" {
 				if _, err := exec.LookPath("python3"); err != nil {
 					t.Skip("python3 not found")
 				}
@@ -86,6 +87,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"latency", "--commits", "-3"}, "--commits"},
 		{[]string{"latency", "--python", "no-such-python-anywhere"}, "--python"},
 		{[]string{"idle", "extra"}, "unexpected argument"},
+		{[]string{"shards", "--shards", "0"}, "--shards"},
 		{[]string{"wasm", "--runs", "0"}, "--runs"},
 		{[]string{"wasm", "--fib-runs", "-1"}, "--fib-runs"},
 		{[]string{"warp"}, "unknown benchmark"},

@@ -419,8 +419,9 @@ func (x *Attempt) GetReason() string {
 	return ""
 }
 
-// Build is one commit of one repository to test. Its job is attempted on
-// runners until one attempt reports an outcome (or max_attempts are lost).
+// Build is one commit of one repository to test. Its job (one per shard
+// when settings.shards > 1, see shards) is attempted on runners until one
+// attempt reports an outcome (or max_attempts are lost).
 type Build struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server-assigned, increasing.
@@ -484,7 +485,18 @@ type Build struct {
 	ReusedBuild  int64  `protobuf:"varint,32,opt,name=reused_build,json=reusedBuild,proto3" json:"reused_build,omitempty"`
 	ReusedCommit string `protobuf:"bytes,33,opt,name=reused_commit,json=reusedCommit,proto3" json:"reused_commit,omitempty"`
 	// This build was queued by bisection to find the culprit of that build.
-	BisectOf      int64 `protobuf:"varint,34,opt,name=bisect_of,json=bisectOf,proto3" json:"bisect_of,omitempty"`
+	BisectOf int64 `protobuf:"varint,34,opt,name=bisect_of,json=bisectOf,proto3" json:"bisect_of,omitempty"`
+	// A sharded build's jobs (settings.shards > 1), by shard index. Empty for a
+	// build of one shard, whose one job has the build's id. A sharded build's
+	// attempt is its highest shard attempt, its tests the shards' merged, its
+	// status the worst shard's once all have finished (TIMED_OUT, CANCELED,
+	// FAILED, ERROR, PASSED, worst first), and its log the shards' logs one
+	// after another, each after a "[pontus: shard i/n …]" header.
+	Shards []*Shard `protobuf:"bytes,55,rep,name=shards,proto3" json:"shards,omitempty"`
+	// The build whose recorded test durations balanced the shards (the
+	// branch's latest finished build with tests); 0 when there was none and
+	// the shards were balanced by test count.
+	BalancedBy    int64 `protobuf:"varint,56,opt,name=balanced_by,json=balancedBy,proto3" json:"balanced_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -757,6 +769,205 @@ func (x *Build) GetBisectOf() int64 {
 	return 0
 }
 
+func (x *Build) GetShards() []*Shard {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *Build) GetBalancedBy() int64 {
+	if x != nil {
+		return x.BalancedBy
+	}
+	return 0
+}
+
+// Shard is one job of a sharded build: one runner slot running its part of
+// the build's tests. Every shard's runner lists the same test units of the
+// commit (Python test modules, Go test functions, tests/*.wasm modules) and
+// computes the same partition from the same durations, then runs only its
+// part. Each shard has its own job id, lease and attempts, so a lost shard is
+// re-run alone.
+type Shard struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// From 0.
+	Index int32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The shard's job id (JobRef.job_id): the build's id + 1 + index.
+	JobId int64 `protobuf:"varint,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// QUEUED, LEASED, RUNNING or a terminal status, as for a build.
+	Status BuildStatus `protobuf:"varint,3,opt,name=status,proto3,enum=pontus.v1.BuildStatus" json:"status,omitempty"`
+	Reason string      `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The current (or final) attempt of this shard, from 1; 0 while queued.
+	Attempt    int32                  `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	RunnerId   string                 `protobuf:"bytes,6,opt,name=runner_id,json=runnerId,proto3" json:"runner_id,omitempty"`
+	RunnerName string                 `protobuf:"bytes,7,opt,name=runner_name,json=runnerName,proto3" json:"runner_name,omitempty"`
+	StartedAt  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	Duration   *durationpb.Duration   `protobuf:"bytes,10,opt,name=duration,proto3" json:"duration,omitempty"`
+	ExitCode   int32                  `protobuf:"varint,11,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	// Every attempt of this shard, oldest first.
+	Attempts []*Attempt `protobuf:"bytes,12,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	// Size in bytes of the current attempt's log.
+	LogSize            int64                  `protobuf:"varint,13,opt,name=log_size,json=logSize,proto3" json:"log_size,omitempty"`
+	LogTruncated       bool                   `protobuf:"varint,14,opt,name=log_truncated,json=logTruncated,proto3" json:"log_truncated,omitempty"`
+	LeaseDeadline      *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=lease_deadline,json=leaseDeadline,proto3" json:"lease_deadline,omitempty"`
+	OutputDroppedBytes int64                  `protobuf:"varint,16,opt,name=output_dropped_bytes,json=outputDroppedBytes,proto3" json:"output_dropped_bytes,omitempty"`
+	// How many test results the shard reported.
+	TestCount     int32 `protobuf:"varint,17,opt,name=test_count,json=testCount,proto3" json:"test_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Shard) Reset() {
+	*x = Shard{}
+	mi := &file_pontus_v1_types_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Shard) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Shard) ProtoMessage() {}
+
+func (x *Shard) ProtoReflect() protoreflect.Message {
+	mi := &file_pontus_v1_types_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Shard.ProtoReflect.Descriptor instead.
+func (*Shard) Descriptor() ([]byte, []int) {
+	return file_pontus_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Shard) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Shard) GetJobId() int64 {
+	if x != nil {
+		return x.JobId
+	}
+	return 0
+}
+
+func (x *Shard) GetStatus() BuildStatus {
+	if x != nil {
+		return x.Status
+	}
+	return BuildStatus_BUILD_STATUS_UNSPECIFIED
+}
+
+func (x *Shard) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Shard) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *Shard) GetRunnerId() string {
+	if x != nil {
+		return x.RunnerId
+	}
+	return ""
+}
+
+func (x *Shard) GetRunnerName() string {
+	if x != nil {
+		return x.RunnerName
+	}
+	return ""
+}
+
+func (x *Shard) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *Shard) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *Shard) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *Shard) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *Shard) GetAttempts() []*Attempt {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+func (x *Shard) GetLogSize() int64 {
+	if x != nil {
+		return x.LogSize
+	}
+	return 0
+}
+
+func (x *Shard) GetLogTruncated() bool {
+	if x != nil {
+		return x.LogTruncated
+	}
+	return false
+}
+
+func (x *Shard) GetLeaseDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseDeadline
+	}
+	return nil
+}
+
+func (x *Shard) GetOutputDroppedBytes() int64 {
+	if x != nil {
+		return x.OutputDroppedBytes
+	}
+	return 0
+}
+
+func (x *Shard) GetTestCount() int32 {
+	if x != nil {
+		return x.TestCount
+	}
+	return 0
+}
+
 // CommitInfo describes one reported commit.
 type CommitInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -778,7 +989,7 @@ type CommitInfo struct {
 
 func (x *CommitInfo) Reset() {
 	*x = CommitInfo{}
-	mi := &file_pontus_v1_types_proto_msgTypes[3]
+	mi := &file_pontus_v1_types_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +1001,7 @@ func (x *CommitInfo) String() string {
 func (*CommitInfo) ProtoMessage() {}
 
 func (x *CommitInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pontus_v1_types_proto_msgTypes[3]
+	mi := &file_pontus_v1_types_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +1014,7 @@ func (x *CommitInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitInfo.ProtoReflect.Descriptor instead.
 func (*CommitInfo) Descriptor() ([]byte, []int) {
-	return file_pontus_v1_types_proto_rawDescGZIP(), []int{3}
+	return file_pontus_v1_types_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CommitInfo) GetId() string {
@@ -874,7 +1085,7 @@ type BuildSettings struct {
 
 func (x *BuildSettings) Reset() {
 	*x = BuildSettings{}
-	mi := &file_pontus_v1_types_proto_msgTypes[4]
+	mi := &file_pontus_v1_types_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +1097,7 @@ func (x *BuildSettings) String() string {
 func (*BuildSettings) ProtoMessage() {}
 
 func (x *BuildSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_pontus_v1_types_proto_msgTypes[4]
+	mi := &file_pontus_v1_types_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1110,7 @@ func (x *BuildSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildSettings.ProtoReflect.Descriptor instead.
 func (*BuildSettings) Descriptor() ([]byte, []int) {
-	return file_pontus_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_pontus_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BuildSettings) GetRetries() int32 {
@@ -950,7 +1161,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_pontus_v1_types_proto_msgTypes[5]
+	mi := &file_pontus_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1173,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_pontus_v1_types_proto_msgTypes[5]
+	mi := &file_pontus_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1186,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_pontus_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_pontus_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Runner) GetId() string {
@@ -1053,7 +1264,7 @@ type JobRef struct {
 
 func (x *JobRef) Reset() {
 	*x = JobRef{}
-	mi := &file_pontus_v1_types_proto_msgTypes[6]
+	mi := &file_pontus_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1276,7 @@ func (x *JobRef) String() string {
 func (*JobRef) ProtoMessage() {}
 
 func (x *JobRef) ProtoReflect() protoreflect.Message {
-	mi := &file_pontus_v1_types_proto_msgTypes[6]
+	mi := &file_pontus_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1289,7 @@ func (x *JobRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRef.ProtoReflect.Descriptor instead.
 func (*JobRef) Descriptor() ([]byte, []int) {
-	return file_pontus_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_pontus_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JobRef) GetJobId() int64 {
@@ -1098,7 +1309,9 @@ func (x *JobRef) GetAttempt() int32 {
 // Job is what a runner receives from AcquireJob.
 type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The job's id; one build has one job, so it equals the build id.
+	// The job's id. A build of one shard has one job, whose id is the build's;
+	// a build of n > 1 shards has n jobs, ids build_id+1 … build_id+n (see
+	// Build.shards).
 	JobId int64 `protobuf:"varint,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	// Attempt number, from 1. Send it back on every call about this job.
 	Attempt int32  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
@@ -1112,14 +1325,25 @@ type Job struct {
 	// Renew the lease (Heartbeat) before this, or the job is given to another runner.
 	LeaseDeadline *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=lease_deadline,json=leaseDeadline,proto3" json:"lease_deadline,omitempty"`
 	// The build's settings (retries and the like); never nil.
-	Settings      *BuildSettings `protobuf:"bytes,10,opt,name=settings,proto3" json:"settings,omitempty"`
+	Settings *BuildSettings `protobuf:"bytes,10,opt,name=settings,proto3" json:"settings,omitempty"`
+	// This job's shard (from 0) and the build's number of shards; 0 and 1
+	// (or 0 and 0) for an unsharded build. The runner lists the commit's test
+	// units, partitions them into shard_count parts balanced by
+	// known_tests, and runs only part shard_index; a shard with nothing to do
+	// passes at once.
+	ShardIndex int32 `protobuf:"varint,20,opt,name=shard_index,json=shardIndex,proto3" json:"shard_index,omitempty"`
+	ShardCount int32 `protobuf:"varint,21,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
+	// Tests of an earlier build of the branch with their durations (name,
+	// suite and duration only), the same for every shard of the build: what
+	// the partition is balanced by. Empty: balance by count.
+	KnownTests    []*TestCase `protobuf:"bytes,22,rep,name=known_tests,json=knownTests,proto3" json:"known_tests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_pontus_v1_types_proto_msgTypes[7]
+	mi := &file_pontus_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1355,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_pontus_v1_types_proto_msgTypes[7]
+	mi := &file_pontus_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1368,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_pontus_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_pontus_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Job) GetJobId() int64 {
@@ -1217,6 +1441,27 @@ func (x *Job) GetSettings() *BuildSettings {
 	return nil
 }
 
+func (x *Job) GetShardIndex() int32 {
+	if x != nil {
+		return x.ShardIndex
+	}
+	return 0
+}
+
+func (x *Job) GetShardCount() int32 {
+	if x != nil {
+		return x.ShardCount
+	}
+	return 0
+}
+
+func (x *Job) GetKnownTests() []*TestCase {
+	if x != nil {
+		return x.KnownTests
+	}
+	return nil
+}
+
 var File_pontus_v1_types_proto protoreflect.FileDescriptor
 
 const file_pontus_v1_types_proto_rawDesc = "" +
@@ -1239,7 +1484,8 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x125\n" +
 	"\bended_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12.\n" +
 	"\x06status\x18\x06 \x01(\x0e2\x16.pontus.v1.BuildStatusR\x06status\x12\x16\n" +
-	"\x06reason\x18\a \x01(\tR\x06reason\"\xf2\t\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"\xbd\n" +
+	"\n" +
 	"\x05Build\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
 	"\x04repo\x18\x02 \x01(\tR\x04repo\x12\x16\n" +
@@ -1279,7 +1525,33 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"\aculprit\x18\x1f \x01(\tR\aculprit\x12!\n" +
 	"\freused_build\x18  \x01(\x03R\vreusedBuild\x12#\n" +
 	"\rreused_commit\x18! \x01(\tR\freusedCommit\x12\x1b\n" +
-	"\tbisect_of\x18\" \x01(\x03R\bbisectOf\"\xfa\x01\n" +
+	"\tbisect_of\x18\" \x01(\x03R\bbisectOf\x12(\n" +
+	"\x06shards\x187 \x03(\v2\x10.pontus.v1.ShardR\x06shards\x12\x1f\n" +
+	"\vbalanced_by\x188 \x01(\x03R\n" +
+	"balancedBy\"\xa4\x05\n" +
+	"\x05Shard\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\x03R\x05jobId\x12.\n" +
+	"\x06status\x18\x03 \x01(\x0e2\x16.pontus.v1.BuildStatusR\x06status\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\aattempt\x18\x05 \x01(\x05R\aattempt\x12\x1b\n" +
+	"\trunner_id\x18\x06 \x01(\tR\brunnerId\x12\x1f\n" +
+	"\vrunner_name\x18\a \x01(\tR\n" +
+	"runnerName\x129\n" +
+	"\n" +
+	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
+	"\vfinished_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\x125\n" +
+	"\bduration\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1b\n" +
+	"\texit_code\x18\v \x01(\x05R\bexitCode\x12.\n" +
+	"\battempts\x18\f \x03(\v2\x12.pontus.v1.AttemptR\battempts\x12\x19\n" +
+	"\blog_size\x18\r \x01(\x03R\alogSize\x12#\n" +
+	"\rlog_truncated\x18\x0e \x01(\bR\flogTruncated\x12A\n" +
+	"\x0elease_deadline\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\rleaseDeadline\x120\n" +
+	"\x14output_dropped_bytes\x18\x10 \x01(\x03R\x12outputDroppedBytes\x12\x1d\n" +
+	"\n" +
+	"test_count\x18\x11 \x01(\x05R\ttestCount\"\xfa\x01\n" +
 	"\n" +
 	"CommitInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
@@ -1306,7 +1578,7 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"\tbuild_ids\x18\t \x03(\x03R\bbuildIds\"9\n" +
 	"\x06JobRef\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\x03R\x05jobId\x12\x18\n" +
-	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\xc3\x02\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\xbb\x03\n" +
 	"\x03Job\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\x03R\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x19\n" +
@@ -1318,7 +1590,13 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"\x06labels\x18\b \x03(\tR\x06labels\x12A\n" +
 	"\x0elease_deadline\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\rleaseDeadline\x124\n" +
 	"\bsettings\x18\n" +
-	" \x01(\v2\x18.pontus.v1.BuildSettingsR\bsettings*\xf8\x01\n" +
+	" \x01(\v2\x18.pontus.v1.BuildSettingsR\bsettings\x12\x1f\n" +
+	"\vshard_index\x18\x14 \x01(\x05R\n" +
+	"shardIndex\x12\x1f\n" +
+	"\vshard_count\x18\x15 \x01(\x05R\n" +
+	"shardCount\x124\n" +
+	"\vknown_tests\x18\x16 \x03(\v2\x13.pontus.v1.TestCaseR\n" +
+	"knownTests*\xf8\x01\n" +
 	"\vBuildStatus\x12\x1c\n" +
 	"\x18BUILD_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13BUILD_STATUS_QUEUED\x10\x01\x12\x17\n" +
@@ -1358,7 +1636,7 @@ func file_pontus_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_pontus_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_pontus_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_pontus_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_pontus_v1_types_proto_goTypes = []any{
 	(BuildStatus)(0),              // 0: pontus.v1.BuildStatus
 	(TestOutcome)(0),              // 1: pontus.v1.TestOutcome
@@ -1366,42 +1644,51 @@ var file_pontus_v1_types_proto_goTypes = []any{
 	(*TestCase)(nil),              // 3: pontus.v1.TestCase
 	(*Attempt)(nil),               // 4: pontus.v1.Attempt
 	(*Build)(nil),                 // 5: pontus.v1.Build
-	(*CommitInfo)(nil),            // 6: pontus.v1.CommitInfo
-	(*BuildSettings)(nil),         // 7: pontus.v1.BuildSettings
-	(*Runner)(nil),                // 8: pontus.v1.Runner
-	(*JobRef)(nil),                // 9: pontus.v1.JobRef
-	(*Job)(nil),                   // 10: pontus.v1.Job
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*Shard)(nil),                 // 6: pontus.v1.Shard
+	(*CommitInfo)(nil),            // 7: pontus.v1.CommitInfo
+	(*BuildSettings)(nil),         // 8: pontus.v1.BuildSettings
+	(*Runner)(nil),                // 9: pontus.v1.Runner
+	(*JobRef)(nil),                // 10: pontus.v1.JobRef
+	(*Job)(nil),                   // 11: pontus.v1.Job
+	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_pontus_v1_types_proto_depIdxs = []int32{
 	1,  // 0: pontus.v1.TestCase.outcome:type_name -> pontus.v1.TestOutcome
-	11, // 1: pontus.v1.TestCase.duration:type_name -> google.protobuf.Duration
-	12, // 2: pontus.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	12, // 3: pontus.v1.Attempt.ended_at:type_name -> google.protobuf.Timestamp
+	12, // 1: pontus.v1.TestCase.duration:type_name -> google.protobuf.Duration
+	13, // 2: pontus.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	13, // 3: pontus.v1.Attempt.ended_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: pontus.v1.Attempt.status:type_name -> pontus.v1.BuildStatus
 	0,  // 5: pontus.v1.Build.status:type_name -> pontus.v1.BuildStatus
-	12, // 6: pontus.v1.Build.created_at:type_name -> google.protobuf.Timestamp
-	12, // 7: pontus.v1.Build.started_at:type_name -> google.protobuf.Timestamp
-	12, // 8: pontus.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
-	11, // 9: pontus.v1.Build.duration:type_name -> google.protobuf.Duration
+	13, // 6: pontus.v1.Build.created_at:type_name -> google.protobuf.Timestamp
+	13, // 7: pontus.v1.Build.started_at:type_name -> google.protobuf.Timestamp
+	13, // 8: pontus.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
+	12, // 9: pontus.v1.Build.duration:type_name -> google.protobuf.Duration
 	3,  // 10: pontus.v1.Build.tests:type_name -> pontus.v1.TestCase
 	4,  // 11: pontus.v1.Build.attempts:type_name -> pontus.v1.Attempt
-	12, // 12: pontus.v1.Build.lease_deadline:type_name -> google.protobuf.Timestamp
-	12, // 13: pontus.v1.Build.committed_at:type_name -> google.protobuf.Timestamp
-	7,  // 14: pontus.v1.Build.settings:type_name -> pontus.v1.BuildSettings
-	12, // 15: pontus.v1.CommitInfo.committed_at:type_name -> google.protobuf.Timestamp
-	7,  // 16: pontus.v1.CommitInfo.settings:type_name -> pontus.v1.BuildSettings
-	2,  // 17: pontus.v1.Runner.state:type_name -> pontus.v1.RunnerState
-	12, // 18: pontus.v1.Runner.registered_at:type_name -> google.protobuf.Timestamp
-	12, // 19: pontus.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
-	12, // 20: pontus.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	7,  // 21: pontus.v1.Job.settings:type_name -> pontus.v1.BuildSettings
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	13, // 12: pontus.v1.Build.lease_deadline:type_name -> google.protobuf.Timestamp
+	13, // 13: pontus.v1.Build.committed_at:type_name -> google.protobuf.Timestamp
+	8,  // 14: pontus.v1.Build.settings:type_name -> pontus.v1.BuildSettings
+	6,  // 15: pontus.v1.Build.shards:type_name -> pontus.v1.Shard
+	0,  // 16: pontus.v1.Shard.status:type_name -> pontus.v1.BuildStatus
+	13, // 17: pontus.v1.Shard.started_at:type_name -> google.protobuf.Timestamp
+	13, // 18: pontus.v1.Shard.finished_at:type_name -> google.protobuf.Timestamp
+	12, // 19: pontus.v1.Shard.duration:type_name -> google.protobuf.Duration
+	4,  // 20: pontus.v1.Shard.attempts:type_name -> pontus.v1.Attempt
+	13, // 21: pontus.v1.Shard.lease_deadline:type_name -> google.protobuf.Timestamp
+	13, // 22: pontus.v1.CommitInfo.committed_at:type_name -> google.protobuf.Timestamp
+	8,  // 23: pontus.v1.CommitInfo.settings:type_name -> pontus.v1.BuildSettings
+	2,  // 24: pontus.v1.Runner.state:type_name -> pontus.v1.RunnerState
+	13, // 25: pontus.v1.Runner.registered_at:type_name -> google.protobuf.Timestamp
+	13, // 26: pontus.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
+	13, // 27: pontus.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	8,  // 28: pontus.v1.Job.settings:type_name -> pontus.v1.BuildSettings
+	3,  // 29: pontus.v1.Job.known_tests:type_name -> pontus.v1.TestCase
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_pontus_v1_types_proto_init() }
@@ -1415,7 +1702,7 @@ func file_pontus_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pontus_v1_types_proto_rawDesc), len(file_pontus_v1_types_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
