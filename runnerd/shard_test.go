@@ -178,7 +178,7 @@ func TestShardJobsRunTheirPart(t *testing.T) {
 			fake.start()
 			repo := newRepo(t)
 			c := repo.commit(tc.files)
-			startRunner(t, testConfig(t, fake))
+			startRunner(t, goStepConfig(t, fake))
 			var got []string
 			for i := range 2 {
 				key := fake.enqueueJob(&pontusv1.Job{Repo: repo.dir, CloneUrl: repo.dir, Branch: "main", Commit: c,

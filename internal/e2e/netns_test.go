@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +23,7 @@ import (
 type testNet struct {
 	t      *testing.T
 	bridge string
+	subnet string // first three octets
 	hostIP string
 	hosts  map[string]*testHost
 	tag    string
@@ -48,8 +51,12 @@ func newTestNet(t *testing.T) *testNet {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("network namespace test needs iproute2's ip; skipping")
 	}
-	tag := fmt.Sprintf("%05d", os.Getpid()%100000)
-	n := &testNet{t: t, bridge: "pbr" + tag, hostIP: "198.18.0.1", hosts: map[string]*testHost{}, tag: tag}
+	removeStaleNets()
+	// The tag (the test process's id) names this run's devices, and its
+	// own /24 keeps runs side by side (two checkouts' tests) apart.
+	tag := strconv.Itoa(os.Getpid())
+	subnet := fmt.Sprintf("198.18.%d", os.Getpid()%250+1)
+	n := &testNet{t: t, bridge: "pbr" + tag, subnet: subnet, hostIP: subnet + ".1", hosts: map[string]*testHost{}, tag: tag}
 	if err := run(t, "ip", "link", "add", n.bridge, "type", "bridge"); err != nil {
 		t.Skipf("cannot create network devices here (%v); skipping", err)
 	}
@@ -65,11 +72,46 @@ func newTestNet(t *testing.T) *testNet {
 	return n
 }
 
-// addHost makes a namespace linked to the bridge, with address 198.18.0.<n>.
+// staleNet matches the devices and namespaces of a run, named by its
+// process id.
+var staleNet = regexp.MustCompile(`^(?:pbr|pns[a-z]+|pv[a-z]+)(\d+)$`)
+
+// removeStaleNets deletes what runs killed before their cleanup left
+// behind (a bridge left up keeps its address and routes).
+func removeStaleNets() {
+	dead := func(name string) bool {
+		m := staleNet.FindStringSubmatch(name)
+		if m == nil {
+			return false
+		}
+		_, err := os.Stat("/proc/" + m[1])
+		return os.IsNotExist(err)
+	}
+	if out, err := exec.Command("ip", "-o", "link", "show").Output(); err == nil {
+		for line := range strings.Lines(string(out)) {
+			// "12: pbr123@if3: <...": the name is the second field.
+			f := strings.Fields(line)
+			if len(f) > 1 {
+				if name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@"); dead(name) {
+					exec.Command("ip", "link", "del", name).Run()
+				}
+			}
+		}
+	}
+	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil {
+		for line := range strings.Lines(string(out)) {
+			if f := strings.Fields(line); len(f) > 0 && dead(f[0]) {
+				exec.Command("ip", "netns", "del", f[0]).Run()
+			}
+		}
+	}
+}
+
+// addHost makes a namespace linked to the bridge, with address SUBNET.<n>.
 func (n *testNet) addHost(name string, octet int) *testHost {
 	t := n.t
 	t.Helper()
-	h := &testHost{ns: "pns" + name + n.tag, hostLink: "pv" + name + n.tag, ip: fmt.Sprintf("198.18.0.%d", octet)}
+	h := &testHost{ns: "pns" + name + n.tag, hostLink: "pv" + name + n.tag, ip: fmt.Sprintf("%s.%d", n.subnet, octet)}
 	peer := "pp" + name + n.tag
 	if err := run(t, "ip", "netns", "add", h.ns); err != nil {
 		t.Fatal(err)
