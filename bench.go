@@ -20,6 +20,7 @@ func benchUsage(w io.Writer) {
 		{"dispatch", "saturated jobs/s and hand-out latency at half load, simulated runners"},
 		{"fleet", "control-plane CPU and RSS with N idle runners long-polling"},
 		{"idle", "CPU of an idle control plane, runner and observer"},
+		{"failover", "SIGKILL of the leading control-plane replica → next job handed out (PostgreSQL)"},
 		{"shards", "wall time of a sharded build of N equal tests on S runner slots"},
 		{"wasm", "plugins host (default config): warm starts, Go test slowdown vs native, stop at deadline, memory"},
 	} {
@@ -112,6 +113,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			cfg.Binary = bin
 			return bench.Idle(ctx, cfg, logger)
+		}
+	case "failover":
+		cfg := bench.DefaultFailoverConfig()
+		fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "control-plane replicas sharing the throwaway PostgreSQL server")
+		fs.IntVar(&cfg.Kills, "kills", cfg.Kills, "how many times to SIGKILL the leader (restarting it after each)")
+		fs.DurationVar(&cfg.PhaseTimeout, "phase-timeout", cfg.PhaseTimeout, "deadline of each failover")
+		run = func() (*bench.Result, error) {
+			bin, err := os.Executable()
+			if err != nil {
+				return nil, fmt.Errorf("find the pontus binary: %w", err)
+			}
+			cfg.Binary = bin
+			return bench.Failover(ctx, cfg, logger)
 		}
 	case "wasm":
 		cfg := bench.DefaultWasmConfig()

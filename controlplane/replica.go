@@ -309,8 +309,12 @@ type term struct {
 }
 
 // serve serves req if the term has not ended, and reports whether it did.
+// A term that is ending (its lock wanted) takes no new call: the call is
+// forwarded instead of waiting behind calls that may wait for the store.
 func (t *term) serve(w http.ResponseWriter, req *http.Request) bool {
-	t.mu.RLock()
+	if !t.mu.TryRLock() {
+		return false
+	}
 	defer t.mu.RUnlock()
 	if t.ended {
 		return false

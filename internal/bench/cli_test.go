@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pontus-ci/pontus/internal/e2e"
+	"github.com/pontus-ci/pontus/internal/pgtest"
 )
 
 // checkKeys fails unless line is key=value figures holding every key.
@@ -38,6 +39,7 @@ func TestSubcommands(t *testing.T) {
 		{[]string{"fleet", "--runners", "5", "--duration", "2s"}, []string{"runners", "cp_cpu_cores", "cp_rss_mb"}},
 		{[]string{"idle", "--duration", "1s"}, []string{"total_cpu_cores"}},
 		{[]string{"latency", "--commits", "2"}, []string{"p50_s", "p95_s", "max_s", "floor_s", "overhead_p50_s"}},
+		{[]string{"failover", "--replicas", "2", "--kills", "1"}, []string{"failover_p50_s", "failover_max_s"}},
 		{[]string{"shards", "--tests", "4", "--shards", "2", "--test-time", "100ms", "--runs", "1"}, []string{"p50_s", "max_s", "target_s", "concurrent_shards"}},
 		{[]string{"wasm", "--runs", "5", "--fib-runs", "2"}, []string{"warm_start_ms", "cold_compile_s", "native_ms", "sandbox_ms", "slowdown_x", "host_rss_mb", "guest_memory_limit_mib"}},
 	}
@@ -46,6 +48,11 @@ func TestSubcommands(t *testing.T) {
 			if tt.args[0] == "latency" || tt.args[0] == "idle" || tt.args[0] == "shards" {
 				if _, err := exec.LookPath("python3"); err != nil {
 					t.Skip("python3 not found")
+				}
+			}
+			if tt.args[0] == "failover" {
+				if _, err := pgtest.Bin(); err != nil {
+					t.Skip(err)
 				}
 			}
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)

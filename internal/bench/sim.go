@@ -41,8 +41,8 @@ func newConn(url, runnerToken, observerToken string) (*conn, error) {
 	}
 	return &conn{
 		hc:       hc,
-		runner:   pontusv1connect.NewRunnerServiceClient(hc, url, dial.Options(dial.Config{Token: runnerToken})...),
-		observer: pontusv1connect.NewObserverServiceClient(hc, url, dial.Options(dial.Config{Token: observerToken})...),
+		runner:   pontusv1connect.NewRunnerServiceClient(hc, dial.Base(url), dial.Options(dial.Config{Token: runnerToken})...),
+		observer: pontusv1connect.NewObserverServiceClient(hc, dial.Base(url), dial.Options(dial.Config{Token: observerToken})...),
 	}, nil
 }
 

@@ -1,8 +1,10 @@
 package dial
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -79,24 +81,28 @@ type failover struct {
 }
 
 func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
+	// A retry needs the body again, and must not share it with an
+	// attempt whose transport may still be reading it (a server may answer
+	// before reading the body): unary bodies are read once, here, and each
+	// attempt gets its own reader.
+	body, replayable, err := replayBody(req)
+	if err != nil {
+		return nil, err
+	}
 	start := int(f.cur.Load())
 	var lastErr error
 	for n := range len(f.endpoints) {
-		i := (start + n) % len(f.endpoints)
-		if n > 0 {
-			if req.Body != nil && req.Body != http.NoBody {
-				if req.GetBody == nil {
-					break
-				}
-				body, err := req.GetBody()
-				if err != nil {
-					break
-				}
-				req = req.Clone(req.Context())
-				req.Body = body
-			}
+		if n > 0 && !replayable {
+			break
 		}
-		resp, err := f.endpoints[i].rt.RoundTrip(f.rewrite(req, i))
+		i := (start + n) % len(f.endpoints)
+		out := f.rewrite(req, i)
+		if body != nil {
+			out.Body = io.NopCloser(bytes.NewReader(body))
+			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+			out.ContentLength = int64(len(body))
+		}
+		resp, err := f.endpoints[i].rt.RoundTrip(out)
 		switch {
 		case err != nil && req.Context().Err() == nil:
 			f.advance(i)
@@ -107,7 +113,7 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 			continue
 		case err == nil && resp.StatusCode == http.StatusServiceUnavailable:
 			f.advance(i)
-			if n+1 < len(f.endpoints) && (req.Body == nil || req.Body == http.NoBody || req.GetBody != nil) {
+			if replayable && n+1 < len(f.endpoints) {
 				resp.Body.Close()
 				continue
 			}
@@ -115,6 +121,34 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	return nil, lastErr
+}
+
+// maxReplay bounds the request bodies kept to be sent again.
+const maxReplay = 16 << 20
+
+// replayBody returns req's whole body when it can be sent again (a unary
+// call's, whose transport lets it be read again), and whether the request
+// can be retried at all.
+func replayBody(req *http.Request) ([]byte, bool, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil, true, nil
+	}
+	if req.GetBody == nil || req.ContentLength < 0 || req.ContentLength > maxReplay {
+		return nil, false, nil
+	}
+	rc, err := req.GetBody()
+	if err != nil {
+		return nil, false, nil
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxReplay+1))
+	if err != nil {
+		return nil, false, fmt.Errorf("read request body: %w", err)
+	}
+	if int64(len(b)) != req.ContentLength {
+		return nil, false, fmt.Errorf("request body has %d bytes, not its Content-Length %d", len(b), req.ContentLength)
+	}
+	return b, true, nil
 }
 
 // rewrite points req at endpoint i, keeping the path below the base URL.

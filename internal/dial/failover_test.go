@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/BurntSushi/toml"
@@ -21,6 +22,11 @@ type replica struct {
 	pontusv1connect.UnimplementedBuildServiceHandler
 	name string
 	down bool
+}
+
+// ListBuilds answers with the length of the branch it was asked for.
+func (r *replica) ListBuilds(_ context.Context, req *pontusv1.ListBuildsRequest) (*pontusv1.ListBuildsResponse, error) {
+	return &pontusv1.ListBuildsResponse{Builds: []*pontusv1.Build{{Branch: r.name, Id: int64(len(req.Branch))}}}, nil
 }
 
 func (r *replica) ListRunners(context.Context, *pontusv1.ListRunnersRequest) (*pontusv1.ListRunnersResponse, error) {
@@ -173,5 +179,41 @@ func TestURLsFromTOML(t *testing.T) {
 		if err != nil || string(cfg.CP) != tc.want {
 			t.Errorf("%s: got %q, %v; want %q", tc.doc, cfg.CP, err, tc.want)
 		}
+	}
+}
+
+// A replica that answers unavailable before reading the body (a standby
+// with no leader) must not leave the retry on the next replica with half a
+// body: each attempt sends the whole request.
+func TestFailoverResendsTheWholeBody(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	early := &http.Server{Protocols: p, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"code":"unavailable","message":"no leader"}`))
+	})}
+	go early.Serve(ln)
+	t.Cleanup(func() { early.Close() })
+	b, _ := serve(t, &replica{name: "b"}, "")
+	c := client(t, "http://"+ln.Addr().String()+","+b)
+	branch := strings.Repeat("x", 4<<20)
+	for range 5 {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		res, err := c.ListBuilds(ctx, &pontusv1.ListBuildsRequest{Branch: branch})
+		cancel()
+		if err != nil {
+			t.Fatalf("ListBuilds: %v", err)
+		}
+		if got := res.Builds[0]; got.Branch != "b" || got.Id != int64(len(branch)) {
+			t.Fatalf("answered by %q with a body of %d bytes, want b with %d", got.Branch, got.Id, len(branch))
+		}
+		// Back to the early replica first each time.
+		c = client(t, "http://"+ln.Addr().String()+","+b)
 	}
 }
