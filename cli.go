@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pontus-ci/pontus/controlplane/store"
+	"github.com/pontus-ci/pontus/internal/buildtext"
 	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/internal/git"
 	"github.com/pontus-ci/pontus/internal/protofmt"
@@ -119,7 +120,20 @@ func short(commit string) string {
 }
 
 func status(s pontusv1.BuildStatus) string {
-	return strings.ReplaceAll(strings.TrimPrefix(s.String(), "BUILD_STATUS_"), "_", " ")
+	return buildtext.Status(s)
+}
+
+// maxSubject is where pontus builds cuts a commit subject (never below 40
+// characters).
+const maxSubject = 60
+
+// subject is a commit subject cut to max characters, on one line.
+func subject(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > max {
+		return string(r[:max-1]) + "…"
+	}
+	return s
 }
 
 func age(t time.Time) string {
@@ -188,10 +202,11 @@ func runBuilds(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	safe := termsafe.NewWriter(stdout) // reasons come from runners and tests
 	defer safe.Flush()
 	tw := tabwriter.NewWriter(safe, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BUILD\tSTATUS\tCOMMIT\tBRANCH\tATTEMPT\tRUNNER\tDURATION\tCREATED\tREASON")
+	fmt.Fprintln(tw, "BUILD\tSTATUS\tCOMMIT\tSUBJECT\tAUTHOR\tBRANCH\tDURATION\tCREATED\tATTEMPT\tRUNNER\tREASON")
 	for _, b := range res.Builds {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", b.Id, status(b.Status), short(b.Commit), b.Branch,
-			b.Attempt, b.RunnerName, buildDuration(b), age(b.CreatedAt.AsTime()), b.Reason)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.Id, status(b.Status), short(b.Commit),
+			orPlaceholder(subject(b.Subject, maxSubject), "-"), orPlaceholder(subject(b.Author, 24), "-"), b.Branch,
+			buildDuration(b), age(b.CreatedAt.AsTime()), b.Attempt, b.RunnerName, subject(b.Reason, 200))
 	}
 	return tw.Flush()
 }
@@ -246,7 +261,12 @@ func printBuild(w io.Writer, b *pontusv1.Build) error {
 	} else {
 		row("reason", b.Reason)
 	}
-	row("commit", b.Commit)
+	row("commit", strings.TrimSpace(b.Commit+"  "+subject(b.Subject, 200)))
+	author := buildtext.Author(b)
+	if t := b.CommittedAt; t.IsValid() && t.AsTime().Unix() > 0 {
+		author = strings.TrimPrefix(author+", "+t.AsTime().Local().Format("2006-01-02 15:04 MST"), ", ")
+	}
+	row("author", author)
 	row("repo", b.Repo)
 	row("branch", b.Branch)
 	if len(b.Labels) > 0 {
@@ -266,6 +286,7 @@ func printBuild(w io.Writer, b *pontusv1.Build) error {
 			row("lost", fmt.Sprintf("attempt %d on %s: %s", a.Number, a.RunnerName, a.Reason))
 		}
 	}
+	row("tests", buildtext.Summary(b.Tests))
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -281,11 +302,10 @@ func printTests(w io.Writer, tests []*pontusv1.TestCase) {
 	}
 	fmt.Fprintln(w)
 	for _, t := range tests {
-		word := strings.TrimPrefix(t.Outcome.String(), "TEST_OUTCOME_")
-		fmt.Fprintf(w, "%-7s %s\n", word, t.Name)
+		fmt.Fprintf(w, "%-*s %s\n", buildtext.OutcomeWidth, buildtext.Outcome(t.Outcome), t.Name)
 		if t.Message != "" && t.Outcome != pontusv1.TestOutcome_TEST_OUTCOME_PASSED {
 			for _, line := range strings.Split(strings.TrimRight(t.Message, "\n"), "\n") {
-				fmt.Fprintf(w, "        %s\n", line)
+				fmt.Fprintf(w, "%*s %s\n", buildtext.OutcomeWidth, "", line)
 			}
 		}
 	}
@@ -587,6 +607,9 @@ func printProgress(ctx context.Context, url, token string, w io.Writer) {
 
 func progressLine(b *pontusv1.Build) string {
 	line := fmt.Sprintf("%s  build %-4d %-10s %-9s %s", time.Now().Format("15:04:05"), b.Id, short(b.Commit), status(b.Status), b.Branch)
+	if b.Subject != "" {
+		line += "  " + strconv.Quote(subject(b.Subject, maxSubject))
+	}
 	if b.Duration != nil {
 		line += "  " + b.Duration.AsDuration().Round(time.Millisecond).String()
 	}

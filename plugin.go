@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/pontus-ci/pontus/internal/buildtext"
 	"github.com/pontus-ci/pontus/internal/git"
 	"github.com/pontus-ci/pontus/internal/testrun"
 	"github.com/pontus-ci/pontus/internal/validate"
@@ -258,23 +259,16 @@ func runSummary(res testrun.Result) string {
 	}
 	switch res.Status {
 	case testrun.Passed:
-		return "passed: " + plural(len(res.Tests), "test")
+		return "passed: " + buildtext.Plural(len(res.Tests), "test", "tests")
 	case testrun.Failed:
 		if failed > 0 {
-			return fmt.Sprintf("failed: %d of %s failed (exit status %d)", failed, plural(len(res.Tests), "test"), res.ExitCode)
+			return fmt.Sprintf("failed: %d of %s failed (exit status %d)", failed, buildtext.Plural(len(res.Tests), "test", "tests"), res.ExitCode)
 		}
 		return fmt.Sprintf("failed: exit status %d", res.ExitCode)
 	case testrun.Errored:
 		return "error: " + res.Reason
 	}
 	return res.Reason // "timed out after 3s", "canceled"
-}
-
-func plural(n int, what string) string {
-	if n == 1 {
-		return "1 " + what
-	}
-	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // checkoutCommit makes a clean checkout of rev of the repository in dir in

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pontus-ci/pontus/controlplane/store"
+	"github.com/pontus-ci/pontus/internal/buildtext"
 	"github.com/pontus-ci/pontus/internal/protofmt"
 	"github.com/pontus-ci/pontus/internal/shardtext"
 	"github.com/pontus-ci/pontus/internal/termsafe"
@@ -281,12 +282,21 @@ func (w *resultWriter) atomicWrite(name string, data []byte) error {
 	return nil
 }
 
+// oneLine joins the lines and runs of blanks of s into single spaces.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
 // humanReport renders the plain-text report: a header, one line per test
 // case (failures first, with their message), then the captured output.
 func humanReport(b *pontusv1.Build, log []byte) []byte {
 	var buf bytes.Buffer
-	status := strings.ToUpper(statusName(b.Status))
-	fmt.Fprintf(&buf, "%s %s\n\n", status, b.Commit)
+	status := buildtext.Status(b.Status)
+	fmt.Fprintf(&buf, "%s %s\n", status, b.Commit)
+	if b.Subject != "" {
+		fmt.Fprintf(&buf, "%s\n", oneLine(b.Subject))
+	}
+	buf.WriteString("\n")
 	row := func(k, v string) {
 		if v != "" {
 			fmt.Fprintf(&buf, "%-9s %s\n", k+":", v)
@@ -294,6 +304,11 @@ func humanReport(b *pontusv1.Build, log []byte) []byte {
 	}
 	row("status", status)
 	row("commit", b.Commit)
+	row("subject", oneLine(b.Subject))
+	row("author", oneLine(buildtext.Author(b)))
+	if t := b.CommittedAt; t.IsValid() && t.AsTime().Unix() > 0 {
+		row("date", t.AsTime().UTC().Format(time.RFC3339))
+	}
 	row("repo", b.Repo)
 	row("branch", b.Branch)
 	row("build", fmt.Sprint(b.Id))
@@ -318,37 +333,18 @@ func humanReport(b *pontusv1.Build, log []byte) []byte {
 			row("lost", fmt.Sprintf("attempt %d on %s: %s", a.Number, a.RunnerName, a.Reason))
 		}
 	}
-	var pass, fail, skip, errs int
-	for _, t := range b.Tests {
-		switch t.Outcome {
-		case pontusv1.TestOutcome_TEST_OUTCOME_PASSED:
-			pass++
-		case pontusv1.TestOutcome_TEST_OUTCOME_FAILED:
-			fail++
-		case pontusv1.TestOutcome_TEST_OUTCOME_SKIPPED:
-			skip++
-		default:
-			errs++
-		}
-	}
 	if len(b.Tests) > 0 {
-		row("tests", fmt.Sprintf("%d passed, %d failed, %d errors, %d skipped", pass, fail, errs, skip))
+		row("tests", buildtext.Summary(b.Tests))
 		buf.WriteString("\n")
 		for _, t := range b.Tests {
-			word := strings.ToUpper(strings.TrimPrefix(t.Outcome.String(), "TEST_OUTCOME_"))
-			if word == "PASSED" {
-				word = "PASS"
-			} else if word == "FAILED" {
-				word = "FAIL"
-			}
 			d := ""
 			if t.Duration != nil {
 				d = "  (" + t.Duration.AsDuration().String() + ")"
 			}
-			fmt.Fprintf(&buf, "%-5s %s%s\n", word, t.Name, d)
+			fmt.Fprintf(&buf, "%-*s %s%s\n", buildtext.OutcomeWidth, buildtext.Outcome(t.Outcome), t.Name, d)
 			if t.Message != "" && t.Outcome != pontusv1.TestOutcome_TEST_OUTCOME_PASSED {
 				for _, line := range strings.Split(strings.TrimRight(t.Message, "\n"), "\n") {
-					fmt.Fprintf(&buf, "      %s\n", line)
+					fmt.Fprintf(&buf, "%*s %s\n", buildtext.OutcomeWidth, "", line)
 				}
 			}
 		}

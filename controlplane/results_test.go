@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
@@ -210,4 +212,41 @@ func TestManyBuildsWaitForAnUnwritableResultsDir(t *testing.T) {
 		waitResult(t, cfg.ResultsDir, commit, id)
 	}
 	cp.stop()
+}
+
+// The human report names the commit by subject, author and date, counts
+// the tests with plurals right, and keeps test names in one column
+// whatever the outcome.
+func TestHumanReportFormat(t *testing.T) {
+	t.Parallel()
+	committed := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	b := &pontusv1.Build{
+		Id: 3, Status: pontusv1.BuildStatus_BUILD_STATUS_TIMED_OUT, Commit: strings.Repeat("c", 40),
+		Subject: "fix the parser", Author: "Ada Lovelace", AuthorEmail: "ada@example.com",
+		CommittedAt: timestamppb.New(committed), Reason: "timed out after 3s",
+		Tests: []*pontusv1.TestCase{
+			{Name: "a", Outcome: pontusv1.TestOutcome_TEST_OUTCOME_FAILED, Message: "boom\nsecond line"},
+			{Name: "b", Outcome: pontusv1.TestOutcome_TEST_OUTCOME_ERROR},
+			{Name: "c", Outcome: pontusv1.TestOutcome_TEST_OUTCOME_SKIPPED, Message: "later"},
+			{Name: "d", Outcome: pontusv1.TestOutcome_TEST_OUTCOME_FLAKY},
+			{Name: "e", Outcome: pontusv1.TestOutcome_TEST_OUTCOME_PASSED},
+			{Name: "f", Outcome: pontusv1.TestOutcome_TEST_OUTCOME_PASSED},
+		},
+	}
+	got := string(humanReport(b, []byte("the log\n")))
+	for _, want := range []string{
+		"TIMED_OUT " + b.Commit + "\nfix the parser\n\n",
+		"status:   TIMED_OUT\n", "subject:  fix the parser\n", "author:   Ada Lovelace <ada@example.com>\n",
+		"date:     2026-12-03T12:00:00Z\n", "reason:   timed out after 3s\n",
+		"tests:    2 passed, 1 failed, 1 error, 1 skipped, 1 flaky\n",
+		"FAILED  a\n        boom\n        second line\n", "ERROR   b\n", "SKIPPED c\n        later\n", "FLAKY   d\n", "PASSED  e\n",
+		"--- output ---\nthe log\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("report lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "TIMED OUT") || strings.Contains(got, "errors") {
+		t.Errorf("report:\n%s", got)
+	}
 }

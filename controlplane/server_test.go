@@ -216,7 +216,7 @@ func testJobLifecycleWritesResults(t *testing.T, cfg Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"FAILED", commitA, "FAIL  test_fail", "AssertionError: I will fail", out} {
+	for _, want := range []string{"FAILED", commitA, "FAILED  test_fail", "AssertionError: I will fail", out} {
 		if !strings.Contains(string(human), want) {
 			t.Errorf("human report lacks %q:\n%s", want, human)
 		}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -347,7 +349,18 @@ func (s buildService) ListBuilds(ctx context.Context, req *pontusv1.ListBuildsRe
 	if req.BeforeId < 0 {
 		return nil, invalidf("before_id", "must not be negative")
 	}
-	bs, err := s.d.list(ctx, store.Query{Repo: req.Repo, Branch: req.Branch, Status: req.Status, BeforeID: req.BeforeId, Limit: int(req.Limit)})
+	q := store.Query{Repo: req.Repo, Branch: req.Branch, Status: req.Status, BeforeID: req.BeforeId, Limit: int(req.Limit)}
+	if req.Search != "" {
+		if len(req.Search) > maxSearch || strings.ContainsFunc(req.Search, unicode.IsControl) || !utf8.ValidString(req.Search) {
+			return nil, invalidf("search", "must be at most %d characters of text without control characters", maxSearch)
+		}
+		bs, err := s.d.search(ctx, q, req.Search)
+		if err != nil {
+			return nil, err
+		}
+		return &pontusv1.ListBuildsResponse{Builds: bs}, nil
+	}
+	bs, err := s.d.list(ctx, q)
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,10 @@ type Config struct {
 	// TestCommand is a shell command line run with `sh -c` in the checkout.
 	// Empty means detect the tests from the checkout.
 	TestCommand string `toml:"test_command"`
+	// Python is the interpreter that runs pytest suites. Empty: python3 on
+	// PATH, else the interpreter of the pytest script on PATH, whichever
+	// can import pytest.
+	Python string `toml:"python"`
 	// Timeout bounds a job's test step (and, separately, its checkout).
 	Timeout time.Duration `toml:"timeout"`
 	// KillGrace is the time between SIGTERM and SIGKILL when a job is stopped.
@@ -165,6 +169,9 @@ func (c *Config) Validate() error {
 	}
 	if strings.ContainsRune(c.TestCommand, 0) {
 		bad("test_command", "contains a NUL byte")
+	}
+	if strings.ContainsAny(c.Python, "\x00\n") {
+		bad("python", "contains a NUL byte or a line break")
 	}
 	if c.Timeout <= 0 {
 		bad("timeout", "must be positive, got %v", c.Timeout)

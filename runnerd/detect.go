@@ -10,7 +10,7 @@ import (
 )
 
 // noTestsReason is the ERROR reason when auto-detection finds nothing.
-const noTestsReason = "no tests found: looked for tests/*.py (Python unittest) and go.mod + tests/*_test.go (Go)"
+const noTestsReason = "no tests found: looked for tests/*.py (Python unittest or pytest) and go.mod + tests/*_test.go (Go)"
 
 // step is what a job runs natively.
 type step struct {
@@ -21,12 +21,20 @@ type step struct {
 	detected bool
 	// shown, if set, is how the log names the command instead of argv.
 	shown string
+	// pytest says why the tests are a pytest suite ("conftest.py found");
+	// the runner then chooses the interpreter and the JUnit file.
+	pytest string
+	// junit is the JUnit report the step writes outside the checkout.
+	junit string
 }
 
 // detectTests chooses how to run the tests of the checkout in dir from
 // what its files call for. ok is false when there is nothing to run.
 func detectTests(dir string) (step, bool) {
 	tests := filepath.Join(dir, "tests")
+	if why := pytestWhy(dir); why != "" {
+		return step{argv: []string{"python3", "-m", "pytest"}, pytest: why, detected: true}, true
+	}
 	if hasFile(tests, "*.py") {
 		return step{
 			argv: []string{"python3", "-m", "unittest", "discover", "-s", "tests", "-v"},

@@ -142,7 +142,7 @@ func (r *Runner) execute(ctx context.Context, job *pontusv1.Job, stream *logStre
 	}
 	cleanup := func() { r.repos.remove(cloneURL, dir, did == "fetched") }
 
-	steps, why := r.planSteps(dir)
+	steps, why := r.planSteps(ctx, dir)
 	if why != "" {
 		stream.Printf("[pontus: checked out in %v (%s)]", roundDuration(time.Since(began)), did)
 		return errored("%s", why), cleanup

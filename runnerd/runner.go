@@ -71,6 +71,7 @@ type Runner struct {
 	sess    *session
 	held    map[jobKey]context.CancelCauseFunc
 	changed chan struct{} // poked when held changes
+	pytest  string        // an interpreter found to import pytest
 }
 
 // session is one registration with the control plane.

@@ -65,9 +65,9 @@ func (s jobStep) describe() string {
 // the runner's plugin steps, the repository's (when it has a .pontus.toml
 // the runner allows), then the test step: the repository's
 // test_command, the runner's test_command, or what the checkout's files call
-// for (Python unittest, Go tests natively or in the sandbox, tests/*.wasm
-// modules). A reason is returned when the job cannot run.
-func (r *Runner) planSteps(dir string) ([]jobStep, string) {
+// for (pytest or Python unittest, Go tests natively or in the sandbox,
+// tests/*.wasm modules). A reason is returned when the job cannot run.
+func (r *Runner) planSteps(ctx context.Context, dir string) ([]jobStep, string) {
 	pluginSteps := r.cfg.Plugins
 	testCommand := r.cfg.TestCommand
 	if r.cfg.AllowRepoConfig {
@@ -91,6 +91,13 @@ func (r *Runner) planSteps(dir string) ([]jobStep, string) {
 	if testCommand != "" {
 		steps = append(steps, jobStep{name: "tests", native: &step{argv: []string{"sh", "-c", testCommand}}})
 	} else if st, ok := detectTests(dir); ok {
+		if st.pytest != "" && r.cfg.Native {
+			python, ok := r.pytestPython(ctx)
+			if !ok {
+				return nil, r.pytestMissing(st.pytest)
+			}
+			st = pytestStep(python, filepath.Join(homeDir(dir), pytestJUnitName))
+		}
 		goTests := st.argv[0] == "go"
 		if goTests && r.sandbox != nil && (r.cfg.SandboxGoTests || !r.cfg.Native) {
 			steps = append(steps, jobStep{name: "go-tests", plugin: &plugins.StepConfig{Name: "go-tests", GoTests: true, WorkDir: "tests"}})
@@ -176,8 +183,23 @@ func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, st
 			stream.Printf("[pontus: step %d of %d: %s]", i+1, len(steps), s.describe())
 		}
 		out := stream.Output() // starts this step's output
-		res := r.runStep(ctx, job, dir, s, out)
+		var res testrun.Result
+		if s.native != nil {
+			text := newGoJSONText(out)
+			res = r.runStep(ctx, job, dir, s, text)
+			_ = text.Flush() // the stream's writer never fails
+		} else {
+			res = r.runStep(ctx, job, dir, s, out)
+		}
 		stream.EndOutput()
+		if s.native != nil && s.native.junit != "" {
+			if res.Tests == nil {
+				res.Tests = readJUnitFile(s.native.junit)
+			}
+			if res.Status == testrun.Failed && res.Reason == "" {
+				res.Reason = pytestExitReason(res.ExitCode)
+			}
+		}
 		if res.Tests == nil && s.native != nil {
 			res.Tests = junitTests(dir, r.cfg.JUnit)
 		}
@@ -215,6 +237,11 @@ func (r *Runner) runStep(ctx context.Context, job *pontusv1.Job, dir string, s j
 		if s.native.detected {
 			if _, err := exec.LookPath(s.native.argv[0]); err != nil {
 				return errored("cannot run the tests: %s is not installed on this runner (not found on PATH)", s.native.argv[0])
+			}
+		}
+		if s.native.junit != "" {
+			if err := prepareJUnitDir(s.native.junit); err != nil {
+				return errored("%v", err)
 			}
 		}
 		env := stepEnv(os.Environ(), job, s.native.env)

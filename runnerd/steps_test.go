@@ -75,6 +75,8 @@ func TestPlanSteps(t *testing.T) {
 		{name: "sandbox-only runner runs Go tests in the sandbox", wasm: true, cfg: func(c *Config) { c.Native = false },
 			files: map[string]string{"go.mod": "module m\n", "tests/a_test.go": ""}, want: []string{"go-tests: Go tests of ./tests compiled to WebAssembly, in the sandbox"}},
 		{name: "nothing to run", files: map[string]string{"README": ""}, reason: "no tests found"},
+		{name: "sandbox-only runner refuses pytest", wasm: true, cfg: func(c *Config) { c.Native = false },
+			files: map[string]string{"tests/conftest.py": "", "tests/test_a.py": "def test_a():\n    pass\n"}, reason: "runs only sandboxed WebAssembly steps"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
@@ -85,7 +87,7 @@ func TestPlanSteps(t *testing.T) {
 			if tc.wasm {
 				r.sandbox = planOnly{}
 			}
-			steps, why := r.planSteps(writeTree(t, tc.files))
+			steps, why := r.planSteps(t.Context(), writeTree(t, tc.files))
 			if tc.reason != "" {
 				if !strings.Contains(why, tc.reason) {
 					t.Fatalf("reason %q, want it to contain %q (steps %v)", why, tc.reason, steps)

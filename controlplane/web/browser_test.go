@@ -103,7 +103,7 @@ func TestBrowserLiveDashboard(t *testing.T) {
 		t.Errorf("failed pill colour %s, want red rgb(207, 34, 46)", color)
 	}
 	rowText := browsertest.Eval[string](t, br, rowJS(3)+`.textContent`)
-	for _, want := range []string{"failed", "#3", commitN(3)[:10], "main", "demo", "runner-one", "2.3s"} {
+	for _, want := range []string{"FAILED", "#3", commitN(3)[:10], "main", "demo", "runner-one", "2.3s"} {
 		if !strings.Contains(rowText, want) {
 			t.Errorf("row text %q lacks %q", rowText, want)
 		}
@@ -153,7 +153,7 @@ func TestBrowserLiveDashboard(t *testing.T) {
 	s.fake.update(5, func(b *pontusv1.Build) { finish(b, failed) })
 	br.WaitJS(t, `document.getElementById('pill').classList.contains('s-failed')`, `document.getElementById('pill').outerHTML`)
 	br.WaitJS(t, `document.querySelector('#tests li .tname')?.textContent === 'TestBroken'`, `document.getElementById('tests').textContent`)
-	br.WaitJS(t, `document.getElementById('tsum').textContent === '1 failed · 1 passed · 1 skipped'`, `document.getElementById('tsum').textContent`)
+	br.WaitJS(t, `document.getElementById('tsum').textContent === '1 passed, 1 failed, 1 skipped'`, `document.getElementById('tsum').textContent`)
 	br.WaitJS(t, `document.getElementById('f-exit').textContent === '1'`, `document.getElementById('f-exit').textContent`)
 	br.WaitJS(t, `document.getElementById('logstate').textContent === 'end of log'`, `document.getElementById('logstate').textContent`)
 	log := browsertest.Eval[string](t, br, `document.getElementById('log').textContent`)
@@ -364,7 +364,7 @@ func TestBrowserRunnersLive(t *testing.T) {
 	s.fake.setRunners([]*pontusv1.Runner{one, two})
 	br.WaitJS(t, row("r-2")+`?.querySelector('.pill.s-busy')`, tableJS)
 	text := browsertest.Eval[string](t, br, row("r-2")+`.textContent`)
-	for _, want := range []string{"builder-b", "busy", "1 / 1", "#7", "r-2", "v0.2.0", "just now"} {
+	for _, want := range []string{"builder-b", "BUSY", "1 / 1", "#7", "r-2", "v0.2.0", "just now"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("new runner row %q lacks %q", text, want)
 		}

@@ -183,7 +183,8 @@ func (f *fakeBuilds) ListBuilds(_ context.Context, req *pontusv1.ListBuildsReque
 		if (req.GetBranch() != "" && b.GetBranch() != req.GetBranch()) ||
 			(req.GetRepo() != "" && b.GetRepo() != req.GetRepo()) ||
 			(req.GetStatus() != 0 && b.GetStatus() != req.GetStatus()) ||
-			(req.GetBeforeId() != 0 && b.GetId() >= req.GetBeforeId()) {
+			(req.GetBeforeId() != 0 && b.GetId() >= req.GetBeforeId()) ||
+			(req.GetSearch() != "" && !strings.Contains(b.GetSubject(), req.GetSearch())) {
 			continue
 		}
 		out = append(out, proto.CloneOf(b))

@@ -22,6 +22,7 @@ const (
 
 // buildsQuery is the recent-builds page's query string.
 type buildsQuery struct {
+	Search string
 	Branch string
 	Repo   string
 	Status pontusv1.BuildStatus
@@ -32,7 +33,10 @@ type buildsQuery struct {
 // parseBuildsQuery checks the query parameters of "/"; unknown parameters
 // are ignored, empty ones mean "any".
 func parseBuildsQuery(q url.Values) (buildsQuery, error) {
-	bq := buildsQuery{Limit: defaultLimit}
+	bq := buildsQuery{Limit: defaultLimit, Search: strings.TrimSpace(q.Get("q"))}
+	if len(bq.Search) > 200 {
+		return bq, errors.New("q: a search is at most 200 characters")
+	}
 	if s := q.Get("branch"); s != "" {
 		if err := validate.Branch("branch", s); err != nil {
 			return bq, err
@@ -114,7 +118,7 @@ func (h *handler) buildsPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := h.svc.ListBuilds(r.Context(), &pontusv1.ListBuildsRequest{
-		Branch: q.Branch, Repo: q.Repo, Status: q.Status, Limit: q.Limit, BeforeId: q.Before,
+		Branch: q.Branch, Repo: q.Repo, Status: q.Status, Limit: q.Limit, BeforeId: q.Before, Search: q.Search,
 	})
 	if err != nil {
 		h.svcError(w, r, "read builds", err)
@@ -122,8 +126,9 @@ func (h *handler) buildsPage(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	v := buildsView{
-		Branch: q.Branch, Repo: q.Repo, Limit: q.Limit, Before: q.Before,
-		Filtered: q.Branch != "" || q.Repo != "" || q.Status != 0 || q.Before != 0,
+		Search: q.Search, Branch: q.Branch, Repo: q.Repo, Limit: q.Limit, Before: q.Before,
+		Filtered: q.Branch != "" || q.Repo != "" || q.Status != 0 || q.Before != 0 || q.Search != "",
+		Charts:   h.charts(r.Context(), res.GetBuilds()),
 	}
 	if q.Status != 0 {
 		v.StatusEnum = q.Status.String()
@@ -136,7 +141,7 @@ func (h *handler) buildsPage(w http.ResponseWriter, r *http.Request) {
 	}
 	if n := len(v.Builds); n > 0 && n >= int(q.Limit) {
 		older := url.Values{}
-		for k, s := range map[string]string{"branch": q.Branch, "repo": q.Repo, "status": r.URL.Query().Get("status")} {
+		for k, s := range map[string]string{"branch": q.Branch, "repo": q.Repo, "status": r.URL.Query().Get("status"), "q": q.Search} {
 			if s != "" {
 				older.Set(k, s)
 			}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pontus-ci/pontus/internal/buildtext"
 	"github.com/pontus-ci/pontus/internal/shardtext"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -66,8 +67,10 @@ func statusClass(s pontusv1.BuildStatus) string {
 	return "s-" + strings.ReplaceAll(shortEnum(s.String(), "BUILD_STATUS_"), "_", "-")
 }
 
+// statusLabel is a status as the API, the CLI and the result files spell
+// it: TIMED_OUT (mirrored by label in app.js).
 func statusLabel(s pontusv1.BuildStatus) string {
-	return strings.ReplaceAll(shortEnum(s.String(), "BUILD_STATUS_"), "_", " ")
+	return buildtext.Status(s)
 }
 
 // cancelable reports whether CancelBuild can still stop a build in status s.
@@ -195,6 +198,9 @@ type buildRow struct {
 	Created     stamp
 	Reason      string
 	ShowReason  bool
+	Subject     string // the commit's subject line
+	Author      string // its author's name (or email)
+	AuthorFull  string // "Name <email>"
 }
 
 func newBuildRow(b *pontusv1.Build, now time.Time) buildRow {
@@ -215,6 +221,12 @@ func newBuildRow(b *pontusv1.Build, now time.Time) buildRow {
 		Created:     newStamp(b.GetCreatedAt(), now),
 		Reason:      b.GetReason(),
 		ShowReason:  b.GetReason() != "" && st != pontusv1.BuildStatus_BUILD_STATUS_PASSED,
+		Subject:     b.GetSubject(),
+		Author:      b.GetAuthor(),
+		AuthorFull:  buildtext.Author(b),
+	}
+	if row.Author == "" {
+		row.Author = b.GetAuthorEmail()
 	}
 	if b.GetAttempt() > 0 {
 		row.Attempt = strconv.Itoa(int(b.GetAttempt()))
@@ -235,6 +247,8 @@ type statusOption struct {
 }
 
 type buildsView struct {
+	Search     string
+	Charts     []chartView
 	Branch     string
 	Repo       string
 	StatusEnum string // BUILD_STATUS_… or ""
@@ -271,6 +285,7 @@ type testView struct {
 
 type buildView struct {
 	buildRow
+	Committed    stamp
 	Terminal     bool
 	AttemptText  string
 	ExitCode     string
@@ -319,27 +334,10 @@ func isLost(a *pontusv1.Attempt, current int32) bool {
 	return a.GetNumber() < current || strings.Contains(strings.ToLower(a.GetReason()), "runner lost")
 }
 
-// testSummary is mirrored by summary in app.js.
+// testSummary is the summary pontus show prints ("3 passed, 1 failed, 2
+// errors"); mirrored by summary in app.js.
 func testSummary(tests []*pontusv1.TestCase) string {
-	counts := map[pontusv1.TestOutcome]int{}
-	for _, t := range tests {
-		counts[t.GetOutcome()]++
-	}
-	var parts []string
-	for _, o := range []struct {
-		o    pontusv1.TestOutcome
-		name string
-	}{
-		{pontusv1.TestOutcome_TEST_OUTCOME_FAILED, "failed"},
-		{pontusv1.TestOutcome_TEST_OUTCOME_ERROR, "error"},
-		{pontusv1.TestOutcome_TEST_OUTCOME_PASSED, "passed"},
-		{pontusv1.TestOutcome_TEST_OUTCOME_SKIPPED, "skipped"},
-	} {
-		if n := counts[o.o]; n > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", n, o.name))
-		}
-	}
-	return strings.Join(parts, " · ")
+	return buildtext.Summary(tests)
 }
 
 func newBuildView(b *pontusv1.Build, now time.Time) buildView {
@@ -357,6 +355,7 @@ func newBuildView(b *pontusv1.Build, now time.Time) buildView {
 		Dropped:      b.GetOutputDroppedBytes(),
 		CancelAsked:  b.GetCancelRequested() && !terminal(st),
 		Cancelable:   cancelable(st),
+		Committed:    newStamp(b.GetCommittedAt(), now),
 	}
 	v.ShowReason = b.GetReason() != ""
 	if v.Terminal {
@@ -389,12 +388,11 @@ func newBuildView(b *pontusv1.Build, now time.Time) buildView {
 		if bad {
 			failures++
 		}
-		label := shortEnum(o.String(), "TEST_OUTCOME_")
 		tv := testView{
 			Name:    t.GetName(),
 			Suite:   t.GetSuite(),
-			Class:   "s-" + label,
-			Label:   label,
+			Class:   "s-" + shortEnum(o.String(), "TEST_OUTCOME_"),
+			Label:   buildtext.Outcome(o),
 			Message: t.GetMessage(),
 			Line:    strings.TrimSpace(strings.SplitN(t.GetMessage(), "\n", 2)[0]),
 			Output:  t.GetOutput(),
@@ -431,7 +429,7 @@ func newRunnerView(r *pontusv1.Runner, now time.Time) runnerView {
 		Name:       r.GetName(),
 		Labels:     r.GetLabels(),
 		StateClass: "s-" + state,
-		StateLabel: state,
+		StateLabel: strings.ToUpper(state), // as pontus runners prints it
 		Version:    r.GetVersion(),
 		Capacity:   fmt.Sprintf("%d / %d", len(r.GetBuildIds()), r.GetCapacity()),
 		Builds:     r.GetBuildIds(),

@@ -341,3 +341,25 @@ func isGoLogLine(s string) bool {
 	}
 	return k > j && strings.HasPrefix(s[k:], ": ")
 }
+
+// goEventActions are the actions test2json writes.
+var goEventActions = map[string]bool{
+	"start": true, "run": true, "pause": true, "cont": true, "pass": true, "bench": true,
+	"fail": true, "output": true, "skip": true, "build-output": true, "build-fail": true,
+}
+
+// GoTestJSONText returns the human text a go test -json line stands for:
+// the Output of a test2json event ("" for an event without output, such as
+// "run" or "pass"). ok is false when line is not a test2json event; it is
+// then text of its own (build errors, prints of a test command).
+func GoTestJSONText(line []byte) (text string, ok bool) {
+	t := strings.TrimSpace(string(line))
+	if !strings.HasPrefix(t, "{") || !strings.Contains(t, `"Action"`) {
+		return "", false
+	}
+	var ev goEvent
+	if json.Unmarshal([]byte(t), &ev) != nil || !goEventActions[ev.Action] {
+		return "", false
+	}
+	return ev.Output, true
+}

@@ -179,6 +179,11 @@ func (c *junitCase) start(name string, t xml.StartElement, depth int) {
 	case "skipped":
 		c.skipped = true
 		c.skipMsg = msg
+		if attr(t, "type") == "pytest.xfail" {
+			// An xfail is SKIPPED, as unittest's expected failure is.
+			c.skipMsg = strings.TrimSpace("expected failure: " + msg)
+			c.skipMsg = strings.TrimSuffix(c.skipMsg, ":")
+		}
 		text = &c.body
 	case "error", "rerunError":
 		c.errored = true

@@ -358,7 +358,9 @@ type utDescr struct {
 }
 
 // cutDesc parses "name (dotted.path)[ subtest] ... rest" or, without the
-// dots, a line that is exactly "name (dotted.path)[ subtest]".
+// dots, a line that is exactly "name (dotted.path)[ subtest]". The path may
+// be empty: a module's own doctest prints as "module ()", then
+// "Doctest: module ... ok" on the next line.
 func cutDesc(line string) (utDescr, bool) {
 	lead := indent(line)
 	s := line[lead:]
@@ -369,7 +371,8 @@ func cutDesc(line string) (utDescr, bool) {
 	name := s[:n]
 	pstart := n + 2
 	i := pstart
-	for {
+	// A doctest of a whole module prints as "module ()": no path.
+	for !strings.HasPrefix(s[pstart:], ")") {
 		m := identLen(s[i:])
 		if m == 0 {
 			return utDescr{}, false

@@ -4,9 +4,8 @@
 'use strict';
 (() => {
   const API = '/pontus.v1.BuildService/';
-  const LABEL = {TIMED_OUT: 'timed out', UNSPECIFIED: 'unknown'};
   const TERMINAL = new Set(['PASSED', 'FAILED', 'ERROR', 'TIMED_OUT', 'CANCELED']);
-  const RANK = {FAILED: 0, ERROR: 1, UNSPECIFIED: 2, SKIPPED: 3, PASSED: 4};
+  const RANK = {FAILED: 0, ERROR: 1, UNSPECIFIED: 2, FLAKY: 2, SKIPPED: 3, PASSED: 4};
   const $ = id => document.getElementById(id);
   const warn = what => e => console.warn('pontus: ' + what + ':', e.message);
 
@@ -19,7 +18,7 @@
   }
   // "BUILD_STATUS_TIMED_OUT" → "TIMED_OUT"; missing (zero value) → "UNSPECIFIED".
   const kind = s => (s || 'UNSPECIFIED').replace(/^(BUILD_STATUS|TEST_OUTCOME|RUNNER_STATE)_/, '');
-  const label = k => LABEL[k] || k.toLowerCase();
+  const label = k => (k === 'UNSPECIFIED' ? 'UNKNOWN' : k); // spelled as the API does (statusLabel in view.go)
   const pillClass = k => 'pill s-' + (k === 'UNSPECIFIED' ? 'unknown' : k.toLowerCase().replace('_', '-'));
   const pill = s => el('span', {class: pillClass(kind(s))}, label(kind(s)));
   const secs = d => (d ? parseFloat(d) : NaN); // protojson Duration "1.5s"
@@ -48,6 +47,9 @@
       fmtAge((Date.now() - t) / 1000));
   }
   const runnerOf = (name, id) => name || id || '—';
+  const authorFull = b => [b.author, b.authorEmail && '<' + b.authorEmail + '>'].filter(Boolean).join(' '); // as buildtext.Author
+  const matches = (b, term) => !(term = (term || '').trim().toLowerCase()) || // mirrors matchesSearch (search.go)
+    (term.length >= 4 && (b.commit || '').startsWith(term)) || [b.subject, b.author, b.authorEmail].some(s => (s || '').toLowerCase().includes(term));
   function tick() { // keep ages and running durations current
     const now = Date.now();
     for (const t of document.querySelectorAll('time[datetime]')) t.textContent = fmtAge((now - Date.parse(t.dateTime)) / 1000);
@@ -133,6 +135,8 @@
       el('td', {class: 'st'}, pill(b.status), showReason ? el('div', {class: 'reason'}, b.reason) : null),
       el('td', {}, el('a', {href: link}, '#' + id)),
       el('td', {}, el('a', {class: 'mono', href: link, title: b.commit}, (b.commit || '').slice(0, 10))),
+      el('td', {class: 'subj'}, b.subject ? el('span', {class: 'subject', title: b.subject}, b.subject) : '—',
+        b.author || b.authorEmail ? el('div', {class: 'author', title: authorFull(b)}, b.author || b.authorEmail) : null),
       el('td', {class: 'br'}, el('a', {href: '/?branch=' + encodeURIComponent(b.branch || '')}, b.branch)),
       el('td', {class: 'opt', title: repo}, base),
       el('td', {class: 'opt num'}, b.attempt ? String(b.attempt) : '—'),
@@ -147,7 +151,7 @@
     const seen = new Map(); // build id → seq of its latest WatchBuilds message
     let seq = 0;
     const wanted = b => (!f.status || b.status === f.status) && (!before || +b.id < before) &&
-      (!f.branch || b.branch === f.branch) && (!f.repo || b.repo === f.repo);
+      (!f.branch || b.branch === f.branch) && (!f.repo || b.repo === f.repo) && matches(b, f.search);
 
     function upsert(b, changed) {
       const id = +b.id, old = tbody.querySelector(`tr[data-id="${id}"]`);
@@ -164,7 +168,7 @@
     }
     async function refresh() {
       const s0 = seq, req = {limit};
-      for (const k of ['branch', 'repo', 'status']) if (f[k]) req[k] = f[k];
+      for (const k of ['branch', 'repo', 'status', 'search']) if (f[k]) req[k] = f[k];
       if (before) req.beforeId = String(before);
       const res = await unary('ListBuilds', req);
       // Oldest first so inserts land in order; skip builds the stream has
@@ -202,14 +206,17 @@
       t.message ? el('pre', {class: 'tmsg'}, t.message) : null,
       t.output ? el('pre', {class: 'tout'}, t.output) : null));
   }
+  function summary(tests) { // mirrors buildtext.Counts.String: "3 passed, 1 failed, 2 errors, 1 skipped"
+    const n = {PASSED: 0, FAILED: 0, ERROR: 0, SKIPPED: 0, FLAKY: 0}, e = () => n.ERROR + (n.ERROR === 1 ? ' error' : ' errors');
+    for (const t of tests) n[kind(t.outcome) in n ? kind(t.outcome) : 'ERROR']++;
+    return !tests.length ? '' : [n.PASSED + ' passed', n.FAILED + ' failed', n.ERROR && e(),
+      n.SKIPPED && n.SKIPPED + ' skipped', n.FLAKY && n.FLAKY + ' flaky'].filter(Boolean).join(', ');
+  }
   function renderTests(tests) {
     const sorted = tests.slice().sort((a, b) => RANK[kind(a.outcome)] - RANK[kind(b.outcome)]);
     let bad = 0; // the first five failures start expanded
     $('tests').replaceChildren(...sorted.map(t => testItem(t, RANK[kind(t.outcome)] <= 1 && ++bad <= 5)));
-    const n = {};
-    for (const t of tests) n[kind(t.outcome)] = (n[kind(t.outcome)] || 0) + 1;
-    $('tsum').textContent = ['FAILED', 'ERROR', 'PASSED', 'SKIPPED']
-      .filter(k => n[k]).map(k => n[k] + ' ' + k.toLowerCase()).join(' · ');
+    $('tsum').textContent = summary(tests);
     $('notests').hidden = tests.length > 0;
   }
   function renderAttempts(b) {

@@ -32,7 +32,12 @@ type ListBuildsRequest struct {
 	// Only builds of this repository.
 	Repo string `protobuf:"bytes,4,opt,name=repo,proto3" json:"repo,omitempty"`
 	// Only builds with an id below this (for paging).
-	BeforeId      int64 `protobuf:"varint,5,opt,name=before_id,json=beforeId,proto3" json:"before_id,omitempty"`
+	BeforeId int64 `protobuf:"varint,5,opt,name=before_id,json=beforeId,proto3" json:"before_id,omitempty"`
+	// Only builds whose commit id starts with this (4 or more hex
+	// characters), or whose commit subject, author name or author email
+	// contains it (ignoring case). Searches the newest 10,000 builds that
+	// match the other filters; at most 200 characters.
+	Search        string `protobuf:"bytes,10,opt,name=search,proto3" json:"search,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -100,6 +105,13 @@ func (x *ListBuildsRequest) GetBeforeId() int64 {
 		return x.BeforeId
 	}
 	return 0
+}
+
+func (x *ListBuildsRequest) GetSearch() string {
+	if x != nil {
+		return x.Search
+	}
+	return ""
 }
 
 type ListBuildsResponse struct {
@@ -848,13 +860,15 @@ var File_pontus_v1_build_proto protoreflect.FileDescriptor
 
 const file_pontus_v1_build_proto_rawDesc = "" +
 	"\n" +
-	"\x15pontus/v1/build.proto\x12\tpontus.v1\x1a\x15pontus/v1/types.proto\"\xa2\x01\n" +
+	"\x15pontus/v1/build.proto\x12\tpontus.v1\x1a\x15pontus/v1/types.proto\"\xba\x01\n" +
 	"\x11ListBuildsRequest\x12\x16\n" +
 	"\x06branch\x18\x01 \x01(\tR\x06branch\x12.\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x16.pontus.v1.BuildStatusR\x06status\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x12\n" +
 	"\x04repo\x18\x04 \x01(\tR\x04repo\x12\x1b\n" +
-	"\tbefore_id\x18\x05 \x01(\x03R\bbeforeId\">\n" +
+	"\tbefore_id\x18\x05 \x01(\x03R\bbeforeId\x12\x16\n" +
+	"\x06search\x18\n" +
+	" \x01(\tR\x06search\">\n" +
 	"\x12ListBuildsResponse\x12(\n" +
 	"\x06builds\x18\x01 \x03(\v2\x10.pontus.v1.BuildR\x06builds\"X\n" +
 	"\x0fGetBuildRequest\x12\x16\n" +
