@@ -20,7 +20,6 @@ import (
 	"github.com/pontus-ci/pontus/internal/dial"
 	"github.com/pontus-ci/pontus/internal/git"
 	"github.com/pontus-ci/pontus/internal/protofmt"
-	"github.com/pontus-ci/pontus/internal/shardtext"
 	"github.com/pontus-ci/pontus/internal/termsafe"
 	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
@@ -276,7 +275,7 @@ func printBuild(w io.Writer, b *pontusv1.Build) error {
 		row("runner", fmt.Sprintf("%s (%s)", b.RunnerName, b.RunnerId))
 		row("attempt", fmt.Sprintf("%d of at most %d", b.Attempt, b.MaxAttempts))
 	}
-	for _, r := range shardtext.Rows(b) {
+	for _, r := range buildtext.ShardRows(b) {
 		row(r[0], r[1])
 	}
 	row("duration", buildDuration(b))
@@ -302,7 +301,11 @@ func printTests(w io.Writer, tests []*pontusv1.TestCase) {
 	}
 	fmt.Fprintln(w)
 	for _, t := range tests {
-		fmt.Fprintf(w, "%-*s %s\n", buildtext.OutcomeWidth, buildtext.Outcome(t.Outcome), t.Name)
+		runs := ""
+		if t.Runs > 1 {
+			runs = fmt.Sprintf("  (%d runs)", t.Runs)
+		}
+		fmt.Fprintf(w, "%-*s %s%s\n", buildtext.OutcomeWidth, buildtext.Outcome(t.Outcome), t.Name, runs)
 		if t.Message != "" && t.Outcome != pontusv1.TestOutcome_TEST_OUTCOME_PASSED {
 			for _, line := range strings.Split(strings.TrimRight(t.Message, "\n"), "\n") {
 				fmt.Fprintf(w, "%*s %s\n", buildtext.OutcomeWidth, "", line)

@@ -25,6 +25,13 @@ type fileConfig struct {
 	ControlPlane controlplane.Config `toml:"controlplane"`
 	Runner       runnerd.Config      `toml:"runner"`
 	Observer     observerd.Config    `toml:"observer"`
+	// keys are the keys the file set ("controlplane.data_dir").
+	keys map[string]bool
+}
+
+// setsDirs reports whether the file chose where a role keeps its state.
+func (c fileConfig) setsDirs() bool {
+	return c.keys["controlplane.data_dir"] || c.keys["runner.workdir"] || c.keys["observer.data_dir"]
 }
 
 func defaultFileConfig() fileConfig {
@@ -111,6 +118,10 @@ func decodeConfig(data string, cfg *fileConfig) error {
 		fresh := *cfg
 		md, err := toml.Decode(strings.Join(lines, "\n"), &fresh)
 		if err == nil {
+			fresh.keys = map[string]bool{}
+			for _, k := range md.Keys() {
+				fresh.keys[k.String()] = true
+			}
 			*cfg = fresh
 			errs = append(errs, unknownKeys(md, keys)...)
 			errs = append(errs, durationNumbers(md, keys)...)
@@ -237,6 +248,8 @@ func explainDecodeError(err error, lines []string, keys map[string]keyInfo) (int
 	name, value, assigns := strings.Cut(text, "=")
 	name, value = strings.Trim(strings.TrimSpace(name), `"'`), strings.TrimSpace(value)
 	k, known := keys[key]
+	// A type that decodes itself says best what it takes.
+	known = known && !reflect.PointerTo(k.typ).Implements(reflect.TypeFor[toml.Unmarshaler]())
 	if key != "" && assigns && strings.HasSuffix(key, name) && known && !strings.Contains(msg, "already been defined") {
 		return line, fmt.Sprintf("%d: %s: %s; got %s", line, key, expected(k), value)
 	}

@@ -176,3 +176,23 @@ func serveIn(t *testing.T, dir string, env []string, args ...string) string {
 	t.Fatalf("control plane did not serve and log its configuration:\n%s", strings.Join(seen, "\n"))
 	return ""
 }
+
+// dev keeps everything under --data (./.pontus) unless the file it reads
+// says where a role keeps its state.
+func TestDevLayoutUnlessFileSetsDirs(t *testing.T) {
+	t.Parallel()
+	for data, want := range map[string]bool{
+		"[controlplane]\nlisten = \"127.0.0.1:9999\"\n": false,
+		"[runner]\ncapacity = 2\n":                      false,
+		"[controlplane]\ndata_dir = \"/srv/cp\"\n":      true,
+		"[runner]\nworkdir = \"/srv/runner\"\n":         true,
+	} {
+		cfg := defaultFileConfig()
+		if err := decodeConfig(data, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.setsDirs() != want {
+			t.Errorf("%q: setsDirs %v, want %v", data, !want, want)
+		}
+	}
+}

@@ -426,7 +426,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if f.set("data") {
 		data = f.data
 	}
-	if f.config == "" || f.set("data") {
+	// Everything dev writes goes under data, unless a configuration file
+	// says where (and --data does not).
+	devLayout := f.set("data") || !cfg.setsDirs()
+	if devLayout {
 		cfg.ControlPlane.DataDir = filepath.Join(data, "controlplane")
 		cfg.Runner.Workdir = filepath.Join(data, "runner")
 		cfg.Observer.DataDir = filepath.Join(data, "observer")
@@ -466,7 +469,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := cfg.Runner.Validate(); err != nil {
 		return err
 	}
-	if f.config == "" || f.set("data") {
+	if devLayout {
 		cfg.Runner.Workdir = devWorkdir(cfg.Runner, data)
 	}
 	if err := runnerd.CheckStepUser(cfg.Runner); err != nil {
@@ -521,7 +524,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	results, _ := filepath.Abs(cfg.ControlPlane.ResultsDir)
 	state := cfg.ControlPlane.DataDir
-	if f.config == "" || f.set("data") {
+	if devLayout {
 		state = data // everything dev writes is below it
 	}
 	state, _ = filepath.Abs(state)

@@ -50,6 +50,7 @@ func commands() []command {
 		{"show", "show one build: status, why pending, per-test results", runShow},
 		{"logs", "print a build's log (-f follows it live)", runLogs},
 		{"runners", "list runners", runRunners},
+		{"tests", "list tests with pass/fail/flaky counts, flip rate and median duration", runTests},
 		{"trigger", "re-run a commit", runTrigger},
 		{"cancel", "cancel a build", runCancel},
 		{"notify", "report a commit at once (for git hooks)", runNotify},

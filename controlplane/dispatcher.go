@@ -345,6 +345,7 @@ func (d *dispatcher) claimLocked(r *runnerState, lb *liveBuild) (*pontusv1.Job, 
 	job := &pontusv1.Job{
 		JobId: b.Id, Attempt: b.Attempt, BuildId: b.Id, Repo: b.Repo, CloneUrl: b.CloneUrl,
 		Branch: b.Branch, Commit: b.Commit, Labels: b.Labels, LeaseDeadline: b.LeaseDeadline,
+		Settings: cmp.Or(b.Settings, DefaultSettings()),
 	}
 	shardedJob(job, lb)
 	d.metrics.queueWait.Observe(now.Sub(b.CreatedAt.AsTime()).Seconds())

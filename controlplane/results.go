@@ -17,7 +17,6 @@ import (
 	"github.com/pontus-ci/pontus/controlplane/store"
 	"github.com/pontus-ci/pontus/internal/buildtext"
 	"github.com/pontus-ci/pontus/internal/protofmt"
-	"github.com/pontus-ci/pontus/internal/shardtext"
 	"github.com/pontus-ci/pontus/internal/termsafe"
 	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
@@ -318,7 +317,7 @@ func humanReport(b *pontusv1.Build, log []byte) []byte {
 	if len(b.Shards) == 0 {
 		row("attempt", fmt.Sprintf("%d of at most %d", b.Attempt, b.MaxAttempts))
 	}
-	for _, r := range shardtext.Rows(b) {
+	for _, r := range buildtext.ShardRows(b) {
 		row(r[0], r[1])
 	}
 	if b.Duration != nil {
@@ -340,6 +339,9 @@ func humanReport(b *pontusv1.Build, log []byte) []byte {
 			d := ""
 			if t.Duration != nil {
 				d = "  (" + t.Duration.AsDuration().String() + ")"
+			}
+			if t.Runs > 1 {
+				d += fmt.Sprintf("  [%d runs]", t.Runs)
 			}
 			fmt.Fprintf(&buf, "%-*s %s%s\n", buildtext.OutcomeWidth, buildtext.Outcome(t.Outcome), t.Name, d)
 			if t.Message != "" && t.Outcome != pontusv1.TestOutcome_TEST_OUTCOME_PASSED {

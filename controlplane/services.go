@@ -400,7 +400,7 @@ func (s buildService) WatchBuilds(ctx context.Context, req *pontusv1.WatchBuilds
 		return err
 	}
 	if !req.ChangesOnly {
-		bs, err := s.d.list(ctx, store.Query{Repo: req.Repo, Branch: req.Branch, Limit: int(req.SnapshotLimit)})
+		bs, err := s.d.snapshot(ctx, store.Query{Repo: req.Repo, Branch: req.Branch, Limit: int(req.SnapshotLimit)})
 		if err != nil {
 			return err
 		}

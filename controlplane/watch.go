@@ -1,7 +1,11 @@
 package controlplane
 
 import (
+	"context"
+
 	"google.golang.org/protobuf/proto"
+
+	"github.com/pontus-ci/pontus/controlplane/store"
 
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
@@ -52,4 +56,17 @@ func (d *dispatcher) publishLocked(b *pontusv1.Build) {
 			}
 		}
 	}
+}
+
+// snapshot is what WatchBuilds sends first: the builds matching q as
+// ListBuilds returns them. Its caller has subscribed already; a change
+// published before that was enqueued to the store in the same critical
+// section, so once an empty write enqueued now is durable, every such
+// change is in the store (or the live state) the list reads, and none
+// falls between the snapshot and the stream.
+func (d *dispatcher) snapshot(ctx context.Context, q store.Query) ([]*pontusv1.Build, error) {
+	if err := d.st.Enqueue().Wait(ctx); err != nil {
+		return nil, storeErr(err)
+	}
+	return d.list(ctx, q)
 }

@@ -20,6 +20,7 @@ call() { # call SERVICE/METHOD JSON [TOKEN]
 USER_TOKEN=${PONTUS_USER_TOKEN:-}
 call BuildService/ListBuilds '{"limit": 5}' "$USER_TOKEN"
 call BuildService/ListRunners '{}' "$USER_TOKEN"
+call BuildService/ListTests '{"limit": 5, "sort": "TEST_SORT_FLAKIEST"}' "$USER_TOKEN"
 if [ -n "${2:-}" ]; then
   call BuildService/GetBuild "{\"commit\": \"$2\"}" "$USER_TOKEN"
   # Re-run the commit, then cancel the new build by its id.

@@ -138,6 +138,7 @@ type moduleEntry struct {
 // IsolationProcess and no CacheDir, the workers load compiled modules from
 // a private temporary directory, removed by Close.
 func NewHost(ctx context.Context, cfg HostConfig, logger *slog.Logger) (_ *Host, err error) {
+	primeWazeroVersion()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("plugin host config: %w", err)
 	}
@@ -905,3 +906,19 @@ func firstLineWith(b []byte, substr string) string {
 	}
 	return strings.TrimPrefix(firstLine(s[i:]), "panic: ")
 }
+
+// primeWazeroVersion runs once before any runtime or compilation cache is
+// made: wazero (v1.12) records its own version in an unsynchronised variable
+// the first time it makes a file cache or a compiling engine, so two hosts
+// starting at once would race on it. Opening one throwaway file cache here
+// records it while nothing else runs wazero.
+var primeWazeroVersion = sync.OnceFunc(func() {
+	dir, err := os.MkdirTemp("", "pontus-wazero-")
+	if err != nil {
+		return
+	}
+	defer os.RemoveAll(dir)
+	if c, err := wazero.NewCompilationCacheWithDir(dir); err == nil {
+		_ = c.Close(context.Background())
+	}
+})

@@ -660,6 +660,7 @@ func loadWorker(ctx context.Context, req workerLoad) (*workerState, workerLoaded
 	if sum := sha256.Sum256(wasm); hex.EncodeToString(sum[:]) != req.SHA256 {
 		return fail("plugin module %s changed since the host compiled it", req.Module)
 	}
+	primeWazeroVersion()
 	cache, err := wazero.NewCompilationCacheWithDir(req.CacheDir)
 	if err != nil {
 		return fail("open compilation cache %s: %v", req.CacheDir, err)

@@ -19,8 +19,6 @@ type step struct {
 	env []string
 	// detected is true when the command was chosen from the checkout's files.
 	detected bool
-	// shown, if set, is how the log names the command instead of argv.
-	shown string
 	// pytest says why the tests are a pytest suite ("conftest.py found");
 	// the runner then chooses the interpreter and the JUnit file.
 	pytest string

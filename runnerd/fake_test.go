@@ -2,6 +2,7 @@ package runnerd
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,25 +29,27 @@ import (
 type fakeCP struct {
 	t                      testing.TB
 	heartbeat, lease, poll time.Duration
-	addr                   string // host:port, fixed after the first start
-	mu                     sync.Mutex
-	srv                    *http.Server
-	changed                chan struct{} // closed and replaced on every change
-	nextJob                int64
-	nextRunner             int
-	runners                map[string]bool
-	registers              int
-	queue                  []*pontusv1.Job
-	jobs                   map[jobKey]*pontusv1.Job
-	logs                   map[jobKey][]byte
-	appends                map[jobKey]int
-	outOfRange             int // out_of_range answers given to AppendLog
-	completed              map[jobKey]*pontusv1.CompleteJobRequest
-	heartbeats             []*pontusv1.HeartbeatRequest
-	cancel, lost, stale    map[jobKey]bool
-	auth                   []string                                        // Authorization headers seen
-	appendHook             func(f *fakeCP, req *pontusv1.AppendLogRequest) // called with mu held
-	completeHook           func(f *fakeCP, req *pontusv1.CompleteJobRequest)
+	// patience is how long waits for the runner last (default a minute).
+	patience            time.Duration
+	addr                string // host:port, fixed after the first start
+	mu                  sync.Mutex
+	srv                 *http.Server
+	changed             chan struct{} // closed and replaced on every change
+	nextJob             int64
+	nextRunner          int
+	runners             map[string]bool
+	registers           int
+	queue               []*pontusv1.Job
+	jobs                map[jobKey]*pontusv1.Job
+	logs                map[jobKey][]byte
+	appends             map[jobKey]int
+	outOfRange          int // out_of_range answers given to AppendLog
+	completed           map[jobKey]*pontusv1.CompleteJobRequest
+	heartbeats          []*pontusv1.HeartbeatRequest
+	cancel, lost, stale map[jobKey]bool
+	auth                []string                                        // Authorization headers seen
+	appendHook          func(f *fakeCP, req *pontusv1.AppendLogRequest) // called with mu held
+	completeHook        func(f *fakeCP, req *pontusv1.CompleteJobRequest)
 	pontusv1connect.UnimplementedRunnerServiceHandler
 }
 
@@ -305,7 +308,7 @@ func (f *fakeCP) CompleteJob(_ context.Context, req *pontusv1.CompleteJobRequest
 // the last state cond described.
 func (f *fakeCP) waitFor(what string, cond func(f *fakeCP) (bool, string)) {
 	f.t.Helper()
-	deadline := time.NewTimer(60 * time.Second)
+	deadline := time.NewTimer(cmp.Or(f.patience, 60*time.Second))
 	defer deadline.Stop()
 	for {
 		f.mu.Lock()

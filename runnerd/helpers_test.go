@@ -179,6 +179,17 @@ func testConfig(t testing.TB, fake *fakeCP) Config {
 	return cfg
 }
 
+// goStepConfig is testConfig for steps that build Go: the step user's build
+// cache is new with each workdir, and compiling the testing package's
+// dependencies from nothing takes over a minute on a loaded 2-core machine.
+func goStepConfig(t testing.TB, fake *fakeCP) Config {
+	t.Helper()
+	fake.patience = 5 * time.Minute
+	cfg := testConfig(t, fake)
+	cfg.Timeout = 5 * time.Minute
+	return cfg
+}
+
 // openDir returns a new temporary directory that every user may reach and
 // write to: steps of a runner that runs as root run as its step_user.
 func openDir(t testing.TB) string {

@@ -117,7 +117,7 @@ func TestGoCommit(t *testing.T) {
 		"tests/demo_test.go":  "package tests\n\nimport \"testing\"\n\nfunc TestAdd(t *testing.T) {\n\tif 1+1 != 2 {\n\t\tt.Fatal(\"math\")\n\t}\n}\n",
 		"tests/helper_go.txt": "not go\n",
 	})
-	startRunner(t, testConfig(t, fake))
+	startRunner(t, goStepConfig(t, fake))
 	req, log := fake.waitDone(fake.enqueue(repo.dir, c))
 	wantStatus(t, req, log, passed)
 	if !strings.Contains(log, "running: go test -v ./tests/...") || !strings.Contains(log, "--- PASS: TestAdd") {

@@ -339,13 +339,14 @@ func narrow(dir string, s jobStep, us []testUnit) []jobStep {
 		}
 		return []jobStep{{name: s.name, native: &st}}
 	case "unittest":
-		argv := []string{"python3", "-c", pyRunModules, "-v"}
-		for _, u := range us {
-			argv = append(argv, u.arg)
-		}
+		// The modules discovery would import from tests/, named: the same
+		// test ids, and a failed one can be re-run alone (retry.go).
 		st := *s.native
-		st.argv = argv
-		st.shown = "python3 -m unittest -v " + strings.Join(argv[4:], " ") + " (modules of tests/)"
+		st.argv = []string{st.argv[0], "-m", "unittest", "-v"}
+		for _, u := range us {
+			st.argv = append(st.argv, u.arg)
+		}
+		st.env = append(slices.Clip(st.env), "PYTHONPATH="+filepath.Join(dir, "tests"))
 		return []jobStep{{name: s.name, native: &st}}
 	}
 	// Go: one go test per package, running only its chosen functions.
@@ -366,9 +367,3 @@ func narrow(dir string, s jobStep, us []testUnit) []jobStep {
 	}
 	return out
 }
-
-// pyRunModules runs the unittest modules named by its arguments from
-// tests/, as `python3 -m unittest discover -s tests` would find them: the
-// names are arguments, never part of the program text.
-const pyRunModules = "import sys, unittest; sys.path.insert(0, 'tests'); " +
-	"unittest.main(module=None, argv=['python3 -m unittest'] + sys.argv[1:])"

@@ -168,7 +168,7 @@ func TestShardJobsRunTheirPart(t *testing.T) {
 			fake.start()
 			repo := newRepo(t)
 			c := repo.commit(tc.files)
-			startRunner(t, testConfig(t, fake))
+			startRunner(t, goStepConfig(t, fake))
 			var got []string
 			for i := range 2 {
 				key := fake.enqueueJob(&pontusv1.Job{Repo: repo.dir, CloneUrl: repo.dir, Branch: "main", Commit: c,
@@ -231,5 +231,22 @@ func TestShardsSplitPytestFiles(t *testing.T) {
 	slices.Sort(files)
 	if !slices.Equal(files, []string{"tests/sub/b_test.py", "tests/test_a.py"}) {
 		t.Fatalf("files run by the shards: %v", files)
+	}
+}
+
+// A failed test of a shard's unittest step can be re-run alone (retries):
+// the shard's command is the plain unittest one, importing from tests/.
+func TestShardUnittestStepCanRerunOneTest(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"tests/test_a.py": "", "tests/test_b.py": ""})
+	st, _ := detectTests(dir)
+	steps, _ := shardSteps(&pontusv1.Job{ShardIndex: 0, ShardCount: 2}, dir, []jobStep{{name: "tests", native: &st}})
+	again, ok := rerunStep(dir, *steps[0].native, &pontusv1.TestCase{Name: "test_x (test_a.T.test_x)"})
+	if !ok || strings.Join(again.argv, " ") != "python3 -m unittest -v test_a.T.test_x" {
+		t.Fatalf("re-run: %v %v", again.argv, ok)
+	}
+	env := stepEnv(nil, &pontusv1.Job{}, again.env)
+	if v, _ := lookup(env, "PYTHONPATH"); v != filepath.Join(dir, "tests") {
+		t.Fatalf("re-run imports from %q, want tests/", v)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -47,12 +48,13 @@ type jobStep struct {
 	name   string
 	native *step
 	plugin *plugins.StepConfig
+	// budget, when set, bounds the step below its timeout (a retry gets
+	// what is left of the step's).
+	budget time.Duration
 }
 
 func (s jobStep) describe() string {
 	switch {
-	case s.native != nil && s.native.shown != "":
-		return s.native.shown
 	case s.native != nil:
 		return strings.Join(s.native.argv, " ")
 	case s.plugin.GoTests:
@@ -182,34 +184,18 @@ func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, st
 		if len(steps) > 1 {
 			stream.Printf("[pontus: step %d of %d: %s]", i+1, len(steps), s.describe())
 		}
-		out := stream.Output() // starts this step's output
-		var res testrun.Result
-		if s.native != nil {
-			text := newGoJSONText(out)
-			res = r.runStep(ctx, job, dir, s, text)
-			_ = text.Flush() // the stream's writer never fails
-		} else {
-			res = r.runStep(ctx, job, dir, s, out)
-		}
-		stream.EndOutput()
-		if s.native != nil && s.native.junit != "" {
-			if res.Tests == nil {
-				res.Tests = readJUnitFile(s.native.junit)
-			}
-			if res.Status == testrun.Failed && res.Reason == "" {
-				res.Reason = pytestExitReason(res.ExitCode)
-			}
-		}
-		if res.Tests == nil && s.native != nil {
-			res.Tests = junitTests(dir, r.cfg.JUnit)
-		}
-		if res.Tests == nil {
-			res.Tests = testreport.Parse(stream.OutputBytes())
+		began := time.Now()
+		res := r.runStepLogged(ctx, job, dir, s, stream)
+		res.Tests = r.stepTests(dir, s, res, stream)
+		res = r.retryFailed(ctx, job, dir, s, res, stream, r.stepTimeout(s)-time.Since(began))
+		if s.native != nil && s.native.junit != "" && res.Status == testrun.Failed && res.Reason == "" {
+			res.Reason = pytestExitReason(res.ExitCode)
 		}
 		for _, t := range res.Tests {
 			if len(steps) > 1 && s.native == nil {
 				t.Name = s.name + ": " + t.Name
 			}
+			t.Runs = max(t.Runs, 1)
 			total.Tests = append(total.Tests, t)
 		}
 		if i == 0 || worse(res.Status, total.Status) {
@@ -223,6 +209,51 @@ func (r *Runner) runSteps(ctx context.Context, job *pontusv1.Job, dir string, st
 		}
 	}
 	return total
+}
+
+// runStepLogged runs a step (or a retry of one) as this step's output in
+// the log, a native step's go test -json lines turned into the text they
+// carry.
+func (r *Runner) runStepLogged(ctx context.Context, job *pontusv1.Job, dir string, s jobStep, stream *logStream) testrun.Result {
+	out := stream.Output() // starts this step's output
+	defer stream.EndOutput()
+	if s.native == nil {
+		return r.runStep(ctx, job, dir, s, out)
+	}
+	text := newGoJSONText(out)
+	res := r.runStep(ctx, job, dir, s, text)
+	_ = text.Flush() // the stream's writer never fails
+	return res
+}
+
+// stepTests are a step's per-test results: from its executor, else from
+// JUnit reports it left (native steps), else parsed from the output it just
+// wrote.
+func (r *Runner) stepTests(dir string, s jobStep, res testrun.Result, stream *logStream) []*pontusv1.TestCase {
+	if res.Tests == nil && s.native != nil && s.native.junit != "" {
+		res.Tests = readJUnitFile(s.native.junit)
+	}
+	if res.Tests == nil && s.native != nil {
+		res.Tests = junitTests(dir, r.cfg.JUnit)
+	}
+	if res.Tests == nil {
+		res.Tests = testreport.Parse(stream.OutputBytes())
+	}
+	return res.Tests
+}
+
+// stepTimeout bounds a step: the runner's timeout, or less when the step
+// (perhaps from an untrusted repository's .pontus.toml) asks for less, or
+// when it has a budget. The runner's limits are ceilings.
+func (r *Runner) stepTimeout(s jobStep) time.Duration {
+	timeout := r.cfg.Timeout
+	if s.plugin != nil && s.plugin.Timeout > 0 {
+		timeout = min(s.plugin.Timeout, timeout)
+	}
+	if s.budget > 0 {
+		timeout = min(s.budget, timeout)
+	}
+	return timeout
 }
 
 // worse orders statuses: canceled, timed out, error, failed, passed.
@@ -250,15 +281,10 @@ func (r *Runner) runStep(ctx context.Context, job *pontusv1.Job, dir string, s j
 		}
 		return r.exec.Run(ctx, testrun.Spec{
 			Dir: dir, Command: s.native.argv, Env: env,
-			Output: out, Timeout: r.cfg.Timeout, KillGrace: r.cfg.KillGrace,
+			Output: out, Timeout: r.stepTimeout(s), KillGrace: r.cfg.KillGrace,
 		})
 	}
-	// The runner's limits are ceilings: a step (perhaps from an untrusted
-	// repository's .pontus.toml) may ask for less, never more.
-	timeout := r.cfg.Timeout
-	if s.plugin.Timeout > 0 {
-		timeout = min(s.plugin.Timeout, r.cfg.Timeout)
-	}
+	timeout := r.stepTimeout(s)
 	plugin := s.plugin.Plugin(dir)
 	if plugin.MemoryLimitMiB == 0 || plugin.MemoryLimitMiB > r.cfg.WASMMemoryLimitMiB {
 		plugin.MemoryLimitMiB = r.cfg.WASMMemoryLimitMiB

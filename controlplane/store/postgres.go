@@ -136,6 +136,23 @@ CREATE TABLE log_chunks (
 	`
 ALTER TABLE builds ADD COLUMN last_job BIGINT NOT NULL DEFAULT 0;
 UPDATE builds SET last_job = id;`,
+	// 5: per-test history, as SQLite's migration 4.
+	`
+CREATE TABLE test_runs (
+	build_id    BIGINT NOT NULL,
+	repo        TEXT NOT NULL,
+	branch      TEXT NOT NULL,
+	commit_id   TEXT NOT NULL,
+	suite       TEXT NOT NULL,
+	name        TEXT NOT NULL,
+	outcome     INTEGER NOT NULL,
+	duration_us BIGINT NOT NULL,
+	runs        INTEGER NOT NULL
+);
+CREATE INDEX test_runs_build ON test_runs(build_id);
+CREATE INDEX test_runs_repo ON test_runs(repo, build_id);
+CREATE INDEX test_runs_branch ON test_runs(repo, branch, build_id);
+CREATE INDEX test_runs_test ON test_runs(repo, name, suite, build_id);`,
 }
 
 // PostgresSchemaVersion is the PostgreSQL schema this Pontus writes.
@@ -316,8 +333,16 @@ func (s *Postgres) applyOnce(batch []pendingWrite) error {
 		b.Queue(q, args...)
 	}
 	for _, pw := range batch {
-		if pw.op.kind != 0 {
-			b.Queue(s.sql[pw.op.kind], pgArgs(pw.op)...)
+		o := pw.op
+		if o.kind == 0 {
+			continue
+		}
+		b.Queue(s.sql[o.kind], pgArgs(o)...)
+		switch {
+		case o.kind == opBuild && !o.live:
+			s.queueTestRuns(&b, o)
+		case o.kind == opDeleteBuild:
+			b.Queue(s.sql[opDeleteTests], o.id)
 		}
 	}
 	if s.opts.Fence == nil {

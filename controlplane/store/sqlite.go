@@ -32,7 +32,7 @@ type SQLite struct {
 	reader
 	write *sql.DB
 	opts  SQLiteOptions
-	stmts [opLogsPruned + 1]*sql.Stmt // prepared once, per write kind
+	stmts [opCount]*sql.Stmt // prepared once, per write kind
 }
 
 // op is a mutation prepared for the writer: payloads marshalled at enqueue
@@ -51,6 +51,8 @@ type op struct {
 	finished int64
 	// lastJob is the highest id the build takes (LastJobID).
 	lastJob int64
+	// tests are a finished build's test results for the history (opBuild).
+	tests []testRow
 }
 
 const (
@@ -61,6 +63,9 @@ const (
 	opReported
 	opDeleteBuild
 	opLogsPruned
+	opDeleteTests // a build's test history, replaced when it is written
+	opTestRun     // testRunChunk rows of it
+	opCount
 )
 
 // migrations take a store from one schema version to the next:
@@ -154,6 +159,27 @@ CREATE INDEX builds_logs_kept ON builds(id) WHERE logs_kept = 1 AND live = 0;`);
 		_, err := tx.Exec(`UPDATE builds SET last_job = id`)
 		return err
 	},
+	// 4: per-test history: each recorded build's test results (see
+	// testRows), written with the build's completion and deleted with it.
+	func(tx *sql.Tx) error {
+		_, err := tx.Exec(`
+CREATE TABLE test_runs (
+	build_id    INTEGER NOT NULL,
+	repo        TEXT NOT NULL,
+	branch      TEXT NOT NULL,
+	commit_id   TEXT NOT NULL,
+	suite       TEXT NOT NULL,
+	name        TEXT NOT NULL,
+	outcome     INTEGER NOT NULL,
+	duration_us INTEGER NOT NULL,
+	runs        INTEGER NOT NULL
+);
+CREATE INDEX test_runs_build ON test_runs(build_id);
+CREATE INDEX test_runs_repo ON test_runs(repo, build_id);
+CREATE INDEX test_runs_branch ON test_runs(repo, branch, build_id);
+CREATE INDEX test_runs_test ON test_runs(repo, name, suite, build_id);`)
+		return err
+	},
 }
 
 // SchemaVersion is the store schema this Pontus writes.
@@ -201,7 +227,7 @@ func migrate(db *sql.DB, path string) error {
 
 // writeSQL is the statement of each write kind, shared by both stores
 // (placeholders are rewritten for PostgreSQL).
-var writeSQL = [opLogsPruned + 1]string{
+var writeSQL = [opCount]string{
 	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data, finished, last_job)
 		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
 		ON CONFLICT(id) DO UPDATE SET status = excluded.status, live = excluded.live,
@@ -215,6 +241,8 @@ var writeSQL = [opLogsPruned + 1]string{
 	opReported:    `UPDATE builds SET reported = 1 WHERE id = ?`,
 	opDeleteBuild: `DELETE FROM builds WHERE id = ? AND live = 0`,
 	opLogsPruned:  `UPDATE builds SET logs_kept = 0 WHERE id = ?`,
+	opDeleteTests: `DELETE FROM test_runs WHERE build_id = ?`,
+	opTestRun:     testRunInsert(testRunChunk),
 }
 
 // OpenSQLite opens (creating if needed) the store at path.
@@ -267,7 +295,7 @@ func prepare(m Mutation) (op, error) {
 		}
 		return op{kind: opBuild, id: b.Id, repo: b.Repo, branch: b.Branch, commit: b.Commit,
 			status: int32(b.Status), live: !IsTerminal(b.Status), data: data, finished: finishedUnix(b),
-			lastJob: LastJobID(b)}, nil
+			lastJob: LastJobID(b), tests: testRows(b)}, nil
 	case m.PutRunner != nil:
 		data, err := proto.Marshal(m.PutRunner)
 		if err != nil {
@@ -304,14 +332,22 @@ func (s *SQLite) apply(batch []pendingWrite) error {
 		switch o.kind {
 		case opBuild:
 			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data, o.finished, o.lastJob)
+			if err == nil && !o.live {
+				err = s.putTestRuns(tx, o)
+			}
 		case opRunner:
 			_, err = st.Exec(o.key, o.data)
 		case opDeleteRunner:
 			_, err = st.Exec(o.key)
 		case opCursor:
 			_, err = st.Exec(o.repo, o.branch, o.commit)
-		case opReported, opDeleteBuild, opLogsPruned:
+		case opReported, opLogsPruned:
 			_, err = st.Exec(o.id)
+		case opDeleteBuild:
+			_, err = st.Exec(o.id)
+			if err == nil {
+				_, err = tx.Stmt(s.stmts[opDeleteTests]).Exec(o.id)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("store write: %w", err)

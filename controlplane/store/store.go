@@ -58,6 +58,11 @@ type Store interface {
 	// build of a branch nor its newest passing build, nor a build whose
 	// result files are not written yet.
 	Expired(ctx context.Context, q ExpiredQuery) ([]ExpiredBuild, error)
+	// TestRuns returns the per-test history q selects, newest build first.
+	// A finished build's runs (see RecordsTests) are written in the same
+	// transaction as the build, replaced when it is written again, and
+	// deleted with it (DeleteBuild).
+	TestRuns(ctx context.Context, q TestRunQuery) ([]TestRun, error)
 	// Close flushes pending writes and closes the store.
 	Close() error
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha1"
 	"fmt"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/pontus-ci/pontus/internal/pgtest"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
@@ -283,5 +287,99 @@ func BenchmarkCommitsByPrefix(b *testing.B) {
 		if got, err := s.CommitsByPrefix(ctx, "", prefix, 6); err != nil || len(got) != 1 {
 			b.Fatalf("%v %v", got, err)
 		}
+	}
+}
+
+// A finished build's test results go into the per-test history with the
+// build, are replaced when it is written again, survive a reopen, are
+// windowed by build, and go with the build's deletion; queued, errored and
+// reused builds record none.
+func TestTestRuns(t *testing.T) { stores(t, testTestRuns) }
+
+func testTestRuns(t *testing.T, open opener) {
+	s := open(t)
+	ctx := context.Background()
+	withTests := func(id int64, status pontusv1.BuildStatus, branch string, outcomes ...pontusv1.TestOutcome) *pontusv1.Build {
+		b := build(id, status)
+		b.Branch = branch
+		for i, o := range outcomes {
+			b.Tests = append(b.Tests, &pontusv1.TestCase{Name: fmt.Sprintf("T%d", i), Suite: "pkg", Outcome: o,
+				Duration: durationpb.New(time.Duration(id) * time.Millisecond), Runs: int32(i)})
+		}
+		return b
+	}
+	const (
+		pass  = pontusv1.TestOutcome_TEST_OUTCOME_PASSED
+		fail  = pontusv1.TestOutcome_TEST_OUTCOME_FAILED
+		flaky = pontusv1.TestOutcome_TEST_OUTCOME_FLAKY
+	)
+	big := withTests(6, pontusv1.BuildStatus_BUILD_STATUS_PASSED, "big")
+	for i := range 250 { // several INSERT chunks
+		big.Repo = "/big"
+		big.Tests = append(big.Tests, &pontusv1.TestCase{Name: fmt.Sprintf("B%03d", i), Outcome: pass})
+	}
+	reused := withTests(5, pontusv1.BuildStatus_BUILD_STATUS_PASSED, "main", pass, pass)
+	reused.ReusedBuild = 1
+	muts := []Mutation{
+		{PutBuild: withTests(1, pontusv1.BuildStatus_BUILD_STATUS_PASSED, "main", pass, pass)},
+		{PutBuild: withTests(2, pontusv1.BuildStatus_BUILD_STATUS_RUNNING, "main", fail, fail)},
+		{PutBuild: withTests(3, pontusv1.BuildStatus_BUILD_STATUS_ERROR, "main", fail)},
+		{PutBuild: withTests(4, pontusv1.BuildStatus_BUILD_STATUS_FAILED, "dev", fail, pass)},
+		{PutBuild: reused},
+		{PutBuild: big},
+	}
+	if err := s.Enqueue(muts...).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Build 2 finishes: its rows replace nothing and appear.
+	if err := s.Enqueue(Mutation{PutBuild: withTests(2, pontusv1.BuildStatus_BUILD_STATUS_PASSED, "main", flaky, pass)}).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Written again (say, a culprit found): still one row per test.
+	if err := s.Enqueue(Mutation{PutBuild: withTests(2, pontusv1.BuildStatus_BUILD_STATUS_PASSED, "main", flaky, pass)}).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t)
+
+	summary := func(q TestRunQuery) string {
+		t.Helper()
+		runs, err := s.TestRuns(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Newest build first; within a build, in no order.
+		slices.SortStableFunc(runs, func(a, b TestRun) int {
+			return cmp.Or(cmp.Compare(b.BuildID, a.BuildID), cmp.Compare(a.Name, b.Name))
+		})
+		var parts []string
+		for _, r := range runs {
+			parts = append(parts, fmt.Sprintf("%d/%s/%s/%s:%s:%v:%d", r.BuildID, r.Branch, r.Suite, r.Name,
+				strings.TrimPrefix(r.Outcome.String(), "TEST_OUTCOME_"), r.Duration, r.Runs))
+		}
+		return strings.Join(parts, " ")
+	}
+	for _, c := range []struct {
+		q    TestRunQuery
+		want string
+	}{
+		{TestRunQuery{Repo: "/r"}, "4/dev/pkg/T0:FAILED:4ms:1 4/dev/pkg/T1:PASSED:4ms:1 2/main/pkg/T0:FLAKY:2ms:1 2/main/pkg/T1:PASSED:2ms:1 1/main/pkg/T0:PASSED:1ms:1 1/main/pkg/T1:PASSED:1ms:1"},
+		{TestRunQuery{Repo: "/r", Branch: "main", Builds: 1}, "2/main/pkg/T0:FLAKY:2ms:1 2/main/pkg/T1:PASSED:2ms:1"},
+		{TestRunQuery{Repo: "/r", Name: "T1", Suite: "pkg", Builds: 2}, "4/dev/pkg/T1:PASSED:4ms:1 2/main/pkg/T1:PASSED:2ms:1"},
+		{TestRunQuery{Repo: "/r", Name: "T1", Suite: "other"}, ""},
+		{TestRunQuery{Repo: "/other"}, ""},
+		{TestRunQuery{Repo: "/big", Name: "B249"}, "6/big//B249:PASSED:-1ns:1"},
+	} {
+		if got := summary(c.q); got != c.want {
+			t.Errorf("%+v:\n got %s\nwant %s", c.q, got, c.want)
+		}
+	}
+	if err := s.Enqueue(Mutation{DeleteBuild: 2}).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := summary(TestRunQuery{Branch: "main"}), "1/main/pkg/T0:PASSED:1ms:1 1/main/pkg/T1:PASSED:1ms:1"; got != want {
+		t.Errorf("after deleting build 2: %s, want %s", got, want)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pontus-ci/pontus/internal/buildtext"
-	"github.com/pontus-ci/pontus/internal/shardtext"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -19,7 +18,7 @@ import (
 // embedded, so an error here is a programming error caught by the tests.
 func parsePages() map[string]*template.Template {
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"builds", "build", "runners", "signin", "error", "bounce"} {
+	for _, name := range []string{"builds", "build", "runners", "signin", "error", "bounce", "tests", "test"} {
 		pages[name] = template.Must(template.New(name).ParseFS(templateFS,
 			"templates/layout.html", "templates/parts.html", "templates/"+name+".html"))
 	}
@@ -277,6 +276,7 @@ type testView struct {
 	Class    string
 	Label    string
 	Duration string
+	Runs     string // "2 runs" when retried
 	Message  string
 	Line     string // first line of Message
 	Output   string
@@ -364,7 +364,7 @@ func newBuildView(b *pontusv1.Build, now time.Time) buildView {
 			v.ExitCode = "-1 (killed or never run)"
 		}
 	}
-	v.Shards = shardtext.Rows(b)
+	v.Shards = buildtext.ShardRows(b)
 	for _, a := range b.GetAttempts() {
 		v.Attempts = append(v.Attempts, attemptView{
 			Number:      a.GetNumber(),
@@ -403,6 +403,9 @@ func newBuildView(b *pontusv1.Build, now time.Time) buildView {
 		}
 		if d, ok := durationOf(t.GetDuration()); ok {
 			tv.Duration = fmtDuration(d)
+		}
+		if t.GetRuns() > 1 {
+			tv.Runs = fmt.Sprintf("%d runs", t.GetRuns())
 		}
 		v.Tests = append(v.Tests, tv)
 	}

@@ -105,6 +105,8 @@ func New(svc pontusv1connect.BuildServiceHandler, opts Options) http.Handler {
 	mux.Handle("GET /builds/{id}", h.auth(h.buildPage))
 	mux.Handle("GET /commits/{commit}", h.auth(func(w http.ResponseWriter, r *http.Request) { h.commitPage(w, r, r.PathValue("commit")) }))
 	mux.Handle("GET /runners", h.auth(h.runnersPage))
+	mux.Handle("GET /tests", h.auth(h.testsPage))
+	mux.Handle("GET /tests/history", h.auth(h.testHistoryPage))
 	mux.Handle("/", h.auth(h.notFound))
 	return securityHeaders(mux)
 }

@@ -311,6 +311,10 @@ func TestBadRequestsAndNotFound(t *testing.T) {
 		{"/?branch=a..b", http.StatusBadRequest, "branch: branch name"},
 		{"/?branch=-x", http.StatusBadRequest, "must not start with"},
 		{"/?repo=-x", http.StatusBadRequest, "repo: repository"},
+		{"/tests?sort=bogus", http.StatusBadRequest, "sort: unknown order &#34;bogus&#34;"},
+		{"/tests?branch=a..b", http.StatusBadRequest, "branch: branch name"},
+		{"/tests/history", http.StatusBadRequest, "name: give the test"},
+		{"/tests/history?name=T&repo=-x", http.StatusBadRequest, "repo: repository"},
 	} {
 		r := get(t, s.url+tc.path)
 		if r.code != tc.code || !strings.Contains(r.body, tc.want) {

@@ -114,7 +114,7 @@ func TestExamplesAgainstLiveControlPlane(t *testing.T) {
 	if !strings.Contains(string(out), "BUILD_STATUS_CANCELED") && !strings.Contains(string(out), `"cancelRequested":true`) {
 		t.Errorf("curl.sh's CancelBuild did not cancel the re-run:\n%s", out)
 	}
-	for _, want := range []string{"== BuildService/ListBuilds", head, "== BuildService/TriggerBuild",
+	for _, want := range []string{"== BuildService/ListBuilds", head, "== BuildService/ListTests", `"tests":`, "== BuildService/TriggerBuild",
 		"== BuildService/CancelBuild", "== ObserverService/ReportCommits", `SERVING_STATUS_SERVING`} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("curl.sh output lacks %q:\n%s", want, out)

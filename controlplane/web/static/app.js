@@ -200,6 +200,7 @@
   function testItem(t, open) {
     const line = [pill(t.outcome), ' ', el('span', {class: 'tname'}, t.name || '(unnamed)'), ' ',
       el('span', {class: 'tdur'}, t.duration ? fmtDur(secs(t.duration)) : ''), ' ',
+      t.runs > 1 ? el('span', {class: 'tdur truns'}, t.runs + ' runs') : null, t.runs > 1 ? ' ' : null,
       el('span', {class: 'tline1'}, (t.message || '').split('\n')[0].trim())];
     if (!t.message && !t.output) return el('li', {class: 'test'}, el('div', {class: 'tline'}, ...line));
     return el('li', {class: 'test'}, el('details', {open: open ? '' : null}, el('summary', {}, ...line),

@@ -9,6 +9,7 @@ package pontusv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -20,6 +21,62 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// TestSort orders ListTests.
+type TestSort int32
+
+const (
+	// By suite, then name.
+	TestSort_TEST_SORT_UNSPECIFIED TestSort = 0
+	TestSort_TEST_SORT_NAME        TestSort = 1
+	// Highest median duration first.
+	TestSort_TEST_SORT_SLOWEST TestSort = 2
+	// Highest flip rate first, then most FLAKY runs.
+	TestSort_TEST_SORT_FLAKIEST TestSort = 3
+)
+
+// Enum value maps for TestSort.
+var (
+	TestSort_name = map[int32]string{
+		0: "TEST_SORT_UNSPECIFIED",
+		1: "TEST_SORT_NAME",
+		2: "TEST_SORT_SLOWEST",
+		3: "TEST_SORT_FLAKIEST",
+	}
+	TestSort_value = map[string]int32{
+		"TEST_SORT_UNSPECIFIED": 0,
+		"TEST_SORT_NAME":        1,
+		"TEST_SORT_SLOWEST":     2,
+		"TEST_SORT_FLAKIEST":    3,
+	}
+)
+
+func (x TestSort) Enum() *TestSort {
+	p := new(TestSort)
+	*p = x
+	return p
+}
+
+func (x TestSort) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TestSort) Descriptor() protoreflect.EnumDescriptor {
+	return file_pontus_v1_build_proto_enumTypes[0].Descriptor()
+}
+
+func (TestSort) Type() protoreflect.EnumType {
+	return &file_pontus_v1_build_proto_enumTypes[0]
+}
+
+func (x TestSort) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TestSort.Descriptor instead.
+func (TestSort) EnumDescriptor() ([]byte, []int) {
+	return file_pontus_v1_build_proto_rawDescGZIP(), []int{0}
+}
 
 type ListBuildsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -856,11 +913,514 @@ func (x *ListRunnersResponse) GetRunners() []*Runner {
 	return nil
 }
 
+type ListTestsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only tests of this repository (else of every repository).
+	Repo string `protobuf:"bytes,1,opt,name=repo,proto3" json:"repo,omitempty"`
+	// Only runs in builds of this branch (else of every branch).
+	Branch string `protobuf:"bytes,2,opt,name=branch,proto3" json:"branch,omitempty"`
+	// Only tests that were FLAKY at least once.
+	FlakyOnly bool     `protobuf:"varint,3,opt,name=flaky_only,json=flakyOnly,proto3" json:"flaky_only,omitempty"`
+	Sort      TestSort `protobuf:"varint,4,opt,name=sort,proto3,enum=pontus.v1.TestSort" json:"sort,omitempty"`
+	// At most this many tests (default 100, maximum 10000).
+	Limit int32 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	// How many of the newest builds with recorded tests to look at
+	// (default 50, maximum 1000).
+	Builds        int32 `protobuf:"varint,6,opt,name=builds,proto3" json:"builds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTestsRequest) Reset() {
+	*x = ListTestsRequest{}
+	mi := &file_pontus_v1_build_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTestsRequest) ProtoMessage() {}
+
+func (x *ListTestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pontus_v1_build_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTestsRequest.ProtoReflect.Descriptor instead.
+func (*ListTestsRequest) Descriptor() ([]byte, []int) {
+	return file_pontus_v1_build_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListTestsRequest) GetRepo() string {
+	if x != nil {
+		return x.Repo
+	}
+	return ""
+}
+
+func (x *ListTestsRequest) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *ListTestsRequest) GetFlakyOnly() bool {
+	if x != nil {
+		return x.FlakyOnly
+	}
+	return false
+}
+
+func (x *ListTestsRequest) GetSort() TestSort {
+	if x != nil {
+		return x.Sort
+	}
+	return TestSort_TEST_SORT_UNSPECIFIED
+}
+
+func (x *ListTestsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListTestsRequest) GetBuilds() int32 {
+	if x != nil {
+		return x.Builds
+	}
+	return 0
+}
+
+type ListTestsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Tests []*TestStats           `protobuf:"bytes,1,rep,name=tests,proto3" json:"tests,omitempty"`
+	// How many builds the history looked at.
+	Builds int32 `protobuf:"varint,2,opt,name=builds,proto3" json:"builds,omitempty"`
+	// How many tests matched before limit.
+	Total         int32 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTestsResponse) Reset() {
+	*x = ListTestsResponse{}
+	mi := &file_pontus_v1_build_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTestsResponse) ProtoMessage() {}
+
+func (x *ListTestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pontus_v1_build_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTestsResponse.ProtoReflect.Descriptor instead.
+func (*ListTestsResponse) Descriptor() ([]byte, []int) {
+	return file_pontus_v1_build_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListTestsResponse) GetTests() []*TestStats {
+	if x != nil {
+		return x.Tests
+	}
+	return nil
+}
+
+func (x *ListTestsResponse) GetBuilds() int32 {
+	if x != nil {
+		return x.Builds
+	}
+	return 0
+}
+
+func (x *ListTestsResponse) GetTotal() int32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+// TestStats is one test's history over a window of builds.
+type TestStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Repo  string                 `protobuf:"bytes,1,opt,name=repo,proto3" json:"repo,omitempty"`
+	Suite string                 `protobuf:"bytes,2,opt,name=suite,proto3" json:"suite,omitempty"`
+	Name  string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// Runs by final outcome in the window (a FLAKY run counts once).
+	Passed  int32 `protobuf:"varint,4,opt,name=passed,proto3" json:"passed,omitempty"`
+	Failed  int32 `protobuf:"varint,5,opt,name=failed,proto3" json:"failed,omitempty"`
+	Flaky   int32 `protobuf:"varint,6,opt,name=flaky,proto3" json:"flaky,omitempty"`
+	Skipped int32 `protobuf:"varint,7,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	Errored int32 `protobuf:"varint,8,opt,name=errored,proto3" json:"errored,omitempty"`
+	// Fraction of consecutive runs (oldest to newest, skips left out) whose
+	// outcome changed, a FLAKY run counting as a failure then a pass: 0 for a
+	// test that always passes or always fails, 1 for one that alternates.
+	FlipRate float64 `protobuf:"fixed64,9,opt,name=flip_rate,json=flipRate,proto3" json:"flip_rate,omitempty"`
+	// Median duration of the runs that reported one.
+	MedianDuration *durationpb.Duration `protobuf:"bytes,10,opt,name=median_duration,json=medianDuration,proto3" json:"median_duration,omitempty"`
+	// The newest runs, newest first (at most 20 in ListTests).
+	Recent        []*TestRun `protobuf:"bytes,11,rep,name=recent,proto3" json:"recent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TestStats) Reset() {
+	*x = TestStats{}
+	mi := &file_pontus_v1_build_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TestStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TestStats) ProtoMessage() {}
+
+func (x *TestStats) ProtoReflect() protoreflect.Message {
+	mi := &file_pontus_v1_build_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TestStats.ProtoReflect.Descriptor instead.
+func (*TestStats) Descriptor() ([]byte, []int) {
+	return file_pontus_v1_build_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *TestStats) GetRepo() string {
+	if x != nil {
+		return x.Repo
+	}
+	return ""
+}
+
+func (x *TestStats) GetSuite() string {
+	if x != nil {
+		return x.Suite
+	}
+	return ""
+}
+
+func (x *TestStats) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TestStats) GetPassed() int32 {
+	if x != nil {
+		return x.Passed
+	}
+	return 0
+}
+
+func (x *TestStats) GetFailed() int32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *TestStats) GetFlaky() int32 {
+	if x != nil {
+		return x.Flaky
+	}
+	return 0
+}
+
+func (x *TestStats) GetSkipped() int32 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *TestStats) GetErrored() int32 {
+	if x != nil {
+		return x.Errored
+	}
+	return 0
+}
+
+func (x *TestStats) GetFlipRate() float64 {
+	if x != nil {
+		return x.FlipRate
+	}
+	return 0
+}
+
+func (x *TestStats) GetMedianDuration() *durationpb.Duration {
+	if x != nil {
+		return x.MedianDuration
+	}
+	return nil
+}
+
+func (x *TestStats) GetRecent() []*TestRun {
+	if x != nil {
+		return x.Recent
+	}
+	return nil
+}
+
+// TestRun is one test's result in one build.
+type TestRun struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	BuildId  int64                  `protobuf:"varint,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	Commit   string                 `protobuf:"bytes,2,opt,name=commit,proto3" json:"commit,omitempty"`
+	Branch   string                 `protobuf:"bytes,3,opt,name=branch,proto3" json:"branch,omitempty"`
+	Outcome  TestOutcome            `protobuf:"varint,4,opt,name=outcome,proto3,enum=pontus.v1.TestOutcome" json:"outcome,omitempty"`
+	Duration *durationpb.Duration   `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
+	// How many times it ran in that build (retries); 1 when not retried.
+	Runs          int32 `protobuf:"varint,6,opt,name=runs,proto3" json:"runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TestRun) Reset() {
+	*x = TestRun{}
+	mi := &file_pontus_v1_build_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TestRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TestRun) ProtoMessage() {}
+
+func (x *TestRun) ProtoReflect() protoreflect.Message {
+	mi := &file_pontus_v1_build_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TestRun.ProtoReflect.Descriptor instead.
+func (*TestRun) Descriptor() ([]byte, []int) {
+	return file_pontus_v1_build_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *TestRun) GetBuildId() int64 {
+	if x != nil {
+		return x.BuildId
+	}
+	return 0
+}
+
+func (x *TestRun) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *TestRun) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *TestRun) GetOutcome() TestOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return TestOutcome_TEST_OUTCOME_UNSPECIFIED
+}
+
+func (x *TestRun) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *TestRun) GetRuns() int32 {
+	if x != nil {
+		return x.Runs
+	}
+	return 0
+}
+
+type GetTestHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Repo  string                 `protobuf:"bytes,1,opt,name=repo,proto3" json:"repo,omitempty"`
+	// Only runs in builds of this branch.
+	Branch string `protobuf:"bytes,2,opt,name=branch,proto3" json:"branch,omitempty"`
+	// The test's suite and name as ListTests gives them. An empty suite (or
+	// repo) takes the suite (repo) of the test's newest run.
+	Suite string `protobuf:"bytes,3,opt,name=suite,proto3" json:"suite,omitempty"`
+	Name  string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	// At most this many runs (default 100, maximum 1000).
+	Limit         int32 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTestHistoryRequest) Reset() {
+	*x = GetTestHistoryRequest{}
+	mi := &file_pontus_v1_build_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTestHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTestHistoryRequest) ProtoMessage() {}
+
+func (x *GetTestHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pontus_v1_build_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTestHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetTestHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_pontus_v1_build_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetTestHistoryRequest) GetRepo() string {
+	if x != nil {
+		return x.Repo
+	}
+	return ""
+}
+
+func (x *GetTestHistoryRequest) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *GetTestHistoryRequest) GetSuite() string {
+	if x != nil {
+		return x.Suite
+	}
+	return ""
+}
+
+func (x *GetTestHistoryRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetTestHistoryRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type GetTestHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its summary over the runs returned.
+	Test *TestStats `protobuf:"bytes,1,opt,name=test,proto3" json:"test,omitempty"`
+	// Its runs, newest first.
+	Runs          []*TestRun `protobuf:"bytes,2,rep,name=runs,proto3" json:"runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTestHistoryResponse) Reset() {
+	*x = GetTestHistoryResponse{}
+	mi := &file_pontus_v1_build_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTestHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTestHistoryResponse) ProtoMessage() {}
+
+func (x *GetTestHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pontus_v1_build_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTestHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetTestHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_pontus_v1_build_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetTestHistoryResponse) GetTest() *TestStats {
+	if x != nil {
+		return x.Test
+	}
+	return nil
+}
+
+func (x *GetTestHistoryResponse) GetRuns() []*TestRun {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
 var File_pontus_v1_build_proto protoreflect.FileDescriptor
 
 const file_pontus_v1_build_proto_rawDesc = "" +
 	"\n" +
-	"\x15pontus/v1/build.proto\x12\tpontus.v1\x1a\x15pontus/v1/types.proto\"\xba\x01\n" +
+	"\x15pontus/v1/build.proto\x12\tpontus.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x15pontus/v1/types.proto\"\xba\x01\n" +
 	"\x11ListBuildsRequest\x12\x16\n" +
 	"\x06branch\x18\x01 \x01(\tR\x06branch\x12.\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x16.pontus.v1.BuildStatusR\x06status\x12\x14\n" +
@@ -915,7 +1475,53 @@ const file_pontus_v1_build_proto_rawDesc = "" +
 	"\x05build\x18\x01 \x01(\v2\x10.pontus.v1.BuildR\x05build\"\x14\n" +
 	"\x12ListRunnersRequest\"B\n" +
 	"\x13ListRunnersResponse\x12+\n" +
-	"\arunners\x18\x01 \x03(\v2\x11.pontus.v1.RunnerR\arunners2\xb6\x04\n" +
+	"\arunners\x18\x01 \x03(\v2\x11.pontus.v1.RunnerR\arunners\"\xb4\x01\n" +
+	"\x10ListTestsRequest\x12\x12\n" +
+	"\x04repo\x18\x01 \x01(\tR\x04repo\x12\x16\n" +
+	"\x06branch\x18\x02 \x01(\tR\x06branch\x12\x1d\n" +
+	"\n" +
+	"flaky_only\x18\x03 \x01(\bR\tflakyOnly\x12'\n" +
+	"\x04sort\x18\x04 \x01(\x0e2\x13.pontus.v1.TestSortR\x04sort\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\x05R\x05limit\x12\x16\n" +
+	"\x06builds\x18\x06 \x01(\x05R\x06builds\"m\n" +
+	"\x11ListTestsResponse\x12*\n" +
+	"\x05tests\x18\x01 \x03(\v2\x14.pontus.v1.TestStatsR\x05tests\x12\x16\n" +
+	"\x06builds\x18\x02 \x01(\x05R\x06builds\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x05R\x05total\"\xd0\x02\n" +
+	"\tTestStats\x12\x12\n" +
+	"\x04repo\x18\x01 \x01(\tR\x04repo\x12\x14\n" +
+	"\x05suite\x18\x02 \x01(\tR\x05suite\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x16\n" +
+	"\x06passed\x18\x04 \x01(\x05R\x06passed\x12\x16\n" +
+	"\x06failed\x18\x05 \x01(\x05R\x06failed\x12\x14\n" +
+	"\x05flaky\x18\x06 \x01(\x05R\x05flaky\x12\x18\n" +
+	"\askipped\x18\a \x01(\x05R\askipped\x12\x18\n" +
+	"\aerrored\x18\b \x01(\x05R\aerrored\x12\x1b\n" +
+	"\tflip_rate\x18\t \x01(\x01R\bflipRate\x12B\n" +
+	"\x0fmedian_duration\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x0emedianDuration\x12*\n" +
+	"\x06recent\x18\v \x03(\v2\x12.pontus.v1.TestRunR\x06recent\"\xd1\x01\n" +
+	"\aTestRun\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\x03R\abuildId\x12\x16\n" +
+	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x16\n" +
+	"\x06branch\x18\x03 \x01(\tR\x06branch\x120\n" +
+	"\aoutcome\x18\x04 \x01(\x0e2\x16.pontus.v1.TestOutcomeR\aoutcome\x125\n" +
+	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x12\n" +
+	"\x04runs\x18\x06 \x01(\x05R\x04runs\"\x83\x01\n" +
+	"\x15GetTestHistoryRequest\x12\x12\n" +
+	"\x04repo\x18\x01 \x01(\tR\x04repo\x12\x16\n" +
+	"\x06branch\x18\x02 \x01(\tR\x06branch\x12\x14\n" +
+	"\x05suite\x18\x03 \x01(\tR\x05suite\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\x05R\x05limit\"j\n" +
+	"\x16GetTestHistoryResponse\x12(\n" +
+	"\x04test\x18\x01 \x01(\v2\x14.pontus.v1.TestStatsR\x04test\x12&\n" +
+	"\x04runs\x18\x02 \x03(\v2\x12.pontus.v1.TestRunR\x04runs*h\n" +
+	"\bTestSort\x12\x19\n" +
+	"\x15TEST_SORT_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eTEST_SORT_NAME\x10\x01\x12\x15\n" +
+	"\x11TEST_SORT_SLOWEST\x10\x02\x12\x16\n" +
+	"\x12TEST_SORT_FLAKIEST\x10\x032\xdf\x05\n" +
 	"\fBuildService\x12N\n" +
 	"\n" +
 	"ListBuilds\x12\x1c.pontus.v1.ListBuildsRequest\x1a\x1d.pontus.v1.ListBuildsResponse\"\x03\x90\x02\x01\x12H\n" +
@@ -924,7 +1530,9 @@ const file_pontus_v1_build_proto_rawDesc = "" +
 	"\aTailLog\x12\x19.pontus.v1.TailLogRequest\x1a\x1a.pontus.v1.TailLogResponse\"\x000\x01\x12Q\n" +
 	"\fTriggerBuild\x12\x1e.pontus.v1.TriggerBuildRequest\x1a\x1f.pontus.v1.TriggerBuildResponse\"\x00\x12N\n" +
 	"\vCancelBuild\x12\x1d.pontus.v1.CancelBuildRequest\x1a\x1e.pontus.v1.CancelBuildResponse\"\x00\x12Q\n" +
-	"\vListRunners\x12\x1d.pontus.v1.ListRunnersRequest\x1a\x1e.pontus.v1.ListRunnersResponse\"\x03\x90\x02\x01B\x9b\x01\n" +
+	"\vListRunners\x12\x1d.pontus.v1.ListRunnersRequest\x1a\x1e.pontus.v1.ListRunnersResponse\"\x03\x90\x02\x01\x12K\n" +
+	"\tListTests\x12\x1b.pontus.v1.ListTestsRequest\x1a\x1c.pontus.v1.ListTestsResponse\"\x03\x90\x02\x01\x12Z\n" +
+	"\x0eGetTestHistory\x12 .pontus.v1.GetTestHistoryRequest\x1a!.pontus.v1.GetTestHistoryResponse\"\x03\x90\x02\x01B\x9b\x01\n" +
 	"\rcom.pontus.v1B\n" +
 	"BuildProtoP\x01Z9github.com/pontus-ci/pontus/schema/gen/pontus/v1;pontusv1\xa2\x02\x03PXX\xaa\x02\tPontus.V1\xca\x02\tPontus\\V1\xe2\x02\x15Pontus\\V1\\GPBMetadata\xea\x02\n" +
 	"Pontus::V1b\x06proto3"
@@ -941,54 +1549,76 @@ func file_pontus_v1_build_proto_rawDescGZIP() []byte {
 	return file_pontus_v1_build_proto_rawDescData
 }
 
-var file_pontus_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_pontus_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_pontus_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_pontus_v1_build_proto_goTypes = []any{
-	(*ListBuildsRequest)(nil),    // 0: pontus.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),   // 1: pontus.v1.ListBuildsResponse
-	(*GetBuildRequest)(nil),      // 2: pontus.v1.GetBuildRequest
-	(*GetBuildResponse)(nil),     // 3: pontus.v1.GetBuildResponse
-	(*WatchBuildsRequest)(nil),   // 4: pontus.v1.WatchBuildsRequest
-	(*WatchBuildsResponse)(nil),  // 5: pontus.v1.WatchBuildsResponse
-	(*TailLogRequest)(nil),       // 6: pontus.v1.TailLogRequest
-	(*TailLogResponse)(nil),      // 7: pontus.v1.TailLogResponse
-	(*TriggerBuildRequest)(nil),  // 8: pontus.v1.TriggerBuildRequest
-	(*TriggerBuildResponse)(nil), // 9: pontus.v1.TriggerBuildResponse
-	(*CancelBuildRequest)(nil),   // 10: pontus.v1.CancelBuildRequest
-	(*CancelBuildResponse)(nil),  // 11: pontus.v1.CancelBuildResponse
-	(*ListRunnersRequest)(nil),   // 12: pontus.v1.ListRunnersRequest
-	(*ListRunnersResponse)(nil),  // 13: pontus.v1.ListRunnersResponse
-	(BuildStatus)(0),             // 14: pontus.v1.BuildStatus
-	(*Build)(nil),                // 15: pontus.v1.Build
-	(*Runner)(nil),               // 16: pontus.v1.Runner
+	(TestSort)(0),                  // 0: pontus.v1.TestSort
+	(*ListBuildsRequest)(nil),      // 1: pontus.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),     // 2: pontus.v1.ListBuildsResponse
+	(*GetBuildRequest)(nil),        // 3: pontus.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),       // 4: pontus.v1.GetBuildResponse
+	(*WatchBuildsRequest)(nil),     // 5: pontus.v1.WatchBuildsRequest
+	(*WatchBuildsResponse)(nil),    // 6: pontus.v1.WatchBuildsResponse
+	(*TailLogRequest)(nil),         // 7: pontus.v1.TailLogRequest
+	(*TailLogResponse)(nil),        // 8: pontus.v1.TailLogResponse
+	(*TriggerBuildRequest)(nil),    // 9: pontus.v1.TriggerBuildRequest
+	(*TriggerBuildResponse)(nil),   // 10: pontus.v1.TriggerBuildResponse
+	(*CancelBuildRequest)(nil),     // 11: pontus.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),    // 12: pontus.v1.CancelBuildResponse
+	(*ListRunnersRequest)(nil),     // 13: pontus.v1.ListRunnersRequest
+	(*ListRunnersResponse)(nil),    // 14: pontus.v1.ListRunnersResponse
+	(*ListTestsRequest)(nil),       // 15: pontus.v1.ListTestsRequest
+	(*ListTestsResponse)(nil),      // 16: pontus.v1.ListTestsResponse
+	(*TestStats)(nil),              // 17: pontus.v1.TestStats
+	(*TestRun)(nil),                // 18: pontus.v1.TestRun
+	(*GetTestHistoryRequest)(nil),  // 19: pontus.v1.GetTestHistoryRequest
+	(*GetTestHistoryResponse)(nil), // 20: pontus.v1.GetTestHistoryResponse
+	(BuildStatus)(0),               // 21: pontus.v1.BuildStatus
+	(*Build)(nil),                  // 22: pontus.v1.Build
+	(*Runner)(nil),                 // 23: pontus.v1.Runner
+	(*durationpb.Duration)(nil),    // 24: google.protobuf.Duration
+	(TestOutcome)(0),               // 25: pontus.v1.TestOutcome
 }
 var file_pontus_v1_build_proto_depIdxs = []int32{
-	14, // 0: pontus.v1.ListBuildsRequest.status:type_name -> pontus.v1.BuildStatus
-	15, // 1: pontus.v1.ListBuildsResponse.builds:type_name -> pontus.v1.Build
-	15, // 2: pontus.v1.GetBuildResponse.build:type_name -> pontus.v1.Build
-	15, // 3: pontus.v1.WatchBuildsResponse.build:type_name -> pontus.v1.Build
-	14, // 4: pontus.v1.TailLogResponse.status:type_name -> pontus.v1.BuildStatus
-	15, // 5: pontus.v1.TriggerBuildResponse.build:type_name -> pontus.v1.Build
-	15, // 6: pontus.v1.CancelBuildResponse.build:type_name -> pontus.v1.Build
-	16, // 7: pontus.v1.ListRunnersResponse.runners:type_name -> pontus.v1.Runner
-	0,  // 8: pontus.v1.BuildService.ListBuilds:input_type -> pontus.v1.ListBuildsRequest
-	2,  // 9: pontus.v1.BuildService.GetBuild:input_type -> pontus.v1.GetBuildRequest
-	4,  // 10: pontus.v1.BuildService.WatchBuilds:input_type -> pontus.v1.WatchBuildsRequest
-	6,  // 11: pontus.v1.BuildService.TailLog:input_type -> pontus.v1.TailLogRequest
-	8,  // 12: pontus.v1.BuildService.TriggerBuild:input_type -> pontus.v1.TriggerBuildRequest
-	10, // 13: pontus.v1.BuildService.CancelBuild:input_type -> pontus.v1.CancelBuildRequest
-	12, // 14: pontus.v1.BuildService.ListRunners:input_type -> pontus.v1.ListRunnersRequest
-	1,  // 15: pontus.v1.BuildService.ListBuilds:output_type -> pontus.v1.ListBuildsResponse
-	3,  // 16: pontus.v1.BuildService.GetBuild:output_type -> pontus.v1.GetBuildResponse
-	5,  // 17: pontus.v1.BuildService.WatchBuilds:output_type -> pontus.v1.WatchBuildsResponse
-	7,  // 18: pontus.v1.BuildService.TailLog:output_type -> pontus.v1.TailLogResponse
-	9,  // 19: pontus.v1.BuildService.TriggerBuild:output_type -> pontus.v1.TriggerBuildResponse
-	11, // 20: pontus.v1.BuildService.CancelBuild:output_type -> pontus.v1.CancelBuildResponse
-	13, // 21: pontus.v1.BuildService.ListRunners:output_type -> pontus.v1.ListRunnersResponse
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	21, // 0: pontus.v1.ListBuildsRequest.status:type_name -> pontus.v1.BuildStatus
+	22, // 1: pontus.v1.ListBuildsResponse.builds:type_name -> pontus.v1.Build
+	22, // 2: pontus.v1.GetBuildResponse.build:type_name -> pontus.v1.Build
+	22, // 3: pontus.v1.WatchBuildsResponse.build:type_name -> pontus.v1.Build
+	21, // 4: pontus.v1.TailLogResponse.status:type_name -> pontus.v1.BuildStatus
+	22, // 5: pontus.v1.TriggerBuildResponse.build:type_name -> pontus.v1.Build
+	22, // 6: pontus.v1.CancelBuildResponse.build:type_name -> pontus.v1.Build
+	23, // 7: pontus.v1.ListRunnersResponse.runners:type_name -> pontus.v1.Runner
+	0,  // 8: pontus.v1.ListTestsRequest.sort:type_name -> pontus.v1.TestSort
+	17, // 9: pontus.v1.ListTestsResponse.tests:type_name -> pontus.v1.TestStats
+	24, // 10: pontus.v1.TestStats.median_duration:type_name -> google.protobuf.Duration
+	18, // 11: pontus.v1.TestStats.recent:type_name -> pontus.v1.TestRun
+	25, // 12: pontus.v1.TestRun.outcome:type_name -> pontus.v1.TestOutcome
+	24, // 13: pontus.v1.TestRun.duration:type_name -> google.protobuf.Duration
+	17, // 14: pontus.v1.GetTestHistoryResponse.test:type_name -> pontus.v1.TestStats
+	18, // 15: pontus.v1.GetTestHistoryResponse.runs:type_name -> pontus.v1.TestRun
+	1,  // 16: pontus.v1.BuildService.ListBuilds:input_type -> pontus.v1.ListBuildsRequest
+	3,  // 17: pontus.v1.BuildService.GetBuild:input_type -> pontus.v1.GetBuildRequest
+	5,  // 18: pontus.v1.BuildService.WatchBuilds:input_type -> pontus.v1.WatchBuildsRequest
+	7,  // 19: pontus.v1.BuildService.TailLog:input_type -> pontus.v1.TailLogRequest
+	9,  // 20: pontus.v1.BuildService.TriggerBuild:input_type -> pontus.v1.TriggerBuildRequest
+	11, // 21: pontus.v1.BuildService.CancelBuild:input_type -> pontus.v1.CancelBuildRequest
+	13, // 22: pontus.v1.BuildService.ListRunners:input_type -> pontus.v1.ListRunnersRequest
+	15, // 23: pontus.v1.BuildService.ListTests:input_type -> pontus.v1.ListTestsRequest
+	19, // 24: pontus.v1.BuildService.GetTestHistory:input_type -> pontus.v1.GetTestHistoryRequest
+	2,  // 25: pontus.v1.BuildService.ListBuilds:output_type -> pontus.v1.ListBuildsResponse
+	4,  // 26: pontus.v1.BuildService.GetBuild:output_type -> pontus.v1.GetBuildResponse
+	6,  // 27: pontus.v1.BuildService.WatchBuilds:output_type -> pontus.v1.WatchBuildsResponse
+	8,  // 28: pontus.v1.BuildService.TailLog:output_type -> pontus.v1.TailLogResponse
+	10, // 29: pontus.v1.BuildService.TriggerBuild:output_type -> pontus.v1.TriggerBuildResponse
+	12, // 30: pontus.v1.BuildService.CancelBuild:output_type -> pontus.v1.CancelBuildResponse
+	14, // 31: pontus.v1.BuildService.ListRunners:output_type -> pontus.v1.ListRunnersResponse
+	16, // 32: pontus.v1.BuildService.ListTests:output_type -> pontus.v1.ListTestsResponse
+	20, // 33: pontus.v1.BuildService.GetTestHistory:output_type -> pontus.v1.GetTestHistoryResponse
+	25, // [25:34] is the sub-list for method output_type
+	16, // [16:25] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_pontus_v1_build_proto_init() }
@@ -1002,13 +1632,14 @@ func file_pontus_v1_build_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pontus_v1_build_proto_rawDesc), len(file_pontus_v1_build_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   14,
+			NumEnums:      1,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_pontus_v1_build_proto_goTypes,
 		DependencyIndexes: file_pontus_v1_build_proto_depIdxs,
+		EnumInfos:         file_pontus_v1_build_proto_enumTypes,
 		MessageInfos:      file_pontus_v1_build_proto_msgTypes,
 	}.Build()
 	File_pontus_v1_build_proto = out.File

@@ -51,6 +51,11 @@ const (
 	// BuildServiceListRunnersProcedure is the fully-qualified name of the BuildService's ListRunners
 	// RPC.
 	BuildServiceListRunnersProcedure = "/pontus.v1.BuildService/ListRunners"
+	// BuildServiceListTestsProcedure is the fully-qualified name of the BuildService's ListTests RPC.
+	BuildServiceListTestsProcedure = "/pontus.v1.BuildService/ListTests"
+	// BuildServiceGetTestHistoryProcedure is the fully-qualified name of the BuildService's
+	// GetTestHistory RPC.
+	BuildServiceGetTestHistoryProcedure = "/pontus.v1.BuildService/GetTestHistory"
 )
 
 // BuildServiceClient is a client for the pontus.v1.BuildService service.
@@ -90,6 +95,15 @@ type BuildServiceClient interface {
 	CancelBuild(context.Context, *v1.CancelBuildRequest) (*v1.CancelBuildResponse, error)
 	// ListRunners returns every known runner with its state.
 	ListRunners(context.Context, *v1.ListRunnersRequest) (*v1.ListRunnersResponse, error)
+	// ListTests summarises each test's history over the newest builds of a
+	// repository (and branch) that recorded tests: outcome counts, flip rate,
+	// median duration and its latest runs. Only finished builds whose tests
+	// gave the verdict (PASSED, FAILED, TIMED_OUT) and that ran (not reused)
+	// are recorded; retention deletes a build's history with the build.
+	ListTests(context.Context, *v1.ListTestsRequest) (*v1.ListTestsResponse, error)
+	// GetTestHistory returns one test's runs, newest first, with its summary.
+	// An unknown test is not_found.
+	GetTestHistory(context.Context, *v1.GetTestHistoryRequest) (*v1.GetTestHistoryResponse, error)
 }
 
 // NewBuildServiceClient constructs a client for the pontus.v1.BuildService service. By default, it
@@ -148,18 +162,34 @@ func NewBuildServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listTests: connect.NewClient[v1.ListTestsRequest, v1.ListTestsResponse](
+			httpClient,
+			baseURL+BuildServiceListTestsProcedure,
+			connect.WithSchema(buildServiceMethods.ByName("ListTests")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		getTestHistory: connect.NewClient[v1.GetTestHistoryRequest, v1.GetTestHistoryResponse](
+			httpClient,
+			baseURL+BuildServiceGetTestHistoryProcedure,
+			connect.WithSchema(buildServiceMethods.ByName("GetTestHistory")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // buildServiceClient implements BuildServiceClient.
 type buildServiceClient struct {
-	listBuilds   *connect.Client[v1.ListBuildsRequest, v1.ListBuildsResponse]
-	getBuild     *connect.Client[v1.GetBuildRequest, v1.GetBuildResponse]
-	watchBuilds  *connect.Client[v1.WatchBuildsRequest, v1.WatchBuildsResponse]
-	tailLog      *connect.Client[v1.TailLogRequest, v1.TailLogResponse]
-	triggerBuild *connect.Client[v1.TriggerBuildRequest, v1.TriggerBuildResponse]
-	cancelBuild  *connect.Client[v1.CancelBuildRequest, v1.CancelBuildResponse]
-	listRunners  *connect.Client[v1.ListRunnersRequest, v1.ListRunnersResponse]
+	listBuilds     *connect.Client[v1.ListBuildsRequest, v1.ListBuildsResponse]
+	getBuild       *connect.Client[v1.GetBuildRequest, v1.GetBuildResponse]
+	watchBuilds    *connect.Client[v1.WatchBuildsRequest, v1.WatchBuildsResponse]
+	tailLog        *connect.Client[v1.TailLogRequest, v1.TailLogResponse]
+	triggerBuild   *connect.Client[v1.TriggerBuildRequest, v1.TriggerBuildResponse]
+	cancelBuild    *connect.Client[v1.CancelBuildRequest, v1.CancelBuildResponse]
+	listRunners    *connect.Client[v1.ListRunnersRequest, v1.ListRunnersResponse]
+	listTests      *connect.Client[v1.ListTestsRequest, v1.ListTestsResponse]
+	getTestHistory *connect.Client[v1.GetTestHistoryRequest, v1.GetTestHistoryResponse]
 }
 
 // ListBuilds calls pontus.v1.BuildService.ListBuilds.
@@ -217,6 +247,24 @@ func (c *buildServiceClient) ListRunners(ctx context.Context, req *v1.ListRunner
 	return nil, err
 }
 
+// ListTests calls pontus.v1.BuildService.ListTests.
+func (c *buildServiceClient) ListTests(ctx context.Context, req *v1.ListTestsRequest) (*v1.ListTestsResponse, error) {
+	response, err := c.listTests.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// GetTestHistory calls pontus.v1.BuildService.GetTestHistory.
+func (c *buildServiceClient) GetTestHistory(ctx context.Context, req *v1.GetTestHistoryRequest) (*v1.GetTestHistoryResponse, error) {
+	response, err := c.getTestHistory.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // BuildServiceHandler is an implementation of the pontus.v1.BuildService service.
 type BuildServiceHandler interface {
 	// ListBuilds returns builds, newest first.
@@ -254,6 +302,15 @@ type BuildServiceHandler interface {
 	CancelBuild(context.Context, *v1.CancelBuildRequest) (*v1.CancelBuildResponse, error)
 	// ListRunners returns every known runner with its state.
 	ListRunners(context.Context, *v1.ListRunnersRequest) (*v1.ListRunnersResponse, error)
+	// ListTests summarises each test's history over the newest builds of a
+	// repository (and branch) that recorded tests: outcome counts, flip rate,
+	// median duration and its latest runs. Only finished builds whose tests
+	// gave the verdict (PASSED, FAILED, TIMED_OUT) and that ran (not reused)
+	// are recorded; retention deletes a build's history with the build.
+	ListTests(context.Context, *v1.ListTestsRequest) (*v1.ListTestsResponse, error)
+	// GetTestHistory returns one test's runs, newest first, with its summary.
+	// An unknown test is not_found.
+	GetTestHistory(context.Context, *v1.GetTestHistoryRequest) (*v1.GetTestHistoryResponse, error)
 }
 
 // NewBuildServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -308,6 +365,20 @@ func NewBuildServiceHandler(svc BuildServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	buildServiceListTestsHandler := connect.NewUnaryHandlerSimple(
+		BuildServiceListTestsProcedure,
+		svc.ListTests,
+		connect.WithSchema(buildServiceMethods.ByName("ListTests")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	buildServiceGetTestHistoryHandler := connect.NewUnaryHandlerSimple(
+		BuildServiceGetTestHistoryProcedure,
+		svc.GetTestHistory,
+		connect.WithSchema(buildServiceMethods.ByName("GetTestHistory")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/pontus.v1.BuildService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BuildServiceListBuildsProcedure:
@@ -324,6 +395,10 @@ func NewBuildServiceHandler(svc BuildServiceHandler, opts ...connect.HandlerOpti
 			buildServiceCancelBuildHandler.ServeHTTP(w, r)
 		case BuildServiceListRunnersProcedure:
 			buildServiceListRunnersHandler.ServeHTTP(w, r)
+		case BuildServiceListTestsProcedure:
+			buildServiceListTestsHandler.ServeHTTP(w, r)
+		case BuildServiceGetTestHistoryProcedure:
+			buildServiceGetTestHistoryHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -359,4 +434,12 @@ func (UnimplementedBuildServiceHandler) CancelBuild(context.Context, *v1.CancelB
 
 func (UnimplementedBuildServiceHandler) ListRunners(context.Context, *v1.ListRunnersRequest) (*v1.ListRunnersResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("pontus.v1.BuildService.ListRunners is not implemented"))
+}
+
+func (UnimplementedBuildServiceHandler) ListTests(context.Context, *v1.ListTestsRequest) (*v1.ListTestsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("pontus.v1.BuildService.ListTests is not implemented"))
+}
+
+func (UnimplementedBuildServiceHandler) GetTestHistory(context.Context, *v1.GetTestHistoryRequest) (*v1.GetTestHistoryResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("pontus.v1.BuildService.GetTestHistory is not implemented"))
 }

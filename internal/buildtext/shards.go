@@ -1,21 +1,19 @@
-// Package shardtext renders a sharded build's shards for people, the same
-// way in `pontus show` and the report file.
-package shardtext
+package buildtext
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
-// Rows returns one (label, text) pair per shard of b, e.g.
+// ShardRows renders a sharded build's shards, the same way in `pontus
+// show` and the report file: one (label, text) pair per shard of b, e.g.
 // ("shard 2/4", "PASSED on runner-a, attempt 2, 3 tests, 4.1s; lost: attempt 1 on runner-b: runner lost: lease expired").
-func Rows(b *pontusv1.Build) [][2]string {
+func ShardRows(b *pontusv1.Build) [][2]string {
 	var rows [][2]string
 	for _, s := range b.Shards {
-		text := strings.TrimPrefix(s.Status.String(), "BUILD_STATUS_")
+		text := Status(s.Status)
 		if s.RunnerName != "" {
 			text += " on " + s.RunnerName
 		}
@@ -23,7 +21,7 @@ func Rows(b *pontusv1.Build) [][2]string {
 			text += fmt.Sprintf(", attempt %d", s.Attempt)
 		}
 		if s.TestCount > 0 {
-			text += fmt.Sprintf(", %d tests", s.TestCount)
+			text += ", " + Plural(int(s.TestCount), "test", "tests")
 		}
 		if s.Duration != nil {
 			text += ", " + s.Duration.AsDuration().Round(time.Millisecond).String()
