@@ -203,9 +203,16 @@ func runBuilds(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	tw := tabwriter.NewWriter(safe, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BUILD\tSTATUS\tCOMMIT\tSUBJECT\tAUTHOR\tBRANCH\tDURATION\tCREATED\tATTEMPT\tRUNNER\tREASON")
 	for _, b := range res.Builds {
+		reason := b.Reason
+		switch {
+		case b.Culprit != "":
+			reason = strings.TrimSpace("culprit: " + short(b.Culprit) + "  " + reason)
+		case b.BisectOf != 0:
+			reason = strings.TrimSpace(fmt.Sprintf("bisecting build %d  %s", b.BisectOf, reason))
+		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.Id, status(b.Status), short(b.Commit),
 			orPlaceholder(subject(b.Subject, maxSubject), "-"), orPlaceholder(subject(b.Author, 24), "-"), b.Branch,
-			buildDuration(b), age(b.CreatedAt.AsTime()), b.Attempt, b.RunnerName, subject(b.Reason, 200))
+			buildDuration(b), age(b.CreatedAt.AsTime()), b.Attempt, b.RunnerName, subject(reason, 200))
 	}
 	return tw.Flush()
 }
@@ -285,9 +292,17 @@ func printBuild(w io.Writer, b *pontusv1.Build) error {
 			row("lost", fmt.Sprintf("attempt %d on %s: %s", a.Number, a.RunnerName, a.Reason))
 		}
 	}
+	row("bisection", b.Bisection)
+	if b.BisectOf != 0 {
+		row("bisecting", fmt.Sprintf("build %d (a culprit search)", b.BisectOf))
+	}
 	row("tests", buildtext.Summary(b.Tests))
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if b.Culprit != "" {
+		// Unpadded, so "culprit: <commit>" reads (and greps) the same everywhere.
+		fmt.Fprintf(w, "culprit: %s\n", b.Culprit)
 	}
 	printTests(w, b.Tests)
 	return nil
@@ -576,7 +591,11 @@ func printProgress(ctx context.Context, url, token string, w io.Writer) {
 	}
 	client := pontusv1connect.NewBuildServiceClient(hc, url, dial.Options(dial.Config{URL: url, Token: token})...)
 	backoff := dial.NewBackoff(100*time.Millisecond, 2*time.Second)
-	last := map[int64]pontusv1.BuildStatus{}
+	type shown struct {
+		status  pontusv1.BuildStatus
+		culprit string
+	}
+	last := map[int64]shown{}
 	first := true
 	for ctx.Err() == nil {
 		// The stream starts with a snapshot. At the first connection the
@@ -593,11 +612,20 @@ func printProgress(ctx context.Context, url, token string, w io.Writer) {
 					snapshot, first = false, false
 				}
 				b := m.Build
-				if b == nil || last[b.Id] == b.Status {
+				if b == nil {
 					continue
 				}
-				last[b.Id] = b.Status
+				prev, now := last[b.Id], shown{b.Status, b.Culprit}
+				if prev == now {
+					continue
+				}
+				last[b.Id] = now
 				if snapshot && first && store.IsTerminal(b.Status) {
+					continue
+				}
+				if prev.status == now.status {
+					// Only the culprit is new: a search named it.
+					fmt.Fprintf(w, "%s  build %-4d culprit: %s\n", time.Now().Format("15:04:05"), b.Id, b.Culprit)
 					continue
 				}
 				fmt.Fprintln(w, termsafe.String(progressLine(b)))
@@ -627,6 +655,12 @@ func progressLine(b *pontusv1.Build) string {
 	}
 	if b.Reason != "" && b.Status != pontusv1.BuildStatus_BUILD_STATUS_QUEUED {
 		line += "  (" + b.Reason + ")"
+	}
+	if b.BisectOf != 0 {
+		line += fmt.Sprintf("  [bisecting build %d]", b.BisectOf)
+	}
+	if b.Culprit != "" {
+		line += "  culprit: " + b.Culprit
 	}
 	return line
 }

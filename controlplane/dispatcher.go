@@ -71,6 +71,12 @@ type dispatcher struct {
 	subs          map[*subscriber]struct{}
 	shutdown      chan struct{}
 	closed        bool
+
+	// Culprit searches (bisect.go): under way by failed build id, those
+	// due a step, and the wake-up of the goroutine that steps them.
+	searches   map[int64]*search
+	bisectDue  map[int64]bool
+	bisectWake chan struct{}
 }
 
 type cursorKey struct{ repo, branch string }
@@ -126,6 +132,10 @@ func newDispatcher(cfg Config, st store.Store, logs *logStore, results *resultWr
 		subs:     map[*subscriber]struct{}{},
 		shutdown: make(chan struct{}),
 		nextID:   1,
+
+		searches:   map[int64]*search{},
+		bisectDue:  map[int64]bool{},
+		bisectWake: make(chan struct{}, 1),
 	}
 }
 
@@ -169,6 +179,7 @@ func (d *dispatcher) load(ctx context.Context) (unreported []*pontusv1.Build, er
 	}
 	for _, q := range d.queues {
 		slices.Sort(q.ids)
+		slices.Sort(q.low)
 	}
 	for _, r := range d.runners {
 		d.recountLocked(r, now)
@@ -186,7 +197,8 @@ func (d *dispatcher) loadJobLocked(lb *liveBuild, now time.Time) {
 	switch b.Status {
 	case statusQueued:
 		q := d.queueForLocked(b.Labels)
-		q.ids = append(q.ids, b.Id)
+		ids := q.listFor(b)
+		*ids = append(*ids, b.Id)
 		d.queued++
 	case statusLeased, statusRunning:
 		d.active[b.Id] = lb
@@ -759,6 +771,9 @@ func (d *dispatcher) finishLocked(lb *liveBuild) (*store.Commit, *pontusv1.Build
 	} else if d.shardFinishedLocked(lb) {
 		done = lb.parent.b
 	}
+	if done != nil {
+		d.finishedLocked(done) // culprit searches (bisect.go), before it is written
+	}
 	d.touchLocked(lb)
 	c := d.st.Enqueue(d.putLocked(lb))
 	d.dispatchLocked() // a lease was released: a waiting runner may now take more
@@ -930,6 +945,10 @@ func (d *dispatcher) report(ctx context.Context, req *pontusv1.ReportCommitsRequ
 	// released before the durable wait, since the store commits in order.
 	d.reportMu.Lock()
 	out := make([]*pontusv1.Build, len(commits))
+	// For each new commit: the build to create and, when its tree was
+	// tested already, the build whose verdict it takes.
+	fresh := make([]*pontusv1.Build, len(commits))
+	reuse := make([]*pontusv1.Build, len(commits))
 	for i, c := range commits {
 		if b := d.liveByCommit(repo, c); b != nil {
 			out[i] = b
@@ -944,30 +963,51 @@ func (d *dispatcher) report(ctx context.Context, req *pontusv1.ReportCommitsRequ
 			d.reportMu.Unlock()
 			return nil, connect.NewError(connect.CodeInternal, errors.New("store read failed"))
 		}
-	}
-	d.mu.Lock()
-	fresh := 0
-	for _, b := range out {
-		if b == nil {
-			fresh++
+		fresh[i] = reportedBuild(req, c, details)
+		if i == 0 && len(req.Skipped) > 0 {
+			fresh[i].Skipped, fresh[i].SkippedAfter = req.Skipped, req.SkippedAfter
+			for _, c := range req.Skipped {
+				if info := details[c]; info != nil {
+					fresh[i].SkippedDetails = append(fresh[i].SkippedDetails, info)
+				}
+			}
+		}
+		if reuse[i], err = d.reusable(ctx, fresh[i]); err != nil {
+			d.reportMu.Unlock()
+			return nil, err
 		}
 	}
-	if err := d.roomLocked(fresh); err != nil {
+	d.mu.Lock()
+	queued := 0
+	for i, b := range out {
+		if b == nil && reuse[i] == nil {
+			queued++
+		}
+	}
+	if err := d.roomLocked(queued); err != nil {
 		d.mu.Unlock()
 		d.reportMu.Unlock()
 		return nil, err
 	}
-	if err := d.labelRoomLocked(labels); fresh > 0 && err != nil {
+	if err := d.labelRoomLocked(labels); queued > 0 && err != nil {
 		d.mu.Unlock()
 		d.reportMu.Unlock()
 		return nil, err
 	}
 	var muts []store.Mutation
-	for i, c := range commits {
+	var reused []*pontusv1.Build
+	for i := range commits {
 		if out[i] != nil {
 			continue
 		}
-		lb, m := d.newBuildLocked(reportedBuild(req, c, details))
+		if reuse[i] != nil {
+			b, m := d.reusedBuildLocked(fresh[i], reuse[i])
+			muts = append(muts, m)
+			out[i] = b
+			reused = append(reused, b)
+			continue
+		}
+		lb, m := d.newBuildLocked(fresh[i])
 		muts = append(muts, m)
 		out[i] = lb.b
 	}
@@ -982,8 +1022,24 @@ func (d *dispatcher) report(ctx context.Context, req *pontusv1.ReportCommitsRequ
 	}
 	d.dispatchLocked()
 	d.mu.Unlock()
-	d.reportMu.Unlock()
-	if err := c.Wait(ctx); err != nil {
+	waitCtx := ctx
+	if len(reused) == 0 {
+		d.reportMu.Unlock()
+	} else {
+		waitCtx = context.WithoutCancel(ctx)
+	}
+	err := c.Wait(waitCtx)
+	if len(reused) > 0 {
+		// A reused build is never live, so only the store tells the next
+		// report that the commit has a build: it must be there first.
+		d.reportMu.Unlock()
+	}
+	for _, b := range reused {
+		// Finished when created: its files are due even if the caller
+		// gave up waiting (the build is created in memory either way).
+		d.reportResults(b)
+	}
+	if err != nil {
 		return nil, storeErr(err)
 	}
 	return out, nil
@@ -1255,31 +1311,27 @@ func (d *dispatcher) cancel(ctx context.Context, id int64, commit, repo string) 
 	d.mu.Lock()
 	lb := d.builds[b.Id]
 	if lb == nil {
-		d.mu.Unlock()
-		return nil, connect.NewError(connect.CodeFailedPrecondition,
-			fmt.Errorf("build %d has already finished (%s)", b.Id, statusName(b.Status)))
-	}
-	var c *store.Commit
-	switch {
-	case len(lb.jobs) > 0:
-		if d.cancelShardedLocked(lb) {
-			d.touchLocked(lb)
-			c = d.st.Enqueue(store.Mutation{PutBuild: lb.b})
-			d.dispatchLocked()
-		} else {
-			d.touchLocked(lb)
-			c = d.st.Enqueue(store.Mutation{PutBuild: lb.b})
+		// A failed build whose culprit search is under way: cancel that.
+		f, commits, finished := d.cancelSearchLocked(b.Id)
+		if f != nil {
+			f = d.viewLocked(f)
 		}
-	case lb.b.Status == statusQueued:
-		lb.b.Status, lb.b.Reason, lb.b.FinishedAt = statusCanceled, "canceled before it ran", timestamppb.New(d.now())
-		lb.b.ExitCode = -1
-		c, _ = d.finishLocked(lb)
-	default:
-		lb.b.CancelRequested = true
-		lb.b.Reason = "cancel requested; waiting for the runner to stop it"
-		d.touchLocked(lb)
-		c = d.st.Enqueue(store.Mutation{PutBuild: lb.b})
+		d.mu.Unlock()
+		if f == nil {
+			return nil, connect.NewError(connect.CodeFailedPrecondition,
+				fmt.Errorf("build %d has already finished (%s)", b.Id, statusName(b.Status)))
+		}
+		for _, c := range commits {
+			if err := c.Wait(context.WithoutCancel(ctx)); err != nil {
+				return nil, storeErr(err)
+			}
+		}
+		for _, fb := range finished {
+			d.reportResults(fb)
+		}
+		return f, nil
 	}
+	c := d.cancelLiveLocked(lb, "")
 	b = d.viewLocked(lb.b)
 	finished := store.IsTerminal(lb.b.Status)
 	d.mu.Unlock()
@@ -1290,6 +1342,31 @@ func (d *dispatcher) cancel(ctx context.Context, id int64, commit, repo string) 
 		d.reportResults(lb.b)
 	}
 	return b, nil
+}
+
+// cancelLiveLocked cancels live build lb: a queued one ends CANCELED at
+// once; a running one (or a sharded one's running shards) is told at its
+// runner's next heartbeat. why, if not empty, is added to the reason.
+func (d *dispatcher) cancelLiveLocked(lb *liveBuild, why string) *store.Commit {
+	switch {
+	case len(lb.jobs) > 0:
+		stopped := d.cancelShardedLocked(lb)
+		d.touchLocked(lb)
+		c := d.st.Enqueue(store.Mutation{PutBuild: lb.b})
+		if stopped {
+			d.dispatchLocked()
+		}
+		return c
+	case lb.b.Status == statusQueued:
+		lb.b.Status, lb.b.Reason, lb.b.FinishedAt = statusCanceled, "canceled before it ran"+why, timestamppb.New(d.now())
+		lb.b.ExitCode = -1
+		c, _ := d.finishLocked(lb)
+		return c
+	}
+	lb.b.CancelRequested = true
+	lb.b.Reason = "cancel requested" + why + "; waiting for the runner to stop it"
+	d.touchLocked(lb)
+	return d.st.Enqueue(store.Mutation{PutBuild: lb.b})
 }
 
 // runnerView returns a runner's public state.

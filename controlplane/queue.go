@@ -23,6 +23,10 @@ import (
 type labelQueue struct {
 	labels []string // sorted, distinct
 	ids    []int64  // QUEUED builds needing exactly these labels, ascending
+	// low holds the QUEUED bisection builds (Build.bisect_of), ascending:
+	// they are handed out only when no other build is waiting, so finding
+	// a culprit never delays testing new commits.
+	low []int64
 	// Runners carrying every label of the set, by the state counted for
 	// them (runnerState.counted).
 	idle, busy, offline int
@@ -48,7 +52,7 @@ func (d *dispatcher) labelRoomLocked(labels []string) error {
 		return nil
 	}
 	for key, q := range d.queues {
-		if len(q.ids) == 0 {
+		if q.empty() {
 			delete(d.queues, key)
 		}
 	}
@@ -68,6 +72,16 @@ func labelKey(labels []string) string {
 	slices.Sort(s)
 	s = slices.Compact(s)
 	return strings.Join(s, "\x00")
+}
+
+func (q *labelQueue) empty() bool { return len(q.ids) == 0 && len(q.low) == 0 }
+
+// listFor returns the list a build belongs in.
+func (q *labelQueue) listFor(b *pontusv1.Build) *[]int64 {
+	if b.BisectOf != 0 {
+		return &q.low
+	}
+	return &q.ids
 }
 
 func (q *labelQueue) add(st pontusv1.RunnerState, n int) {
@@ -103,9 +117,10 @@ func (d *dispatcher) queueForLocked(labels []string) *labelQueue {
 
 func (d *dispatcher) insertQueueLocked(lb *liveBuild) {
 	q := d.queueForLocked(lb.b.Labels)
-	i, ok := slices.BinarySearch(q.ids, lb.b.Id)
+	ids := q.listFor(lb.b)
+	i, ok := slices.BinarySearch(*ids, lb.b.Id)
 	if !ok {
-		q.ids = slices.Insert(q.ids, i, lb.b.Id)
+		*ids = slices.Insert(*ids, i, lb.b.Id)
 		d.queued++
 	}
 	q.emptyTicks = 0
@@ -117,14 +132,16 @@ func (d *dispatcher) removeFromQueueLocked(lb *liveBuild) {
 	if q == nil {
 		return
 	}
-	if i, ok := slices.BinarySearch(q.ids, lb.b.Id); ok {
-		q.ids = slices.Delete(q.ids, i, i+1)
+	ids := q.listFor(lb.b)
+	if i, ok := slices.BinarySearch(*ids, lb.b.Id); ok {
+		*ids = slices.Delete(*ids, i, i+1)
 		d.queued--
 	}
 }
 
 // nextForLocked finds the oldest queued job runner r may take: the
-// smallest head among the label queues whose labels r carries.
+// smallest head among the label queues whose labels r carries, and only
+// when there is none, the smallest head of their bisection builds' jobs.
 func (d *dispatcher) nextForLocked(r *runnerState) *liveBuild {
 	if len(r.leases) >= int(max(r.r.Capacity, 1)) || d.queued == 0 {
 		return nil
@@ -133,6 +150,13 @@ func (d *dispatcher) nextForLocked(r *runnerState) *liveBuild {
 	for _, q := range d.queues {
 		if len(q.ids) > 0 && (best == 0 || q.ids[0] < best) && hasLabels(r.r.Labels, q.labels) {
 			best = q.ids[0]
+		}
+	}
+	if best == 0 {
+		for _, q := range d.queues {
+			if len(q.low) > 0 && (best == 0 || q.low[0] < best) && hasLabels(r.r.Labels, q.labels) {
+				best = q.low[0]
+			}
 		}
 	}
 	if best == 0 {
@@ -185,7 +209,7 @@ func (d *dispatcher) tickQueuesLocked(now time.Time) {
 		d.recountLocked(r, now)
 	}
 	for key, q := range d.queues {
-		if len(q.ids) > 0 {
+		if !q.empty() {
 			q.emptyTicks = 0
 			continue
 		}
@@ -222,13 +246,24 @@ func (d *dispatcher) pendingReasonLocked(b *pontusv1.Build) string {
 		return fmt.Sprintf("all %d runners%s busy", matching, labels)
 	}
 	// Builds ahead: queued earlier and needing at least these labels, so a
-	// runner able to take them could take this one.
+	// runner able to take them could take this one; for a bisection
+	// build, every other build too.
 	ahead := 0
 	for _, o := range d.queues {
-		if len(o.ids) > 0 && o.ids[0] < b.Id && hasLabels(o.labels, q.labels) {
+		if !hasLabels(o.labels, q.labels) {
+			continue
+		}
+		if b.BisectOf != 0 {
+			ahead += len(o.ids)
+			i, _ := slices.BinarySearch(o.low, b.Id)
+			ahead += i
+		} else if len(o.ids) > 0 && o.ids[0] < b.Id {
 			i, _ := slices.BinarySearch(o.ids, b.Id)
 			ahead += i
 		}
+	}
+	if ahead > 0 && b.BisectOf != 0 {
+		return fmt.Sprintf("bisection build, waiting behind %d queued builds", ahead)
 	}
 	if ahead > 0 {
 		return fmt.Sprintf("waiting behind %d queued builds", ahead)

@@ -327,6 +327,14 @@ func humanReport(b *pontusv1.Build, log []byte) []byte {
 		row("finished", b.FinishedAt.AsTime().UTC().Format(time.RFC3339))
 	}
 	row("reason", b.Reason)
+	if b.Culprit != "" {
+		// Unpadded, so "culprit: <commit>" reads (and greps) the same everywhere.
+		fmt.Fprintf(&buf, "culprit: %s\n", b.Culprit)
+	}
+	row("bisection", b.Bisection)
+	if b.BisectOf != 0 {
+		row("bisecting", fmt.Sprintf("build %d (a culprit search)", b.BisectOf))
+	}
 	if len(b.Attempts) > 1 {
 		for _, a := range b.Attempts[:len(b.Attempts)-1] {
 			row("lost", fmt.Sprintf("attempt %d on %s: %s", a.Number, a.RunnerName, a.Reason))

@@ -115,6 +115,9 @@ func assemble(ctx context.Context, cfg Config, st store.Store, logs *logStore, f
 	if err != nil {
 		return nil, fmt.Errorf("load state: %w", err)
 	}
+	if err := d.loadSearches(ctx); err != nil {
+		return nil, fmt.Errorf("load culprit searches: %w", err)
+	}
 	results.reload = func() ([]*pontusv1.Build, error) { return st.Unreported(context.Background()) }
 	results.start(d.resultsWritten)
 	for _, b := range unreported {
@@ -331,6 +334,7 @@ func (s *Server) startLoops() (stop func()) {
 		}
 	})
 	wg.Go(func() { s.pruneLoop(ctx) })
+	wg.Go(func() { s.d.bisectLoop(ctx) })
 	return func() { cancel(); wg.Wait() }
 }
 

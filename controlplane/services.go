@@ -14,6 +14,7 @@ import (
 
 	"github.com/pontus-ci/pontus/controlplane/store"
 	"github.com/pontus-ci/pontus/internal/git"
+	"github.com/pontus-ci/pontus/internal/settings"
 	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
@@ -228,7 +229,10 @@ func (s observerService) ReportCommits(ctx context.Context, req *pontusv1.Report
 	if err := validate.Labels("labels", req.Labels); err != nil {
 		return nil, invalid(err)
 	}
-	if err := checkDetails(req.Commits, req.Details); err != nil {
+	if err := checkSkipped(req); err != nil {
+		return nil, err
+	}
+	if err := checkDetails(append(slices.Clip(req.Commits), req.Skipped...), req.Details); err != nil {
 		return nil, err
 	}
 	if err := checkSettings("settings", req.Settings); err != nil {
@@ -243,21 +247,55 @@ func (s observerService) ReportCommits(ctx context.Context, req *pontusv1.Report
 
 // Limits on build settings.
 const (
-	maxRetries = 10
-	maxShards  = 64
+	maxRetries = settings.MaxRetries
+	maxShards  = settings.MaxShards
 )
 
+// checkSkipped validates the commits a report says it skipped: full ids,
+// at most maxCommitsPerReport, after a named commit.
+func checkSkipped(req *pontusv1.ReportCommitsRequest) error {
+	if len(req.Skipped) == 0 {
+		if req.SkippedAfter != "" {
+			return invalidf("skipped_after", "given without skipped commits")
+		}
+		return nil
+	}
+	if len(req.Commits) == 0 {
+		return invalidf("skipped", "given without a reported commit")
+	}
+	if len(req.Skipped) > maxCommitsPerReport {
+		return invalidf("skipped", "at most %d commits, got %d", maxCommitsPerReport, len(req.Skipped))
+	}
+	if err := validate.CommitID("skipped_after", req.SkippedAfter); err != nil {
+		return invalid(err)
+	}
+	for i, c := range req.Skipped {
+		if err := validate.CommitID(fmt.Sprintf("skipped[%d]", i), c); err != nil {
+			return invalid(err)
+		}
+		if c == req.SkippedAfter || c == req.Commits[0] {
+			return invalidf(fmt.Sprintf("skipped[%d]", i), "commit %s is also skipped_after or the first reported commit", c)
+		}
+	}
+	return nil
+}
+
 // checkDetails validates what a report says of its commits: each entry
-// describes one of the reported commits, once, within size limits.
+// describes one of the reported (or skipped) commits, once, within size
+// limits.
 func checkDetails(commits []string, details []*pontusv1.CommitInfo) error {
 	if len(details) > len(commits) {
 		return invalidf("details", "%d entries for %d commits", len(details), len(commits))
 	}
+	known := make(map[string]bool, len(commits))
+	for _, c := range commits {
+		known[c] = true
+	}
 	seen := make(map[string]bool, len(details))
 	for i, info := range details {
 		field := fmt.Sprintf("details[%d]", i)
-		if !slices.Contains(commits, info.Id) {
-			return invalidf(field+".id", "%q is not one of the reported commits", info.Id)
+		if !known[info.Id] {
+			return invalidf(field+".id", "%q is not one of the reported or skipped commits", info.Id)
 		}
 		if seen[info.Id] {
 			return invalidf(field+".id", "commit %s described twice", info.Id)

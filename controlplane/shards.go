@@ -114,7 +114,8 @@ func shardJob(lb *liveBuild, i int) *liveBuild {
 	jb := &pontusv1.Build{
 		Id: s.JobId, Repo: b.Repo, Branch: b.Branch, Commit: b.Commit, CloneUrl: b.CloneUrl, Labels: b.Labels,
 		Settings: b.Settings, CreatedAt: b.CreatedAt, MaxAttempts: b.MaxAttempts, CancelRequested: b.CancelRequested,
-		Status: s.Status, Reason: s.Reason, Attempt: s.Attempt, RunnerId: s.RunnerId, RunnerName: s.RunnerName,
+		BisectOf: b.BisectOf, Status: s.Status, Reason: s.Reason, Attempt: s.Attempt,
+		RunnerId: s.RunnerId, RunnerName: s.RunnerName,
 		StartedAt: s.StartedAt, FinishedAt: s.FinishedAt, Duration: s.Duration, ExitCode: s.ExitCode,
 		Attempts: s.Attempts, LogSize: s.LogSize, LogTruncated: s.LogTruncated, LeaseDeadline: s.LeaseDeadline,
 		OutputDroppedBytes: s.OutputDroppedBytes,

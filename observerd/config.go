@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"github.com/pontus-ci/pontus/internal/dial"
+	"github.com/pontus-ci/pontus/internal/settings"
 	"github.com/pontus-ci/pontus/internal/validate"
+	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
 
 // Modes of reporting.
@@ -59,6 +61,20 @@ type Config struct {
 	// DataDir holds the mirrors of remote repositories. Nothing is ever
 	// written into a watched local repository.
 	DataDir string `toml:"data_dir"`
+	// Retries, Shards, Bisect and Reuse are the reported builds' settings
+	// (BuildSettings). A commit's own .pontus.toml ([build]) may lower
+	// them: they are ceilings, and bisect and reuse can only be turned off.
+	Retries int32 `toml:"retries"`
+	Shards  int32 `toml:"shards"`
+	Bisect  bool  `toml:"bisect"`
+	Reuse   bool  `toml:"reuse"`
+	// RepoSettings lets a commit's .pontus.toml [build] table lower those.
+	RepoSettings bool `toml:"repo_settings"`
+}
+
+// Settings returns the build settings the configuration asks for.
+func (c *Config) Settings() *pontusv1.BuildSettings {
+	return &pontusv1.BuildSettings{Retries: c.Retries, Shards: c.Shards, Bisect: c.Bisect, Reuse: c.Reuse}
 }
 
 // DefaultConfig returns a configuration that watches the current branch of
@@ -72,6 +88,10 @@ func DefaultConfig() Config {
 		PollInterval: 15 * time.Second,
 		MaxBacklog:   100,
 		DataDir:      ".pontus/observer",
+		Shards:       1,
+		Bisect:       true,
+		Reuse:        true,
+		RepoSettings: true,
 	}
 }
 
@@ -120,6 +140,12 @@ func (c *Config) Validate() error {
 	}
 	if err := validate.Labels("labels", c.Labels); err != nil {
 		return err
+	}
+	if c.Retries < 0 || c.Retries > settings.MaxRetries {
+		return fmt.Errorf("retries: must be 0 to %d, got %d", settings.MaxRetries, c.Retries)
+	}
+	if c.Shards < 1 || c.Shards > settings.MaxShards {
+		return fmt.Errorf("shards: must be 1 to %d, got %d", settings.MaxShards, c.Shards)
 	}
 	if isRemote(c.Repo) && c.DataDir == "" {
 		return fmt.Errorf("data_dir: must be set to watch the remote repository %q", c.Repo)

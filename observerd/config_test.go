@@ -19,6 +19,10 @@ func TestDefaultConfig(t *testing.T) {
 		PollInterval: 15 * time.Second,
 		MaxBacklog:   100,
 		DataDir:      ".pontus/observer",
+		Shards:       1,
+		Bisect:       true,
+		Reuse:        true,
+		RepoSettings: true,
 	}
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("DefaultConfig (-want +got):\n%s", diff)
@@ -39,6 +43,10 @@ mode = "every"
 poll_interval = "1m30s"
 max_backlog = 20
 labels = ["linux"]
+retries = 2
+shards = 4
+bisect = false
+reuse = false
 `, &cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +54,8 @@ labels = ["linux"]
 	if len(md.Undecoded()) != 0 {
 		t.Errorf("undecoded keys: %v", md.Undecoded())
 	}
-	if cfg.PollInterval != 90*time.Second || cfg.Mode != ModeEvery || len(cfg.Branches) != 2 || cfg.MaxBacklog != 20 {
+	if cfg.PollInterval != 90*time.Second || cfg.Mode != ModeEvery || len(cfg.Branches) != 2 || cfg.MaxBacklog != 20 ||
+		cfg.Retries != 2 || cfg.Shards != 4 || cfg.Bisect || cfg.Reuse {
 		t.Errorf("decoded %+v", cfg)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -74,6 +83,10 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"repo option", func(c *Config) { c.Repo = "--upload-pack=x" }, "repo"},
 		{"clone url transport", func(c *Config) { c.CloneURL = "ext::sh -c x" }, "clone_url"},
 		{"bad label", func(c *Config) { c.Labels = []string{"ok", "not ok"} }, "labels[1]"},
+		{"negative retries", func(c *Config) { c.Retries = -1 }, "retries"},
+		{"too many retries", func(c *Config) { c.Retries = 11 }, "retries"},
+		{"zero shards", func(c *Config) { c.Shards = 0 }, "shards"},
+		{"too many shards", func(c *Config) { c.Shards = 65 }, "shards"},
 		{"remote without data dir", func(c *Config) { c.Repo = "https://example.com/r.git"; c.DataDir = "" }, "data_dir"},
 	}
 	for _, tt := range tests {

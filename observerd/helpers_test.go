@@ -104,6 +104,7 @@ type fakeCP struct {
 	reject     map[string]bool // branches whose reports are refused
 	onReport   func(report)
 	details    map[string]*pontusv1.CommitInfo // by commit id, as reported
+	requests   []*pontusv1.ReportCommitsRequest
 
 	addr string
 	srv  *http.Server
@@ -192,6 +193,7 @@ func (f *fakeCP) ReportCommits(_ context.Context, req *pontusv1.ReportCommitsReq
 		CloneURL: req.GetCloneUrl(), Labels: slices.Clone(req.GetLabels()),
 	}
 	f.reports = append(f.reports, r)
+	f.requests = append(f.requests, req)
 	for _, info := range req.GetDetails() {
 		if f.details == nil {
 			f.details = make(map[string]*pontusv1.CommitInfo)
@@ -249,6 +251,18 @@ func (f *fakeCP) getCursorCalls() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.getCursors
+}
+
+// requestOf returns the last report that carried commit, or nil.
+func (f *fakeCP) requestOf(commit string) *pontusv1.ReportCommitsRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.requests) - 1; i >= 0; i-- {
+		if slices.Contains(f.requests[i].GetCommits(), commit) {
+			return f.requests[i]
+		}
+	}
+	return nil
 }
 
 // detailsOf returns what reports said of a commit, or nil.

@@ -9,11 +9,14 @@ import (
 	"net/http"
 	"path"
 	"slices"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pontus-ci/pontus/internal/dial"
+	"github.com/pontus-ci/pontus/internal/settings"
 	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 	"github.com/pontus-ci/pontus/schema/gen/pontus/v1/pontusv1connect"
@@ -98,6 +101,7 @@ func (o *Observer) Run(ctx context.Context) error {
 		cloneURL: cloneURL,
 		logger:   o.logger.With(logRepo, repo.name),
 		cursors:  make(map[string]string),
+		tables:   make(map[string]settings.Table),
 	}
 	var wake chan struct{}
 	if !repo.remote() {
@@ -191,6 +195,9 @@ type session struct {
 	refused map[string]refusal
 	// warned avoids repeating the same warning every poll.
 	warned map[string]bool
+	// tables caches the [build] tables of .pontus.toml files by blob id
+	// (used by one goroutine at a time).
+	tables map[string]settings.Table
 }
 
 // next is how long to wait for the next cycle when nothing wakes it.
@@ -348,9 +355,21 @@ func (s *session) branch(ctx context.Context, branch, head string) error {
 	if err != nil {
 		return err
 	}
+	// In head mode the commits since the cursor that are not reported are
+	// named, for culprit searches (read alongside the report's details).
+	var skipped func() []string
+	if s.o.cfg.Mode == ModeHead && s.o.cfg.Bisect && len(commits) == 1 && commits[0] == head && cursor != "" {
+		skipped = func() []string {
+			ids, err := s.skipped(ctx, cursor, head)
+			if err != nil {
+				logger.Warn("cannot list the commits before the head; reporting without them (no culprit search)", logErr, err)
+			}
+			return ids
+		}
+	}
 	for len(commits) > 0 {
 		n := min(len(commits), maxReport)
-		if err := s.report(ctx, branch, commits[:n]); err != nil {
+		if err := s.report(ctx, branch, commits[:n], skipped, cursor); err != nil {
 			return err
 		}
 		last := commits[n-1]
@@ -359,6 +378,25 @@ func (s *session) branch(ctx context.Context, branch, head string) error {
 		commits = commits[n:]
 	}
 	return nil
+}
+
+// skipped returns the commits between cursor and head, oldest first, that
+// a report of head alone leaves unbuilt: head's first-parent line since
+// cursor, when cursor is on it and they are at most maxReport.
+func (s *session) skipped(ctx context.Context, cursor, head string) ([]string, error) {
+	if err := validate.CommitID("cursor", cursor); err != nil {
+		return nil, nil
+	}
+	ids, err := s.repo.firstParentsSince(ctx, cursor, head, maxReport+1)
+	if err != nil || len(ids) < 2 {
+		return nil, err
+	}
+	for _, id := range ids {
+		if err := validate.CommitID("commit", id); err != nil {
+			return nil, fmt.Errorf("list commits: %w", err)
+		}
+	}
+	return ids[:len(ids)-1], nil
 }
 
 // newCommits returns what to report when a branch moved from cursor to
@@ -413,28 +451,88 @@ func (s *session) getCursor(ctx context.Context, branch string) (string, error) 
 	return resp.GetCommit(), nil
 }
 
-func (s *session) report(ctx context.Context, branch string, commits []string) error {
-	details, err := s.repo.describe(ctx, commits)
-	if err != nil {
+// report reports commits of branch; skipped, if set, lists the commits
+// before them (after the cursor, after) that are not reported. The three
+// reads of the repository run at once: they are on the path from a push to
+// its build.
+func (s *session) report(ctx context.Context, branch string, commits []string, skipped func() []string, after string) error {
+	obs := s.o.cfg.Settings()
+	var (
+		wg      sync.WaitGroup
+		details []*pontusv1.CommitInfo
+		derr    error
+		own     map[string]*pontusv1.BuildSettings
+		before  []string
+	)
+	wg.Go(func() { details, derr = s.repo.describe(ctx, commits) })
+	if s.o.cfg.RepoSettings {
+		wg.Go(func() { own = s.commitSettings(ctx, commits, obs) })
+	}
+	if skipped != nil {
+		wg.Go(func() { before = skipped() })
+	}
+	wg.Wait()
+	if derr != nil {
 		// The builds matter more than their subjects: report without.
-		s.warn("describe", "could not read commit subjects and authors; reporting the commits without them", logErr, err)
+		s.warn("describe", "could not read commit subjects and authors; reporting the commits without them", logErr, derr)
 	} else {
 		s.unwarn("describe")
 	}
-	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-	defer cancel()
-	_, err = s.o.client.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{
+	for _, c := range commits {
+		if own[c] == nil {
+			continue
+		}
+		i := slices.IndexFunc(details, func(d *pontusv1.CommitInfo) bool { return d.Id == c })
+		if i < 0 {
+			details = append(details, &pontusv1.CommitInfo{Id: c})
+			i = len(details) - 1
+		}
+		details[i].Settings = own[c]
+	}
+	req := &pontusv1.ReportCommitsRequest{
 		Repo:     s.repo.name,
 		Branch:   branch,
 		Commits:  commits,
 		CloneUrl: s.cloneURL,
 		Labels:   s.o.cfg.Labels,
 		Details:  details,
-	})
+		Settings: obs,
+	}
+	if len(before) > 0 {
+		req.Skipped, req.SkippedAfter = before, after
+		// Their trees let bisection builds take known verdicts.
+		if more, err := s.repo.describe(ctx, before); err == nil {
+			req.Details = append(req.Details, more...)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	_, err := s.o.client.ReportCommits(ctx, req)
 	if err != nil {
 		return rpcError("report commits", err)
 	}
 	return nil
+}
+
+// commitSettings returns the settings of each commit whose .pontus.toml
+// lowers the observer's (obs). A .pontus.toml that cannot be read or is
+// wrong is logged, and the commit built with obs.
+func (s *session) commitSettings(ctx context.Context, commits []string, obs *pontusv1.BuildSettings) map[string]*pontusv1.BuildSettings {
+	out := map[string]*pontusv1.BuildSettings{}
+	for _, c := range commits {
+		t, blob, err := s.repo.buildTable(ctx, c, s.tables)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.warn("pontus.toml:"+blob, "the commit's .pontus.toml is not usable; building it with the observer's settings",
+					logCommit, c, logErr, err)
+			}
+			continue
+		}
+		if cs := t.Apply(obs); !proto.Equal(cs, obs) {
+			out[c] = cs
+		}
+	}
+	return out
 }
 
 // rpcError wraps a failed call to the control plane.

@@ -9,10 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pontus-ci/pontus/internal/git"
+	"github.com/pontus-ci/pontus/internal/settings"
 	"github.com/pontus-ci/pontus/internal/validate"
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
 )
@@ -349,4 +351,82 @@ func (r *repository) between(ctx context.Context, base, head string, max int) ([
 		ids = ids[1:]
 	}
 	return ids, truncated, nil
+}
+
+// buildTable reads the [build] table of the .pontus.toml in commit's tree
+// (read with git plumbing, never checked out or run). It returns the
+// file's blob id ("" when the commit has none) so callers can cache by
+// content.
+func (r *repository) buildTable(ctx context.Context, commit string, cache map[string]settings.Table) (settings.Table, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, gitTimeout)
+	defer cancel()
+	out, err := runGit(ctx, r.gitDir, "ls-tree", "-l", "--full-tree", commit, "--", settings.File)
+	if err != nil {
+		return settings.Table{}, "", fmt.Errorf("look for %s: %w", settings.File, err)
+	}
+	if out == "" {
+		return settings.Table{}, "", nil
+	}
+	// "<mode> <type> <object> <size>\t<path>"
+	meta, _, _ := strings.Cut(out, "\t")
+	f := strings.Fields(meta)
+	if len(f) != 4 || f[1] != "blob" {
+		return settings.Table{}, out, fmt.Errorf("%s is not a file", settings.File)
+	}
+	blob := f[2]
+	if t, ok := cache[blob]; ok {
+		return t, blob, nil
+	}
+	if size, err := strconv.ParseInt(f[3], 10, 64); err != nil || size > settings.MaxFileBytes {
+		return settings.Table{}, blob, fmt.Errorf("%s is larger than %d bytes", settings.File, settings.MaxFileBytes)
+	}
+	if err := validate.CommitID("blob", blob); err != nil {
+		return settings.Table{}, blob, err
+	}
+	data, err := runGit(ctx, r.gitDir, "cat-file", "blob", blob)
+	if err != nil {
+		return settings.Table{}, blob, fmt.Errorf("read %s: %w", settings.File, err)
+	}
+	t, err := settings.Parse([]byte(data))
+	if err != nil {
+		return settings.Table{}, blob, err
+	}
+	if len(cache) >= 1000 {
+		clear(cache)
+	}
+	cache[blob] = t
+	return t, blob, nil
+}
+
+// firstParentsSince lists head's first-parent line back to base, oldest
+// first, without base: nil unless base is on that line within max commits
+// (a force-push, a base that is gone, too long a line). One git call.
+func (r *repository) firstParentsSince(ctx context.Context, base, head string, max int) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, gitTimeout)
+	defer cancel()
+	// Each line: a commit and its parents, newest first.
+	out, err := runGit(ctx, r.gitDir, "rev-list", "--first-parent", "--parents", fmt.Sprintf("--max-count=%d", max),
+		base+".."+head, "--")
+	if err != nil {
+		if exitCode(err) > 0 && ctx.Err() == nil {
+			return nil, nil // base is not a commit of the repository (any more)
+		}
+		return nil, fmt.Errorf("list commits %s..%s: %w", base, head, err)
+	}
+	if out == "" {
+		return nil, nil
+	}
+	lines := strings.Split(out, "\n")
+	ids := make([]string, len(lines))
+	for i, line := range lines {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			return nil, fmt.Errorf("list commits: unexpected line %q", line)
+		}
+		ids[len(lines)-1-i] = f[0]
+		if i == len(lines)-1 && (len(f) < 2 || f[1] != base) {
+			return nil, nil // the oldest listed does not follow base
+		}
+	}
+	return ids, nil
 }

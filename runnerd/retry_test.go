@@ -212,6 +212,10 @@ func TestRerunCommands(t *testing.T) {
 		{unit, &pontusv1.TestCase{Name: "test_x (m.C)"}, "python3 -m unittest -v m.C.test_x"},
 		{unit, &pontusv1.TestCase{Name: "test_x (m.C.test_x) (i=2)"}, "python3 -m unittest -v m.C.test_x"},
 		{unit, &pontusv1.TestCase{Name: "Doctest: m.f"}, ""},
+		{step{argv: []string{"python3", "-c", pyRunModules, "-v", "test_a", "test_b"}}, &pontusv1.TestCase{Name: "test_x (test_a.C.test_x)"},
+			"python3 -c " + pyRunModules + " -v test_a.C.test_x"},
+		{step{argv: []string{"go", "test", "-v", "-run", "^(TestA|TestB)$", "example.com/m/tests"}}, &pontusv1.TestCase{Name: "TestB", Suite: "example.com/m/tests"},
+			"go test -v -count=1 -run ^TestB$ example.com/m/tests"},
 		{step{argv: []string{"python3", "-m", "pytest", "-v", "--junitxml=/x.xml", "tests"}},
 			&pontusv1.TestCase{Name: "tests/test_a.py::test_x[1-2]"}, "python3 -m pytest -v --junitxml=/x.xml tests/test_a.py::test_x[1-2]"},
 		{step{argv: []string{"sh", "-c", "make test"}}, &pontusv1.TestCase{Name: "TestX"}, ""},
@@ -276,5 +280,36 @@ func TestRetryRespectsTimeout(t *testing.T) {
 	wantStatus(t, req, log, timedOut)
 	if !strings.Contains(req.GetReason(), "while retrying step tests") || strings.Contains(log, "(2 of 2)") {
 		t.Errorf("reason %q; log:\n%s", req.GetReason(), log)
+	}
+}
+
+// In a shard of a Python suite, a failed test is re-run alone with the
+// shard's own program (tests/ on the path) and turns FLAKY.
+func TestRetryInShard(t *testing.T) {
+	t.Parallel()
+	fake := newFakeCP(t)
+	fake.start()
+	startRunner(t, testConfig(t, fake))
+	repo := newRepo(t)
+	c := repo.commit(map[string]string{
+		"tests/test_flaky.py": flakyUnittest(openDir(t)),
+		"tests/test_other.py": passingTest,
+	})
+	var flaky *pontusv1.TestCase
+	for i := range 2 {
+		req, log := fake.waitDone(fake.enqueueJob(&pontusv1.Job{Repo: repo.dir, CloneUrl: repo.dir, Branch: "main", Commit: c,
+			ShardIndex: int32(i), ShardCount: 2, Settings: &pontusv1.BuildSettings{Retries: 1}}))
+		wantStatus(t, req, log, passed)
+		for _, tc := range req.GetTests() {
+			if strings.HasPrefix(tc.GetName(), "test_flaky (") {
+				flaky = tc
+				if !strings.Contains(log, "[pontus: retrying test_flaky (test_flaky.TestFlaky.test_flaky) (1 of 1)]") {
+					t.Errorf("log:\n%s", log)
+				}
+			}
+		}
+	}
+	if flaky == nil || flaky.GetOutcome() != outcomeFlaky || flaky.GetRuns() != 2 {
+		t.Errorf("test_flaky in its shard: %v", flaky)
 	}
 }

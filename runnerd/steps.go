@@ -16,6 +16,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/pontus-ci/pontus/internal/settings"
 	"github.com/pontus-ci/pontus/internal/testreport"
 	"github.com/pontus-ci/pontus/internal/testrun"
 	"github.com/pontus-ci/pontus/plugins"
@@ -40,6 +41,11 @@ type repoConfig struct {
 	TestCommand string `toml:"test_command"`
 	// Plugins are WebAssembly steps; modules are paths inside the checkout.
 	Plugins []plugins.StepConfig `toml:"plugins"`
+	// Build is the repository's build settings (retries, shards, bisect,
+	// reuse). The observer applies them, within its own values, when it
+	// reports the commit; the runner gets them with the job, so here they
+	// are only accepted (and checked).
+	Build settings.Table `toml:"build"`
 }
 
 // jobStep is one step of a job: native (argv) or sandboxed (plugin, or the
@@ -164,6 +170,9 @@ func readRepoConfig(dir string) (repoConfig, bool, error) {
 	}
 	if strings.ContainsRune(rc.TestCommand, 0) {
 		return rc, false, fmt.Errorf("%s: test_command contains a NUL byte", repoConfigFile)
+	}
+	if err := rc.Build.Check(); err != nil {
+		return rc, false, fmt.Errorf("%s: %v", repoConfigFile, err)
 	}
 	for i, s := range rc.Plugins {
 		if err := s.ValidateInRepo(); err != nil {

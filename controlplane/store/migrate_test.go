@@ -157,3 +157,39 @@ func TestFailedMigrationChangesNothing(t *testing.T) {
 		t.Fatal("version 2's column is there after a failed migration")
 	}
 }
+
+// Version 5 fills in the reuse key of the verdicts a version 4 store holds.
+func TestMigrateV2FillsReuseKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pontus.db")
+	s, err := OpenSQLite(path, SQLiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tree := fmt.Sprintf("%040x", 0xabc)
+	b := build(1, pontusv1.BuildStatus_BUILD_STATUS_PASSED)
+	b.Tree = tree
+	if err := s.Enqueue(Mutation{PutBuild: b}).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Make it a version 4 store: no reuse_key column.
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`DROP INDEX builds_reuse`, `ALTER TABLE builds DROP COLUMN reuse_key`, `PRAGMA user_version = 4`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	s, err = OpenSQLite(path, SQLiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := s.Reusable(ctx, "/r", ReuseKey(tree, nil, 0)); err != nil || got.Id != 1 {
+		t.Fatalf("after migrating: Reusable = %v, %v; want build 1", got, err)
+	}
+}

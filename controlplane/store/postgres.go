@@ -153,6 +153,12 @@ CREATE INDEX test_runs_build ON test_runs(build_id);
 CREATE INDEX test_runs_repo ON test_runs(repo, build_id);
 CREATE INDEX test_runs_branch ON test_runs(repo, branch, build_id);
 CREATE INDEX test_runs_test ON test_runs(repo, name, suite, build_id);`,
+	// 6: for verdict reuse: each verdict's ReuseKey (tree, labels,
+	// retries). Unlike SQLite's migration 5 it cannot decode stored builds
+	// to fill it in, so builds finished before it are not reused.
+	`
+ALTER TABLE builds ADD COLUMN reuse_key TEXT NOT NULL DEFAULT '';
+CREATE INDEX builds_reuse ON builds(repo, reuse_key, id) WHERE reuse_key <> '';`,
 }
 
 // PostgresSchemaVersion is the PostgreSQL schema this Pontus writes.
@@ -381,7 +387,7 @@ func pgArgs(o op) []any {
 		if o.live {
 			live = 1
 		}
-		return []any{o.id, o.repo, o.branch, o.commit, o.status, live, o.data, o.finished, o.lastJob}
+		return []any{o.id, o.repo, o.branch, o.commit, o.status, live, o.data, o.finished, o.lastJob, o.reuseKey}
 	case opRunner:
 		return []any{o.key, o.data}
 	case opDeleteRunner:

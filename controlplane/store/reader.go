@@ -211,6 +211,21 @@ func (s *reader) LatestBuild(ctx context.Context, repo, commit string) (*pontusv
 	return bs[0], nil
 }
 
+// Reusable implements Store.
+func (s *reader) Reusable(ctx context.Context, repo, key string) (*pontusv1.Build, error) {
+	if key == "" {
+		return nil, ErrNotFound
+	}
+	bs, err := s.queryBuilds(ctx, `SELECT data FROM builds WHERE repo = ? AND reuse_key = ? ORDER BY id DESC LIMIT 1`, repo, key)
+	if err != nil {
+		return nil, err
+	}
+	if len(bs) == 0 {
+		return nil, ErrNotFound
+	}
+	return bs[0], nil
+}
+
 // CommitsByPrefix implements Store.
 func (s *reader) CommitsByPrefix(ctx context.Context, repo, prefix string, limit int) ([]string, error) {
 	query, args := "SELECT DISTINCT commit_id FROM builds WHERE commit_id >= ?", []any{prefix}

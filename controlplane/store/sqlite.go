@@ -53,6 +53,8 @@ type op struct {
 	lastJob int64
 	// tests are a finished build's test results for the history (opBuild).
 	tests []testRow
+	// reuseKey is the build's ReuseKey when its verdict may be reused.
+	reuseKey string
 }
 
 const (
@@ -180,6 +182,47 @@ CREATE INDEX test_runs_branch ON test_runs(repo, branch, build_id);
 CREATE INDEX test_runs_test ON test_runs(repo, name, suite, build_id);`)
 		return err
 	},
+	// 5: for verdict reuse: each verdict's ReuseKey (tree, labels,
+	// retries), filled in from the stored builds.
+	func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`
+ALTER TABLE builds ADD COLUMN reuse_key TEXT NOT NULL DEFAULT '';
+CREATE INDEX builds_reuse ON builds(repo, reuse_key, id) WHERE reuse_key <> '';`); err != nil {
+			return err
+		}
+		rows, err := tx.Query(`SELECT id, data FROM builds WHERE status IN (?, ?)`,
+			int32(pontusv1.BuildStatus_BUILD_STATUS_PASSED), int32(pontusv1.BuildStatus_BUILD_STATUS_FAILED))
+		if err != nil {
+			return err
+		}
+		keys := map[int64]string{}
+		for rows.Next() {
+			var id int64
+			var data []byte
+			if err := rows.Scan(&id, &data); err != nil {
+				rows.Close()
+				return err
+			}
+			b := new(pontusv1.Build)
+			if err := proto.Unmarshal(data, b); err != nil {
+				rows.Close()
+				return fmt.Errorf("decode build %d: %w", id, err)
+			}
+			if k := reuseKeyOf(b); k != "" {
+				keys[id] = k
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for id, k := range keys {
+			if _, err := tx.Exec(`UPDATE builds SET reuse_key = ? WHERE id = ?`, k, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
 }
 
 // SchemaVersion is the store schema this Pontus writes.
@@ -228,11 +271,11 @@ func migrate(db *sql.DB, path string) error {
 // writeSQL is the statement of each write kind, shared by both stores
 // (placeholders are rewritten for PostgreSQL).
 var writeSQL = [opCount]string{
-	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data, finished, last_job)
-		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
+	opBuild: `INSERT INTO builds (id, repo, branch, commit_id, status, live, reported, data, finished, last_job, reuse_key)
+		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)
 		ON CONFLICT(id) DO UPDATE SET status = excluded.status, live = excluded.live,
 		reported = 0, data = excluded.data, branch = excluded.branch, finished = excluded.finished,
-		last_job = excluded.last_job`,
+		last_job = excluded.last_job, reuse_key = excluded.reuse_key`,
 	opRunner: `INSERT INTO runners (id, data) VALUES (?, ?)
 		ON CONFLICT(id) DO UPDATE SET data = excluded.data`,
 	opDeleteRunner: `DELETE FROM runners WHERE id = ?`,
@@ -295,7 +338,7 @@ func prepare(m Mutation) (op, error) {
 		}
 		return op{kind: opBuild, id: b.Id, repo: b.Repo, branch: b.Branch, commit: b.Commit,
 			status: int32(b.Status), live: !IsTerminal(b.Status), data: data, finished: finishedUnix(b),
-			lastJob: LastJobID(b), tests: testRows(b)}, nil
+			lastJob: LastJobID(b), tests: testRows(b), reuseKey: reuseKeyOf(b)}, nil
 	case m.PutRunner != nil:
 		data, err := proto.Marshal(m.PutRunner)
 		if err != nil {
@@ -331,7 +374,7 @@ func (s *SQLite) apply(batch []pendingWrite) error {
 		var err error
 		switch o.kind {
 		case opBuild:
-			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data, o.finished, o.lastJob)
+			_, err = st.Exec(o.id, o.repo, o.branch, o.commit, o.status, o.live, o.data, o.finished, o.lastJob, o.reuseKey)
 			if err == nil && !o.live {
 				err = s.putTestRuns(tx, o)
 			}

@@ -16,6 +16,9 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	pontusv1 "github.com/pontus-ci/pontus/schema/gen/pontus/v1"
@@ -45,6 +48,10 @@ type Store interface {
 	// LatestBuild returns the newest build of a commit; repo may be empty
 	// to match any repository.
 	LatestBuild(ctx context.Context, repo, commit string) (*pontusv1.Build, error)
+	// Reusable returns the newest build of repo whose verdict may be
+	// reused for key (a ReuseKey): a PASSED or FAILED build that ran, of
+	// the same tree, labels and retries. ErrNotFound when there is none.
+	Reusable(ctx context.Context, repo, key string) (*pontusv1.Build, error)
 	// CommitsByPrefix returns the distinct commit ids of stored builds
 	// that start with prefix (lowercase hex; in repo, if not empty), in
 	// ascending order, at most limit. It is a range scan of the commit
@@ -165,6 +172,31 @@ func IsTerminal(s pontusv1.BuildStatus) bool {
 		return true
 	}
 	return false
+}
+
+// ReuseKey names what a verdict depends on besides the repository: the
+// commit's tree, the labels its runners carried and how often failed tests
+// were retried. Runners sharing labels are taken to be equivalent; shards,
+// bisection and reuse change how a build runs, not its verdict. Empty when
+// the tree is unknown. Labels are validated (no spaces), so the key is
+// unambiguous.
+func ReuseKey(tree string, labels []string, retries int32) string {
+	if tree == "" {
+		return ""
+	}
+	ls := slices.Clone(labels)
+	slices.Sort(ls)
+	ls = slices.Compact(ls)
+	return tree + " " + strconv.Itoa(int(retries)) + " " + strings.Join(ls, " ")
+}
+
+// reuseKeyOf is the key a stored build is found by: set for a PASSED or
+// FAILED build that ran (not one that took another's verdict).
+func reuseKeyOf(b *pontusv1.Build) string {
+	if b.ReusedBuild != 0 || (b.Status != pontusv1.BuildStatus_BUILD_STATUS_PASSED && b.Status != pontusv1.BuildStatus_BUILD_STATUS_FAILED) {
+		return ""
+	}
+	return ReuseKey(b.Tree, b.Labels, b.GetSettings().GetRetries())
 }
 
 // PrefixEnd returns the least lowercase-hex string above every string

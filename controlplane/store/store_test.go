@@ -171,6 +171,57 @@ func benchClaimComplete(b *testing.B, s Store) {
 	})
 }
 
+// Reusable finds the newest PASSED or FAILED build that ran of a tree with
+// the same labels and retries, in the same repository only.
+func TestReusable(t *testing.T) { stores(t, testReusable) }
+
+func testReusable(t *testing.T, open opener) {
+	s := open(t)
+	ctx := t.Context()
+	tree := fmt.Sprintf("%040x", 0xabc)
+	mk := func(id int64, repo string, status pontusv1.BuildStatus, labels []string, retries int32, reused int64) *pontusv1.Build {
+		b := build(id, status)
+		b.Repo, b.Tree, b.Labels, b.ReusedBuild = repo, tree, labels, reused
+		b.Settings = &pontusv1.BuildSettings{Retries: retries, Shards: 1}
+		return b
+	}
+	const (
+		passed = pontusv1.BuildStatus_BUILD_STATUS_PASSED
+		failed = pontusv1.BuildStatus_BUILD_STATUS_FAILED
+	)
+	muts := []Mutation{
+		{PutBuild: mk(1, "/r", passed, []string{"linux", "go"}, 0, 0)},
+		{PutBuild: mk(2, "/r", failed, []string{"linux"}, 0, 0)},                                        // other labels
+		{PutBuild: mk(3, "/r", passed, []string{"go", "linux"}, 1, 0)},                                  // other retries
+		{PutBuild: mk(4, "/other", failed, []string{"go", "linux"}, 0, 0)},                              // other repo
+		{PutBuild: mk(5, "/r", pontusv1.BuildStatus_BUILD_STATUS_ERROR, []string{"go", "linux"}, 0, 0)}, // no verdict
+		{PutBuild: mk(6, "/r", passed, []string{"go", "linux"}, 0, 1)},                                  // itself reused
+		{PutBuild: mk(7, "/r", pontusv1.BuildStatus_BUILD_STATUS_QUEUED, []string{"go", "linux"}, 0, 0)},
+	}
+	if err := s.Enqueue(muts...).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	key := ReuseKey(tree, []string{"linux", "go", "linux"}, 0)
+	b, err := s.Reusable(ctx, "/r", key)
+	if err != nil || b.Id != 1 {
+		t.Fatalf("Reusable = %v, %v; want build 1", b, err)
+	}
+	// A newer verdict of the same key wins.
+	b8 := mk(8, "/r", failed, []string{"go", "linux"}, 0, 0)
+	if err := s.Enqueue(Mutation{PutBuild: b8}).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := s.Reusable(ctx, "/r", key); err != nil || b.Id != 8 {
+		t.Fatalf("Reusable = %v, %v; want build 8", b, err)
+	}
+	if b, err := s.Reusable(ctx, "/r", ReuseKey(tree, nil, 0)); err != ErrNotFound {
+		t.Fatalf("no labels: Reusable = %v, %v; want not found", b, err)
+	}
+	if b, err := s.Reusable(ctx, "/r", ""); err != ErrNotFound {
+		t.Fatalf("empty key: Reusable = %v, %v; want not found", b, err)
+	}
+}
+
 // A sharded build takes the ids of its shard jobs: JobBuild finds it by any
 // of them, and ids are allocated above them after a restart.
 func TestShardJobsBelongToTheirBuild(t *testing.T) { stores(t, testShardJobsBelongToTheirBuild) }

@@ -200,6 +200,8 @@ type buildRow struct {
 	Subject     string // the commit's subject line
 	Author      string // its author's name (or email)
 	AuthorFull  string // "Name <email>"
+	// Culprit is the first failing commit a culprit search named.
+	Culprit string
 }
 
 func newBuildRow(b *pontusv1.Build, now time.Time) buildRow {
@@ -219,7 +221,8 @@ func newBuildRow(b *pontusv1.Build, now time.Time) buildRow {
 		Duration:    "—",
 		Created:     newStamp(b.GetCreatedAt(), now),
 		Reason:      b.GetReason(),
-		ShowReason:  b.GetReason() != "" && st != pontusv1.BuildStatus_BUILD_STATUS_PASSED,
+		ShowReason:  b.GetReason() != "" && (st != pontusv1.BuildStatus_BUILD_STATUS_PASSED || b.GetReusedBuild() != 0),
+		Culprit:     b.GetCulprit(),
 		Subject:     b.GetSubject(),
 		Author:      b.GetAuthor(),
 		AuthorFull:  buildtext.Author(b),
@@ -300,6 +303,9 @@ type buildView struct {
 	Dropped      int64
 	CancelAsked  bool
 	Cancelable   bool // the page shows a Cancel button (app.js hides it when the build ends)
+	Bisection    string
+	ReusedBuild  int64 // the build whose verdict this one took
+	BisectOf     int64 // the failed build whose culprit this one helps find
 }
 
 // outcomeRank orders tests: failures first, passes last (mirrored in app.js).
@@ -356,6 +362,9 @@ func newBuildView(b *pontusv1.Build, now time.Time) buildView {
 		CancelAsked:  b.GetCancelRequested() && !terminal(st),
 		Cancelable:   cancelable(st),
 		Committed:    newStamp(b.GetCommittedAt(), now),
+		Bisection:    b.GetBisection(),
+		ReusedBuild:  b.GetReusedBuild(),
+		BisectOf:     b.GetBisectOf(),
 	}
 	v.ShowReason = b.GetReason() != ""
 	if v.Terminal {

@@ -233,6 +233,30 @@ func TestBuildPage(t *testing.T) {
 	}
 }
 
+// A failed build names its culprit (page and list), a reused verdict its
+// source, a bisection build the search it serves.
+func TestCulpritAndReuseShown(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, web.Options{})
+	b := newBuild(7, "main", failed)
+	b.Culprit, b.Bisection = commitN(3), "found after 3 bisection builds"
+	s.fake.put(b)
+	r := newBuild(8, "main", passed)
+	r.ReusedBuild, r.ReusedCommit, r.Reason = 5, commitN(5), "reused: build 5 (commit "+commitN(5)+")"
+	s.fake.put(r)
+	bis := newBuild(9, "main", passed)
+	bis.BisectOf = 7
+	s.fake.put(bis)
+
+	page := get(t, s.url+"/builds/7")
+	wantContains(t, page.body, `culprit: <span class="mono" id="culprit-id">`+commitN(3)+`</span>`, "found after 3 bisection builds")
+	wantContains(t, get(t, s.url+"/builds/8").body, "reused: build 5", `<a href="/builds/5">build #5</a>`)
+	wantContains(t, get(t, s.url+"/builds/9").body, "Bisecting", `<a href="/builds/7">build #7</a>`)
+	list := get(t, s.url+"/")
+	wantContains(t, list.body, `culprit: <span class="mono" title="`+commitN(3)+`">`+commitN(3)[:10]+`</span>`,
+		`<div class="reason">reused: build 5`)
+}
+
 // The build page offers Re-run always and Cancel only while the build can
 // still be stopped, with the data app.js sends to the API.
 func TestBuildPageActions(t *testing.T) {

@@ -127,12 +127,13 @@
   // row mirrors the "row" template in parts.html.
   function row(b) {
     const k = kind(b.status), id = b.id, link = '/builds/' + id;
-    const showReason = b.reason && k !== 'PASSED';
+    const showReason = b.reason && (k !== 'PASSED' || b.reusedBuild);
     const since = !b.duration && b.startedAt && !TERMINAL.has(k) ? b.startedAt : null;
     const dur = b.duration ? fmtDur(secs(b.duration)) : since ? fmtDur((Date.now() - Date.parse(since)) / 1000) : '—';
     const repo = b.repo || '', base = repo.replace(/\/+$/, '').replace(/\.git$/, '').split(/[/:]/).pop() || repo;
     return el('tr', {'data-id': id, 'data-status': 'BUILD_STATUS_' + k},
-      el('td', {class: 'st'}, pill(b.status), showReason ? el('div', {class: 'reason'}, b.reason) : null),
+      el('td', {class: 'st'}, pill(b.status), showReason ? el('div', {class: 'reason'}, b.reason) : null,
+        b.culprit ? el('div', {class: 'reason'}, 'culprit: ', el('span', {class: 'mono', title: b.culprit}, b.culprit.slice(0, 10))) : null),
       el('td', {}, el('a', {href: link}, '#' + id)),
       el('td', {}, el('a', {class: 'mono', href: link, title: b.commit}, (b.commit || '').slice(0, 10))),
       el('td', {class: 'subj'}, b.subject ? el('span', {class: 'subject', title: b.subject}, b.subject) : '—',
@@ -254,6 +255,8 @@
       $('reason').textContent = b.reason || '';
       $('reason').hidden = !b.reason;
       $('cancelnote').hidden = !b.cancelRequested || TERMINAL.has(kind(b.status));
+      $('culprit-id').textContent = b.culprit || ''; $('culprit').hidden = !b.culprit;
+      $('bisection-text').textContent = b.bisection || ''; $('bisection').hidden = !b.bisection;
     }
     // act calls the API with the buttons disabled, showing progress and then
     // any error beside them; done returns true when the page is going away.

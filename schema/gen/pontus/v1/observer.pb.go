@@ -36,11 +36,18 @@ type ReportCommitsRequest struct {
 	// branch's cursor alone, since it records what the observer has seen and
 	// a hook's report may skip commits an observer in "every" mode must report.
 	KeepCursor bool `protobuf:"varint,6,opt,name=keep_cursor,json=keepCursor,proto3" json:"keep_cursor,omitempty"`
-	// Subject, author, time and tree of the commits, by id; optional, and
-	// may describe only some of them.
+	// Subject, author, time and tree of the commits (and of the skipped
+	// ones), by id; optional, and may describe only some of them.
 	Details []*CommitInfo `protobuf:"bytes,7,rep,name=details,proto3" json:"details,omitempty"`
 	// How to build them; absent means the defaults (see BuildSettings).
-	Settings      *BuildSettings `protobuf:"bytes,8,opt,name=settings,proto3" json:"settings,omitempty"`
+	Settings *BuildSettings `protobuf:"bytes,8,opt,name=settings,proto3" json:"settings,omitempty"`
+	// For an observer in "head" mode: the commits between the branch's
+	// previous head (skipped_after) and the first reported commit that it
+	// does not report, oldest first (at most 1000). They are not built; when
+	// the reported head fails and skipped_after passed, the control plane
+	// builds some of them by bisection to name the first failing commit.
+	Skipped       []string `protobuf:"bytes,20,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	SkippedAfter  string   `protobuf:"bytes,21,opt,name=skipped_after,json=skippedAfter,proto3" json:"skipped_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -129,6 +136,20 @@ func (x *ReportCommitsRequest) GetSettings() *BuildSettings {
 		return x.Settings
 	}
 	return nil
+}
+
+func (x *ReportCommitsRequest) GetSkipped() []string {
+	if x != nil {
+		return x.Skipped
+	}
+	return nil
+}
+
+func (x *ReportCommitsRequest) GetSkippedAfter() string {
+	if x != nil {
+		return x.SkippedAfter
+	}
+	return ""
 }
 
 type ReportCommitsResponse struct {
@@ -277,7 +298,7 @@ var File_pontus_v1_observer_proto protoreflect.FileDescriptor
 
 const file_pontus_v1_observer_proto_rawDesc = "" +
 	"\n" +
-	"\x18pontus/v1/observer.proto\x12\tpontus.v1\x1a\x15pontus/v1/types.proto\"\x99\x02\n" +
+	"\x18pontus/v1/observer.proto\x12\tpontus.v1\x1a\x15pontus/v1/types.proto\"\xd8\x02\n" +
 	"\x14ReportCommitsRequest\x12\x12\n" +
 	"\x04repo\x18\x01 \x01(\tR\x04repo\x12\x16\n" +
 	"\x06branch\x18\x02 \x01(\tR\x06branch\x12\x18\n" +
@@ -287,7 +308,9 @@ const file_pontus_v1_observer_proto_rawDesc = "" +
 	"\vkeep_cursor\x18\x06 \x01(\bR\n" +
 	"keepCursor\x12/\n" +
 	"\adetails\x18\a \x03(\v2\x15.pontus.v1.CommitInfoR\adetails\x124\n" +
-	"\bsettings\x18\b \x01(\v2\x18.pontus.v1.BuildSettingsR\bsettings\"A\n" +
+	"\bsettings\x18\b \x01(\v2\x18.pontus.v1.BuildSettingsR\bsettings\x12\x18\n" +
+	"\askipped\x18\x14 \x03(\tR\askipped\x12#\n" +
+	"\rskipped_after\x18\x15 \x01(\tR\fskippedAfter\"A\n" +
 	"\x15ReportCommitsResponse\x12(\n" +
 	"\x06builds\x18\x01 \x03(\v2\x10.pontus.v1.BuildR\x06builds\">\n" +
 	"\x10GetCursorRequest\x12\x12\n" +

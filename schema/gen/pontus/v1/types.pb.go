@@ -486,6 +486,18 @@ type Build struct {
 	ReusedCommit string `protobuf:"bytes,33,opt,name=reused_commit,json=reusedCommit,proto3" json:"reused_commit,omitempty"`
 	// This build was queued by bisection to find the culprit of that build.
 	BisectOf int64 `protobuf:"varint,34,opt,name=bisect_of,json=bisectOf,proto3" json:"bisect_of,omitempty"`
+	// Commits between skipped_after and this one that the observer did not
+	// report (head mode, a burst of pushes), oldest first: where bisection
+	// looks for the culprit when this build fails and skipped_after passed.
+	Skipped []string `protobuf:"bytes,45,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	// The branch's previous head, the commit the skipped ones follow.
+	SkippedAfter string `protobuf:"bytes,46,opt,name=skipped_after,json=skippedAfter,proto3" json:"skipped_after,omitempty"`
+	// The culprit search of a failed build, in words: "searching 7 untested
+	// commits", "found after 3 builds", "stopped: …"; empty when none ran.
+	Bisection string `protobuf:"bytes,47,opt,name=bisection,proto3" json:"bisection,omitempty"`
+	// What the report said of the skipped commits (subject, author, tree),
+	// for the bisection builds made of them.
+	SkippedDetails []*CommitInfo `protobuf:"bytes,48,rep,name=skipped_details,json=skippedDetails,proto3" json:"skipped_details,omitempty"`
 	// A sharded build's jobs (settings.shards > 1), by shard index. Empty for a
 	// build of one shard, whose one job has the build's id. A sharded build's
 	// attempt is its highest shard attempt, its tests the shards' merged, its
@@ -767,6 +779,34 @@ func (x *Build) GetBisectOf() int64 {
 		return x.BisectOf
 	}
 	return 0
+}
+
+func (x *Build) GetSkipped() []string {
+	if x != nil {
+		return x.Skipped
+	}
+	return nil
+}
+
+func (x *Build) GetSkippedAfter() string {
+	if x != nil {
+		return x.SkippedAfter
+	}
+	return ""
+}
+
+func (x *Build) GetBisection() string {
+	if x != nil {
+		return x.Bisection
+	}
+	return ""
+}
+
+func (x *Build) GetSkippedDetails() []*CommitInfo {
+	if x != nil {
+		return x.SkippedDetails
+	}
+	return nil
 }
 
 func (x *Build) GetShards() []*Shard {
@@ -1484,8 +1524,7 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x125\n" +
 	"\bended_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12.\n" +
 	"\x06status\x18\x06 \x01(\x0e2\x16.pontus.v1.BuildStatusR\x06status\x12\x16\n" +
-	"\x06reason\x18\a \x01(\tR\x06reason\"\xbd\n" +
-	"\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"\xda\v\n" +
 	"\x05Build\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
 	"\x04repo\x18\x02 \x01(\tR\x04repo\x12\x16\n" +
@@ -1525,7 +1564,11 @@ const file_pontus_v1_types_proto_rawDesc = "" +
 	"\aculprit\x18\x1f \x01(\tR\aculprit\x12!\n" +
 	"\freused_build\x18  \x01(\x03R\vreusedBuild\x12#\n" +
 	"\rreused_commit\x18! \x01(\tR\freusedCommit\x12\x1b\n" +
-	"\tbisect_of\x18\" \x01(\x03R\bbisectOf\x12(\n" +
+	"\tbisect_of\x18\" \x01(\x03R\bbisectOf\x12\x18\n" +
+	"\askipped\x18- \x03(\tR\askipped\x12#\n" +
+	"\rskipped_after\x18. \x01(\tR\fskippedAfter\x12\x1c\n" +
+	"\tbisection\x18/ \x01(\tR\tbisection\x12>\n" +
+	"\x0fskipped_details\x180 \x03(\v2\x15.pontus.v1.CommitInfoR\x0eskippedDetails\x12(\n" +
 	"\x06shards\x187 \x03(\v2\x10.pontus.v1.ShardR\x06shards\x12\x1f\n" +
 	"\vbalanced_by\x188 \x01(\x03R\n" +
 	"balancedBy\"\xa4\x05\n" +
@@ -1669,26 +1712,27 @@ var file_pontus_v1_types_proto_depIdxs = []int32{
 	13, // 12: pontus.v1.Build.lease_deadline:type_name -> google.protobuf.Timestamp
 	13, // 13: pontus.v1.Build.committed_at:type_name -> google.protobuf.Timestamp
 	8,  // 14: pontus.v1.Build.settings:type_name -> pontus.v1.BuildSettings
-	6,  // 15: pontus.v1.Build.shards:type_name -> pontus.v1.Shard
-	0,  // 16: pontus.v1.Shard.status:type_name -> pontus.v1.BuildStatus
-	13, // 17: pontus.v1.Shard.started_at:type_name -> google.protobuf.Timestamp
-	13, // 18: pontus.v1.Shard.finished_at:type_name -> google.protobuf.Timestamp
-	12, // 19: pontus.v1.Shard.duration:type_name -> google.protobuf.Duration
-	4,  // 20: pontus.v1.Shard.attempts:type_name -> pontus.v1.Attempt
-	13, // 21: pontus.v1.Shard.lease_deadline:type_name -> google.protobuf.Timestamp
-	13, // 22: pontus.v1.CommitInfo.committed_at:type_name -> google.protobuf.Timestamp
-	8,  // 23: pontus.v1.CommitInfo.settings:type_name -> pontus.v1.BuildSettings
-	2,  // 24: pontus.v1.Runner.state:type_name -> pontus.v1.RunnerState
-	13, // 25: pontus.v1.Runner.registered_at:type_name -> google.protobuf.Timestamp
-	13, // 26: pontus.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
-	13, // 27: pontus.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	8,  // 28: pontus.v1.Job.settings:type_name -> pontus.v1.BuildSettings
-	3,  // 29: pontus.v1.Job.known_tests:type_name -> pontus.v1.TestCase
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	7,  // 15: pontus.v1.Build.skipped_details:type_name -> pontus.v1.CommitInfo
+	6,  // 16: pontus.v1.Build.shards:type_name -> pontus.v1.Shard
+	0,  // 17: pontus.v1.Shard.status:type_name -> pontus.v1.BuildStatus
+	13, // 18: pontus.v1.Shard.started_at:type_name -> google.protobuf.Timestamp
+	13, // 19: pontus.v1.Shard.finished_at:type_name -> google.protobuf.Timestamp
+	12, // 20: pontus.v1.Shard.duration:type_name -> google.protobuf.Duration
+	4,  // 21: pontus.v1.Shard.attempts:type_name -> pontus.v1.Attempt
+	13, // 22: pontus.v1.Shard.lease_deadline:type_name -> google.protobuf.Timestamp
+	13, // 23: pontus.v1.CommitInfo.committed_at:type_name -> google.protobuf.Timestamp
+	8,  // 24: pontus.v1.CommitInfo.settings:type_name -> pontus.v1.BuildSettings
+	2,  // 25: pontus.v1.Runner.state:type_name -> pontus.v1.RunnerState
+	13, // 26: pontus.v1.Runner.registered_at:type_name -> google.protobuf.Timestamp
+	13, // 27: pontus.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
+	13, // 28: pontus.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	8,  // 29: pontus.v1.Job.settings:type_name -> pontus.v1.BuildSettings
+	3,  // 30: pontus.v1.Job.known_tests:type_name -> pontus.v1.TestCase
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_pontus_v1_types_proto_init() }

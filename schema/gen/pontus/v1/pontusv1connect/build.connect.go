@@ -87,11 +87,14 @@ type BuildServiceClient interface {
 	// runners fetch. A commit never built before needs its full id, repo and
 	// branch, and repo must be one an observer has reported (else permission_denied:
 	// report it with ObserverService.ReportCommits and the observer token).
+	// A triggered build always runs: it never takes a reused verdict.
 	TriggerBuild(context.Context, *v1.TriggerBuildRequest) (*v1.TriggerBuildResponse, error)
 	// CancelBuild stops a build: a queued one ends CANCELED at once; a running
 	// one is told to its runner at its next heartbeat and ends CANCELED when the
-	// runner has stopped it (or its lease runs out). Canceling a finished build
-	// is failed_precondition.
+	// runner has stopped it (or its lease runs out). Canceling a failed build
+	// whose culprit search is under way cancels the search and its bisection
+	// builds (the build stays FAILED, its bisection says "canceled"); canceling
+	// any other finished build is failed_precondition.
 	CancelBuild(context.Context, *v1.CancelBuildRequest) (*v1.CancelBuildResponse, error)
 	// ListRunners returns every known runner with its state.
 	ListRunners(context.Context, *v1.ListRunnersRequest) (*v1.ListRunnersResponse, error)
@@ -294,11 +297,14 @@ type BuildServiceHandler interface {
 	// runners fetch. A commit never built before needs its full id, repo and
 	// branch, and repo must be one an observer has reported (else permission_denied:
 	// report it with ObserverService.ReportCommits and the observer token).
+	// A triggered build always runs: it never takes a reused verdict.
 	TriggerBuild(context.Context, *v1.TriggerBuildRequest) (*v1.TriggerBuildResponse, error)
 	// CancelBuild stops a build: a queued one ends CANCELED at once; a running
 	// one is told to its runner at its next heartbeat and ends CANCELED when the
-	// runner has stopped it (or its lease runs out). Canceling a finished build
-	// is failed_precondition.
+	// runner has stopped it (or its lease runs out). Canceling a failed build
+	// whose culprit search is under way cancels the search and its bisection
+	// builds (the build stays FAILED, its bisection says "canceled"); canceling
+	// any other finished build is failed_precondition.
 	CancelBuild(context.Context, *v1.CancelBuildRequest) (*v1.CancelBuildResponse, error)
 	// ListRunners returns every known runner with its state.
 	ListRunners(context.Context, *v1.ListRunnersRequest) (*v1.ListRunnersResponse, error)

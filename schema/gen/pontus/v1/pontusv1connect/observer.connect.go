@@ -48,6 +48,10 @@ type ObserverServiceClient interface {
 	// repository that already has a build gets no second one (use
 	// BuildService/TriggerBuild to re-run), so an observer may resend after a
 	// lost answer. The builds and the cursor are durable before it answers.
+	// A new commit whose tree (CommitInfo.tree), labels and retries equal
+	// those of a finished PASSED or FAILED build of the repository, with
+	// settings.reuse on, is created finished with that build's verdict
+	// (Build.reused_build) instead of queued.
 	ReportCommits(context.Context, *v1.ReportCommitsRequest) (*v1.ReportCommitsResponse, error)
 	// GetCursor returns the last commit reported for a branch, so a restarted
 	// observer resumes without gaps. An unknown branch has an empty commit.
@@ -111,6 +115,10 @@ type ObserverServiceHandler interface {
 	// repository that already has a build gets no second one (use
 	// BuildService/TriggerBuild to re-run), so an observer may resend after a
 	// lost answer. The builds and the cursor are durable before it answers.
+	// A new commit whose tree (CommitInfo.tree), labels and retries equal
+	// those of a finished PASSED or FAILED build of the repository, with
+	// settings.reuse on, is created finished with that build's verdict
+	// (Build.reused_build) instead of queued.
 	ReportCommits(context.Context, *v1.ReportCommitsRequest) (*v1.ReportCommitsResponse, error)
 	// GetCursor returns the last commit reported for a branch, so a restarted
 	// observer resumes without gaps. An unknown branch has an empty commit.
