@@ -24,8 +24,6 @@ type step struct {
 	pytest string
 	// junit is the JUnit report the step writes outside the checkout.
 	junit string
-	// shown, if set, is how the log names the command instead of argv.
-	shown string
 }
 
 // detectTests chooses how to run the tests of the checkout in dir from

@@ -178,15 +178,6 @@ func rerunStep(dir string, st step, tc *pontusv1.TestCase) (step, bool) {
 		prefix := pytestPrefix(argv)
 		ns.argv = append(append(slices.Clone(prefix), optionsOnly(argv[len(prefix):])...), id)
 		return ns, true
-	case len(argv) >= 3 && argv[1] == "-c" && argv[2] == pyRunModules:
-		// A shard's modules of tests/: the same program, one test id.
-		id, ok := unittestID(tc)
-		if !ok {
-			return step{}, false
-		}
-		ns.argv = []string{argv[0], "-c", pyRunModules, "-v", id}
-		ns.shown = ""
-		return ns, true
 	case len(argv) >= 4 && strings.HasPrefix(argv[0], "python") && argv[1] == "-m" && argv[2] == "unittest":
 		id, ok := unittestID(tc)
 		if !ok {

@@ -212,8 +212,9 @@ func TestRerunCommands(t *testing.T) {
 		{unit, &pontusv1.TestCase{Name: "test_x (m.C)"}, "python3 -m unittest -v m.C.test_x"},
 		{unit, &pontusv1.TestCase{Name: "test_x (m.C.test_x) (i=2)"}, "python3 -m unittest -v m.C.test_x"},
 		{unit, &pontusv1.TestCase{Name: "Doctest: m.f"}, ""},
-		{step{argv: []string{"python3", "-c", pyRunModules, "-v", "test_a", "test_b"}}, &pontusv1.TestCase{Name: "test_x (test_a.C.test_x)"},
-			"python3 -c " + pyRunModules + " -v test_a.C.test_x"},
+		// A shard's modules of tests/ (shard.go; tests/ is on its PYTHONPATH).
+		{step{argv: []string{"python3", "-m", "unittest", "-v", "test_a", "test_b"}}, &pontusv1.TestCase{Name: "test_x (test_a.C.test_x)"},
+			"python3 -m unittest -v test_a.C.test_x"},
 		{step{argv: []string{"go", "test", "-v", "-run", "^(TestA|TestB)$", "example.com/m/tests"}}, &pontusv1.TestCase{Name: "TestB", Suite: "example.com/m/tests"},
 			"go test -v -count=1 -run ^TestB$ example.com/m/tests"},
 		{step{argv: []string{"python3", "-m", "pytest", "-v", "--junitxml=/x.xml", "tests"}},

