@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -288,6 +289,12 @@ var writeSQL = [opCount]string{
 	opTestRun:     testRunInsert(testRunChunk),
 }
 
+// uriPath escapes what a file: URI would otherwise read as its query,
+// fragment or an escape ("?", "#", "%"), so a data_dir may contain them.
+func uriPath(path string) string {
+	return strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(path)
+}
+
 // OpenSQLite opens (creating if needed) the store at path.
 func OpenSQLite(path string, opts SQLiteOptions) (*SQLite, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -297,7 +304,7 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLite, error) {
 	if opts.Fsync {
 		sync = "FULL"
 	}
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(" + sync + ")"
+	dsn := "file:" + uriPath(path) + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(" + sync + ")"
 	w, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -432,5 +433,36 @@ func testTestRuns(t *testing.T, open opener) {
 	}
 	if got, want := summary(TestRunQuery{Branch: "main"}), "1/main/pkg/T0:PASSED:1ms:1 1/main/pkg/T1:PASSED:1ms:1"; got != want {
 		t.Errorf("after deleting build 2: %s, want %s", got, want)
+	}
+}
+
+// A store directory whose name holds what a file: URI reads specially
+// ("?", "#", "%") gets its database there, and two such directories do not
+// share one.
+func TestSQLitePathWithURICharacters(t *testing.T) {
+	ctx := context.Background()
+	base := t.TempDir()
+	for i, dir := range []string{"a?b", "a#b", "a%3Fb", "a"} {
+		path := filepath.Join(base, dir, "pontus.db")
+		s, err := OpenSQLite(path, SQLiteOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := build(int64(i+1), pontusv1.BuildStatus_BUILD_STATUS_PASSED)
+		b.Repo = "/" + dir
+		if err := s.Enqueue(Mutation{PutBuild: b}).Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.ListBuilds(ctx, Query{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].Repo != "/"+dir {
+			t.Errorf("%s: the store holds %d builds (shared with another directory?)", dir, len(got))
+		}
+		s.Close()
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("%s: the database is not where asked: %v", dir, err)
+		}
 	}
 }
