@@ -120,27 +120,11 @@ CREATE INDEX builds_repo_branch ON builds(repo, branch, status, id);
 CREATE INDEX builds_logs_kept ON builds(id) WHERE logs_kept = 1 AND live = 0;`); err != nil {
 			return err
 		}
-		rows, err := tx.Query(`SELECT id, data FROM builds WHERE live = 0`)
-		if err != nil {
-			return err
-		}
 		finished := map[int64]int64{}
-		for rows.Next() {
-			var id int64
-			var data []byte
-			if err := rows.Scan(&id, &data); err != nil {
-				rows.Close()
-				return err
-			}
-			b := new(pontusv1.Build)
-			if err := proto.Unmarshal(data, b); err != nil {
-				rows.Close()
-				return fmt.Errorf("decode build %d: %w", id, err)
-			}
+		err := eachBuild(tx, `SELECT id, data FROM builds WHERE live = 0`, nil, func(id int64, b *pontusv1.Build) {
 			finished[id] = finishedUnix(b)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		})
+		if err != nil {
 			return err
 		}
 		for id, f := range finished {
@@ -191,30 +175,15 @@ ALTER TABLE builds ADD COLUMN reuse_key TEXT NOT NULL DEFAULT '';
 CREATE INDEX builds_reuse ON builds(repo, reuse_key, id) WHERE reuse_key <> '';`); err != nil {
 			return err
 		}
-		rows, err := tx.Query(`SELECT id, data FROM builds WHERE status IN (?, ?)`,
-			int32(pontusv1.BuildStatus_BUILD_STATUS_PASSED), int32(pontusv1.BuildStatus_BUILD_STATUS_FAILED))
-		if err != nil {
-			return err
-		}
 		keys := map[int64]string{}
-		for rows.Next() {
-			var id int64
-			var data []byte
-			if err := rows.Scan(&id, &data); err != nil {
-				rows.Close()
-				return err
-			}
-			b := new(pontusv1.Build)
-			if err := proto.Unmarshal(data, b); err != nil {
-				rows.Close()
-				return fmt.Errorf("decode build %d: %w", id, err)
-			}
-			if k := reuseKeyOf(b); k != "" {
-				keys[id] = k
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		err := eachBuild(tx, `SELECT id, data FROM builds WHERE status IN (?, ?)`,
+			[]any{int32(pontusv1.BuildStatus_BUILD_STATUS_PASSED), int32(pontusv1.BuildStatus_BUILD_STATUS_FAILED)},
+			func(id int64, b *pontusv1.Build) {
+				if k := reuseKeyOf(b); k != "" {
+					keys[id] = k
+				}
+			})
+		if err != nil {
 			return err
 		}
 		for id, k := range keys {
@@ -224,6 +193,28 @@ CREATE INDEX builds_reuse ON builds(repo, reuse_key, id) WHERE reuse_key <> '';`
 		}
 		return nil
 	},
+}
+
+// eachBuild calls f with each build a migration's query selects (id, data).
+func eachBuild(tx *sql.Tx, query string, args []any, f func(id int64, b *pontusv1.Build)) error {
+	rows, err := tx.Query(query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var data []byte
+		if err := rows.Scan(&id, &data); err != nil {
+			return err
+		}
+		b := new(pontusv1.Build)
+		if err := proto.Unmarshal(data, b); err != nil {
+			return fmt.Errorf("decode build %d: %w", id, err)
+		}
+		f(id, b)
+	}
+	return rows.Err()
 }
 
 // SchemaVersion is the store schema this Pontus writes.
