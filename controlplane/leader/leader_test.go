@@ -168,8 +168,11 @@ func TestDeposedLeaderStepsDown(t *testing.T) {
 		t.Fatalf("re-elected with epoch %d, want 2", epoch)
 	}
 	winner, loser := []*candidate{a, b}[i], []*candidate{a, b}[1-i]
-	if loser.e.Epoch() != 0 {
-		t.Errorf("loser still thinks it leads with epoch %d", loser.e.Epoch())
+	// The loser notices at its next check of its session (every 0.5 s).
+	for deadline := time.Now().Add(10 * time.Second); loser.e.Epoch() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("loser still thinks it leads with epoch %d", loser.e.Epoch())
+		}
 	}
 	// A stale leader that has not noticed yet is fenced by the epoch.
 	stale := New(Config{URL: url, Name: "stale"}, nil)
