@@ -173,8 +173,13 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context, epoch 
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 		conn.Close(closeCtx)
 		cancel()
-		if err != nil && ctx.Err() == nil {
-			e.log.Warn("leader election connection lost", "err", err)
+		if ctx.Err() == nil {
+			if err != nil {
+				e.log.Warn("leader election connection lost", "err", err)
+			}
+			// Also after a term that ended (its work failed, or a newer
+			// epoch replaced it): retaking the lock at once would spin,
+			// bumping the epoch, ahead of a healthy standby's next try.
 			sleep(ctx, e.cfg.Poll)
 		}
 	}

@@ -187,3 +187,39 @@ func TestDeposedLeaderStepsDown(t *testing.T) {
 		t.Errorf("winner's write: %v", err)
 	}
 }
+
+// A replica whose term ends at once (it cannot load the state, say) waits a
+// poll before campaigning again, so it neither spins bumping the epoch nor
+// takes the lock back before a healthy standby's next try.
+func TestEndedTermWaitsBeforeCampaigningAgain(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	const poll = 200 * time.Millisecond
+	e := New(Config{URL: url, Name: "a", Advertise: "http://a", Poll: poll}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	starts := make(chan time.Time, 3)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.Run(ctx, func(context.Context, int64) {
+			select {
+			case starts <- time.Now():
+			default:
+				cancel()
+			}
+		})
+	}()
+	defer func() { cancel(); <-done }()
+	var prev time.Time
+	for range 3 {
+		var at time.Time
+		select {
+		case at = <-starts:
+		case <-time.After(30 * time.Second):
+			t.Fatal("no term within 30s")
+		}
+		if !prev.IsZero() && at.Sub(prev) < poll {
+			t.Fatalf("campaigned again %v after a term ended at once, want at least the poll %v", at.Sub(prev), poll)
+		}
+		prev = at
+	}
+}
