@@ -45,8 +45,10 @@ type PostgresOptions struct {
 	//	            FROM leader WHERE id = 1 FOR SHARE)
 	//
 	// which fails with division_by_zero once the epoch moved on; that
-	// error fails the batch's commits as a *FenceError. It is called once
-	// per batch, from the writer.
+	// error fails the batch's commits as a *FenceError. It is called as
+	// each write is enqueued (from the caller's goroutine), and the write
+	// is applied under the statement it returned then, retries included:
+	// a write queued in an earlier term never lands under a later one.
 	FenceStatement func() (sql string, args []any)
 	// RetryFor is how long a batch that failed because the connection or
 	// the server went away (a PostgreSQL restart or failover) is retried
@@ -248,6 +250,12 @@ func OpenPostgres(ctx context.Context, rawURL string, opts PostgresOptions) (*Po
 		s.sql[kind] = rebindDollar(q)
 	}
 	s.reader = reader{read: stdlib.OpenDBFromPool(pool), dollar: true}
+	if opts.FenceStatement != nil {
+		s.queue.fence = func() *fenceStamp {
+			q, args := opts.FenceStatement()
+			return &fenceStamp{sql: q, args: args}
+		}
+	}
 	s.queue.start(opts.MaxBatch, opts.WriteHealth, s.apply)
 	return s, nil
 }
@@ -335,8 +343,8 @@ func (s *Postgres) applyOnce(batch []pendingWrite) error {
 	var b pgx.Batch
 	fenced := s.opts.FenceStatement != nil
 	if fenced {
-		q, args := s.opts.FenceStatement()
-		b.Queue(q, args...)
+		f := batch[0].fence // the batch's writes share it
+		b.Queue(f.sql, f.args...)
 	}
 	for _, pw := range batch {
 		if pw.log != nil {

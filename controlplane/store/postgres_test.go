@@ -286,3 +286,67 @@ func BenchmarkPostgresFence(b *testing.B) {
 		})
 	}
 }
+
+// A write is fenced with the check as it stood when it was enqueued, not
+// when the writer gets to it: a write queued while this replica did not
+// lead (or in an earlier term), still pending behind a stalled batch when
+// the replica leads again, must not land under the new term.
+func TestPostgresFenceIsTakenAtEnqueue(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	ctx := t.Context()
+	var leading atomic.Int64
+	leading.Store(1)
+	s, err := OpenPostgres(ctx, url, PostgresOptions{FenceStatement: func() (string, []any) {
+		return `SELECT 1 / $1::int`, []any{leading.Load()}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Enqueue(Mutation{PutBuild: build(1, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)}).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Stall the writer: its next batch waits for this row lock.
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, `SELECT id FROM builds WHERE id = 1 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	first := s.Enqueue(Mutation{PutBuild: build(1, pontusv1.BuildStatus_BUILD_STATUS_RUNNING)})
+	for {
+		var n int
+		if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-first.done:
+			t.Fatalf("the first write did not wait for the row lock: %v", first.err)
+		default:
+		}
+	}
+	leading.Store(0) // stepped down
+	stale := s.Enqueue(Mutation{PutBuild: build(2, pontusv1.BuildStatus_BUILD_STATUS_QUEUED)})
+	leading.Store(1) // leads again
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Wait(ctx); err != nil {
+		t.Fatalf("the write of the term that enqueued it: %v", err)
+	}
+	var fe *FenceError
+	if err := stale.Wait(ctx); !errors.As(err, &fe) {
+		t.Fatalf("write enqueued while not leading: got %v, want a FenceError", err)
+	}
+	if _, err := s.GetBuild(ctx, 2); err != ErrNotFound {
+		t.Fatalf("the stale write landed under the new term: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"reflect"
 	"sync"
 )
 
@@ -13,6 +14,10 @@ type queue struct {
 	maxBatch int
 	health   func(err error)
 	apply    func(batch []pendingWrite) error
+	// fence, if set, is called as each write is enqueued; the writer
+	// applies a batch under its writes' fence (PostgreSQL's
+	// FenceStatement), never mixing writes enqueued under different ones.
+	fence func() *fenceStamp
 
 	mu      sync.Mutex
 	pending []pendingWrite
@@ -26,6 +31,17 @@ type pendingWrite struct {
 	op     op
 	log    *logChunk // instead of op: a log_chunks row (PostgreSQL only)
 	commit *Commit
+	fence  *fenceStamp // as it stood when the write was enqueued
+}
+
+// fenceStamp is a fence statement with its arguments.
+type fenceStamp struct {
+	sql  string
+	args []any
+}
+
+func sameFence(a, b *fenceStamp) bool {
+	return a == b || (a != nil && b != nil && a.sql == b.sql && reflect.DeepEqual(a.args, b.args))
 }
 
 // logChunk is a piece of an attempt's log at its byte offset.
@@ -73,6 +89,12 @@ func (q *queue) push(c *Commit, pws ...pendingWrite) *Commit {
 		pws = []pendingWrite{{}}
 	}
 	pws[len(pws)-1].commit = c
+	if q.fence != nil {
+		f := q.fence()
+		for i := range pws {
+			pws[i].fence = f
+		}
+	}
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -112,6 +134,13 @@ func (q *queue) writer() {
 		// the batch to the next commit marker.
 		for n < len(q.pending) && q.pending[n-1].commit == nil {
 			n++
+		}
+		// Nor mix fences (they change only between Enqueues).
+		for i := 1; i < n; i++ {
+			if !sameFence(q.pending[i].fence, q.pending[0].fence) {
+				n = i
+				break
+			}
 		}
 		batch := make([]pendingWrite, n)
 		copy(batch, q.pending[:n])
