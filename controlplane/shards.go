@@ -314,6 +314,7 @@ func (d *dispatcher) cancelShardedLocked(p *liveBuild) bool {
 		}
 	}
 	d.finishShardedLocked(p)
+	d.finishedLocked(p.b) // culprit searches (bisect.go), as finishLocked does
 	return true
 }
 
