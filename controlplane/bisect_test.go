@@ -331,3 +331,37 @@ func TestBisectionReusesKnownTrees(t *testing.T) {
 		t.Fatalf("commit 4's bisection build: %v %v", b, err)
 	}
 }
+
+// Canceling a queued sharded bisection build ends its search, naming why,
+// as canceling an unsharded one does: the search is not left waiting for a
+// build that will never end.
+func TestCancelOfQueuedShardedBisectionBuildStopsTheSearch(t *testing.T) {
+	cp := startCP(t, testConfig(t))
+	r := cp.register(t, "r")
+	base, skipped, head, failing := line()
+	cp.reportHead(t, base, hexID(100), "", nil, nil)
+	cp.run(t, r, failing)
+	sharded := &pontusv1.BuildSettings{Shards: 2, Bisect: true}
+	f := cp.reportHead(t, head, hexID(108), base, skipped, sharded)
+	cp.run(t, r, failing)
+	cp.run(t, r, failing)
+	var bisection *pontusv1.Build
+	waitFor(t, "a bisection build", 5*time.Second, func() (bool, string) {
+		res, _ := cp.builds.ListBuilds(context.Background(), &pontusv1.ListBuildsRequest{Status: statusQueued})
+		if bs := res.GetBuilds(); len(bs) == 1 && bs[0].BisectOf == f.Id {
+			bisection = bs[0]
+			return true, ""
+		}
+		return false, fmt.Sprint(res.GetBuilds())
+	})
+	if len(bisection.Shards) != 2 {
+		t.Fatalf("bisection build %d has %d shards, want 2", bisection.Id, len(bisection.Shards))
+	}
+	if _, err := cp.builds.CancelBuild(context.Background(), &pontusv1.CancelBuildRequest{BuildId: bisection.Id}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the search stopped", 5*time.Second, func() (bool, string) {
+		b := cp.build(t, f.Id)
+		return strings.HasPrefix(b.Bisection, "stopped: bisection build") && strings.HasSuffix(b.Bisection, "ended canceled"), b.Bisection
+	})
+}

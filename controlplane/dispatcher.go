@@ -176,6 +176,7 @@ func (d *dispatcher) load(ctx context.Context) (unreported []*pontusv1.Build, er
 		for i := range b.Shards {
 			d.loadJobLocked(shardJob(lb, i), now)
 		}
+		restoreShardStop(lb)
 	}
 	for _, q := range d.queues {
 		slices.Sort(q.ids)

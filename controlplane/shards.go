@@ -253,6 +253,23 @@ func (d *dispatcher) stopShardsLocked(p *liveBuild, why string) {
 	}
 }
 
+// restoreShardStop, at a start, asks the unfinished shards of sharded
+// build p to stop again when a shard of it timed out or was canceled on its
+// own (shardFinishedLocked): the Shard record does not keep the request,
+// only the finished shard's status, written in the same mutation.
+func restoreShardStop(p *liveBuild) {
+	if p.b.CancelRequested || !slices.ContainsFunc(p.b.Shards, func(s *pontusv1.Shard) bool {
+		return s.Status == pontusv1.BuildStatus_BUILD_STATUS_TIMED_OUT || s.Status == statusCanceled
+	}) {
+		return
+	}
+	for _, j := range p.jobs {
+		if !store.IsTerminal(j.b.Status) {
+			j.b.CancelRequested = true
+		}
+	}
+}
+
 // finishShardedLocked gives a sharded build whose shards have all finished
 // its final state (the worst shard's status and reason) and retires it and
 // its jobs from the live state.
@@ -297,6 +314,7 @@ func (d *dispatcher) cancelShardedLocked(p *liveBuild) bool {
 		}
 	}
 	d.finishShardedLocked(p)
+	d.finishedLocked(p.b) // culprit searches (bisect.go), as finishLocked does
 	return true
 }
 

@@ -264,3 +264,28 @@ func TestTimedOutShardStopsTheOthers(t *testing.T) {
 		t.Fatalf("build: %v %v", final, err)
 	}
 }
+
+// The stop a timed-out shard sends its running siblings survives a restart
+// of the control plane: the sibling is still told to stop at its next
+// heartbeat, not left to run to its end.
+func TestTimedOutShardStopSurvivesRestart(t *testing.T) {
+	cfg := shardedConfig(t)
+	ctx := context.Background()
+	d := newTestDispatcher(t, cfg)
+	runners := registerN(t, d, 2)
+	reportSharded(t, d, 3, commitA)
+	first, second := mustAcquire(t, d, runners[0]), mustAcquire(t, d, runners[1])
+	if _, err := d.complete(ctx, first.JobId, 1, outcome_(pontusv1.BuildStatus_BUILD_STATUS_TIMED_OUT, 0)); err != nil {
+		t.Fatal(err)
+	}
+	d.results.stop()
+	if err := d.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	d = newTestDispatcher(t, cfg)
+	cancel, lost, err := d.heartbeat(ctx, runners[1], []*pontusv1.JobRef{{JobId: second.JobId, Attempt: 1}})
+	if err != nil || len(lost) > 0 || len(cancel) != 1 {
+		t.Fatalf("after a restart the running shard is not told to stop: cancel %v lost %v err %v", cancel, lost, err)
+	}
+}
