@@ -418,6 +418,7 @@ func TestBadRequestsAreInvalidArgument(t *testing.T) {
 	_, cases["bad branch"] = cp.observer.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{Repo: "/r", Branch: "-x", Commits: []string{commitA}})
 	_, cases["ext transport"] = cp.observer.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{Repo: "ext::sh -c touch% /tmp/x", Branch: "main", Commits: []string{commitA}})
 	_, cases["get traversal"] = cp.builds.GetBuild(ctx, &pontusv1.GetBuildRequest{Commit: "../../etc/passwd"})
+	_, cases["commit listed twice"] = cp.observer.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{Repo: "/r", Branch: "main", Commits: []string{commitA, commitB, commitA}})
 	_, cases["details of another commit"] = cp.observer.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{Repo: "/r", Branch: "main", Commits: []string{commitA},
 		Details: []*pontusv1.CommitInfo{{Id: commitB, Subject: "x"}}})
 	_, cases["two-line subject"] = cp.observer.ReportCommits(ctx, &pontusv1.ReportCommitsRequest{Repo: "/r", Branch: "main", Commits: []string{commitA},

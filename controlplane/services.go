@@ -218,6 +218,9 @@ func (s observerService) ReportCommits(ctx context.Context, req *pontusv1.Report
 		if err := validate.CommitID(fmt.Sprintf("commits[%d]", i), c); err != nil {
 			return nil, invalid(err)
 		}
+		if j := slices.Index(req.Commits[:i], c); j >= 0 {
+			return nil, invalidf(fmt.Sprintf("commits[%d]", i), "commit %s is also commits[%d]; list each commit once", c, j)
+		}
 	}
 	if req.CloneUrl != "" {
 		if err := validate.CloneURL("clone_url", req.CloneUrl); err != nil {
