@@ -93,6 +93,37 @@ func line() (base string, skipped []string, head string, failing func(string) bo
 	return hexID(0), skipped, hexID(8), func(c string) bool { return c >= hexID(3) }
 }
 
+// failedHead reports the line's passing base and then its failing head
+// with the seven commits between as skipped (with settings s), runs both
+// (of a sharded head, its first shard), and returns the failed build.
+func (cp *testCP) failedHead(t testing.TB, r string, s *pontusv1.BuildSettings) (*pontusv1.Build, func(string) bool) {
+	t.Helper()
+	base, skipped, head, failing := line()
+	cp.reportHead(t, base, hexID(100), "", nil, nil)
+	cp.run(t, r, failing)
+	f := cp.reportHead(t, head, hexID(108), base, skipped, s)
+	if j := cp.run(t, r, failing); s.GetShards() <= 1 && j.JobId != f.Id {
+		t.Fatalf("ran build %d, want the head's %d", j.JobId, f.Id)
+	}
+	return f, failing
+}
+
+// waitQueuedBisection waits until the only queued build is one that
+// bisects build id, and returns it.
+func (cp *testCP) waitQueuedBisection(t testing.TB, id int64) *pontusv1.Build {
+	t.Helper()
+	var bisection *pontusv1.Build
+	waitFor(t, "a bisection build", 5*time.Second, func() (bool, string) {
+		res, _ := cp.builds.ListBuilds(context.Background(), &pontusv1.ListBuildsRequest{Status: statusQueued})
+		if bs := res.GetBuilds(); len(bs) == 1 && bs[0].BisectOf == id {
+			bisection = bs[0]
+			return true, ""
+		}
+		return false, fmt.Sprint(res.GetBuilds())
+	})
+	return bisection
+}
+
 func TestBisectionNamesTheFirstFailingCommit(t *testing.T) {
 	cp := startCP(t, testConfig(t))
 	r := cp.register(t, "r")
@@ -128,15 +159,8 @@ func TestBisectionNamesTheFirstFailingCommit(t *testing.T) {
 func TestBisectionBuildsWaitBehindNewCommits(t *testing.T) {
 	cp := startCP(t, testConfig(t))
 	r := cp.register(t, "r")
-	base, skipped, head, failing := line()
-	cp.reportHead(t, base, hexID(100), "", nil, nil)
-	cp.run(t, r, failing)
-	f := cp.reportHead(t, head, hexID(108), base, skipped, nil)
-	cp.run(t, r, failing)
-	waitFor(t, "a bisection build", 5*time.Second, func() (bool, string) {
-		res, _ := cp.builds.ListBuilds(context.Background(), &pontusv1.ListBuildsRequest{Status: statusQueued})
-		return len(res.GetBuilds()) == 1, fmt.Sprint(res.GetBuilds())
-	})
+	f, failing := cp.failedHead(t, r, nil)
+	cp.waitQueuedBisection(t, f.Id)
 	// A new commit comes in: it runs first.
 	fresh := cp.reportHead(t, hexID(9), hexID(109), "", nil, nil)
 	if j := cp.run(t, r, failing); j.JobId != fresh.Id {
@@ -151,11 +175,7 @@ func TestBisectionSurvivesRestart(t *testing.T) {
 	cfg := testConfig(t)
 	cp := startCP(t, cfg)
 	r := cp.register(t, "r")
-	base, skipped, head, failing := line()
-	cp.reportHead(t, base, hexID(100), "", nil, nil)
-	cp.run(t, r, failing)
-	f := cp.reportHead(t, head, hexID(108), base, skipped, nil)
-	cp.run(t, r, failing)
+	f, failing := cp.failedHead(t, r, nil)
 	cp.run(t, r, failing) // the first bisection build; its end queues the next
 	cp.stop()
 
@@ -170,15 +190,8 @@ func TestBisectionSurvivesRestart(t *testing.T) {
 func TestCancelOfFailedBuildCancelsItsSearch(t *testing.T) {
 	cp := startCP(t, testConfig(t))
 	r := cp.register(t, "r")
-	base, skipped, head, failing := line()
-	cp.reportHead(t, base, hexID(100), "", nil, nil)
-	cp.run(t, r, failing)
-	f := cp.reportHead(t, head, hexID(108), base, skipped, nil)
-	cp.run(t, r, failing)
-	waitFor(t, "a bisection build", 5*time.Second, func() (bool, string) {
-		res, _ := cp.builds.ListBuilds(context.Background(), &pontusv1.ListBuildsRequest{Status: statusQueued})
-		return len(res.GetBuilds()) == 1, fmt.Sprint(res.GetBuilds())
-	})
+	f, _ := cp.failedHead(t, r, nil)
+	cp.waitQueuedBisection(t, f.Id)
 	res, err := cp.builds.CancelBuild(context.Background(), &pontusv1.CancelBuildRequest{BuildId: f.Id})
 	if err != nil {
 		t.Fatal(err)
@@ -338,22 +351,9 @@ func TestBisectionReusesKnownTrees(t *testing.T) {
 func TestCancelOfQueuedShardedBisectionBuildStopsTheSearch(t *testing.T) {
 	cp := startCP(t, testConfig(t))
 	r := cp.register(t, "r")
-	base, skipped, head, failing := line()
-	cp.reportHead(t, base, hexID(100), "", nil, nil)
+	f, failing := cp.failedHead(t, r, &pontusv1.BuildSettings{Shards: 2, Bisect: true})
 	cp.run(t, r, failing)
-	sharded := &pontusv1.BuildSettings{Shards: 2, Bisect: true}
-	f := cp.reportHead(t, head, hexID(108), base, skipped, sharded)
-	cp.run(t, r, failing)
-	cp.run(t, r, failing)
-	var bisection *pontusv1.Build
-	waitFor(t, "a bisection build", 5*time.Second, func() (bool, string) {
-		res, _ := cp.builds.ListBuilds(context.Background(), &pontusv1.ListBuildsRequest{Status: statusQueued})
-		if bs := res.GetBuilds(); len(bs) == 1 && bs[0].BisectOf == f.Id {
-			bisection = bs[0]
-			return true, ""
-		}
-		return false, fmt.Sprint(res.GetBuilds())
-	})
+	bisection := cp.waitQueuedBisection(t, f.Id)
 	if len(bisection.Shards) != 2 {
 		t.Fatalf("bisection build %d has %d shards, want 2", bisection.Id, len(bisection.Shards))
 	}
